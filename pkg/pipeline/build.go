@@ -1,0 +1,232 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+)
+
+// Step is one entry of a pipeline in YAML: `use: NAME`, optional `name:` (a label
+// for logs and metrics; defaults to the plugin name) and optional `with:`.
+type Step struct {
+	Use  string         `mapstructure:"use" yaml:"use" json:"use"`
+	Name string         `mapstructure:"name" yaml:"name,omitempty" json:"name,omitempty"`
+	With map[string]any `mapstructure:"with" yaml:"with,omitempty" json:"with,omitempty"`
+}
+
+// Label is the step's name for logs and metrics.
+func (s Step) Label() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return s.Use
+}
+
+// Config is the `pipelines:` section: one list of steps per event kind.
+type Config struct {
+	Join    []Step `mapstructure:"join" yaml:"join" json:"join"`
+	Message []Step `mapstructure:"message" yaml:"message" json:"message"`
+	Leave   []Step `mapstructure:"leave" yaml:"leave" json:"leave"`
+}
+
+// Steps returns the steps of one kind.
+func (c Config) Steps(k Kind) []Step {
+	switch k {
+	case Join:
+		return c.Join
+	case Message:
+		return c.Message
+	case Leave:
+		return c.Leave
+	}
+	return nil
+}
+
+// Observer is told how long each step took on its own (time spent in later
+// steps excluded) and what it returned. It is called on the event's goroutine
+// and must be fast (a histogram observation).
+type Observer interface {
+	ObserveStep(kind Kind, step string, d time.Duration, err error)
+}
+
+// BuildOptions tune Build. The zero value is valid.
+type BuildOptions struct {
+	// Observer, if set, is told about every step of every event.
+	Observer Observer
+	// StepTimeout, if positive, bounds each event's run through a pipeline: the
+	// context passed to plugins is cancelled after it. Plugins that wait (the
+	// webhook) honour it.
+	StepTimeout time.Duration
+}
+
+// ResolvedStep is a built step, for `config check` and `pipeline run`.
+type ResolvedStep struct {
+	Kind    Kind
+	Label   string
+	Use     string
+	Options any // the decoded options struct, defaults filled in
+}
+
+// Pipelines are the three built pipelines. They are immutable once built, so a
+// hot reload builds a new value and swaps it in atomically.
+type Pipelines struct {
+	handlers map[Kind]Handler
+	steps    []ResolvedStep
+	closers  []io.Closer
+	timeout  time.Duration
+}
+
+// Build builds the pipelines of cfg. Errors name the step as
+// `pipelines.KIND[i] (PLUGIN)` and, for options, the key at fault.
+func Build(cfg Config, deps Deps, bo BuildOptions) (*Pipelines, error) {
+	p := &Pipelines{handlers: map[Kind]Handler{}, timeout: bo.StepTimeout}
+	for _, kind := range Kinds {
+		steps := cfg.Steps(kind)
+		plugins := make([]Plugin, len(steps))
+		for i, st := range steps {
+			where := fmt.Sprintf("pipelines.%s[%d]", kind, i)
+			if st.Use == "" {
+				p.Close()
+				return nil, fmt.Errorf("%s: missing `use:` (known plugins: %v)", where, Names())
+			}
+			where += " (" + st.Use + ")"
+			spec, ok := Lookup(st.Use)
+			if !ok {
+				p.Close()
+				return nil, fmt.Errorf("%s: %w", where, unknownPlugin(st.Use))
+			}
+			opts, err := DecodeOptions(spec, st.With)
+			if err != nil {
+				p.Close()
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+			d := deps
+			if d.Logger != nil {
+				d.Logger = d.Logger.With("pipeline", string(kind), "step", st.Label())
+			}
+			pl, err := spec.New(opts, d)
+			if err != nil {
+				p.Close()
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+			if c, ok := pl.(io.Closer); ok {
+				p.closers = append(p.closers, c)
+			}
+			plugins[i] = pl
+			p.steps = append(p.steps, ResolvedStep{Kind: kind, Label: st.Label(), Use: st.Use, Options: opts})
+		}
+		// Wrap from the last step to the first, so the first step runs first.
+		var h Handler = end
+		for i := len(plugins) - 1; i >= 0; i-- {
+			label := steps[i].Label()
+			h = plugins[i].Wrap(h)
+			if bo.Observer != nil {
+				h = observe(bo.Observer, kind, label, h)
+			}
+			h = recoverStep(label, h)
+		}
+		p.handlers[kind] = h
+	}
+	return p, nil
+}
+
+// DecodeOptions decodes a step's `with:` map onto the plugin's default options
+// and validates them. Unknown keys are errors that name the key.
+func DecodeOptions(spec Spec, with map[string]any) (any, error) {
+	if spec.Options == nil {
+		if len(with) > 0 {
+			for k := range with {
+				return nil, fmt.Errorf("unknown option %q: plugin %s takes no options", k, spec.Name)
+			}
+		}
+		return nil, nil
+	}
+	opts := spec.Options()
+	if reflect.TypeOf(opts).Kind() != reflect.Pointer {
+		panic("pipeline: plugin " + spec.Name + ": Options must return a pointer")
+	}
+	var md mapstructure.Metadata
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		Result:      opts,
+		Metadata:    &md,
+		ErrorUnused: true,
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := dec.Decode(with); err != nil {
+		return nil, fmt.Errorf("options: %w", unwrapDecode(err))
+	}
+	if v, ok := opts.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			return nil, fmt.Errorf("options: %w", err)
+		}
+	}
+	return opts, nil
+}
+
+// unwrapDecode keeps mapstructure's messages but drops its "decoding failed
+// due to the following error(s):" preamble, which reads badly in one line.
+func unwrapDecode(err error) error {
+	var u interface{ Unwrap() []error }
+	if errors.As(err, &u) {
+		if errs := u.Unwrap(); len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+	}
+	return err
+}
+
+// Run sends ev through the pipeline of its kind. A kind without steps lets the
+// event through untouched.
+func (p *Pipelines) Run(ctx context.Context, ev *Event) error {
+	h, ok := p.handlers[ev.Kind]
+	if !ok {
+		return fmt.Errorf("pipeline: unknown event kind %q", ev.Kind)
+	}
+	if p.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.timeout)
+		defer cancel()
+	}
+	return h.Handle(ctx, ev)
+}
+
+// Steps returns the resolved steps of every pipeline, in order.
+func (p *Pipelines) Steps() []ResolvedStep { return p.steps }
+
+// Close closes every plugin that holds resources. It is safe to call twice only
+// if the plugins' Close methods are; the server calls it once.
+func (p *Pipelines) Close() error {
+	var errs []error
+	for _, c := range p.closers {
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.closers = nil
+	return errors.Join(errs...)
+}
+
+// observe reports the step's own duration: its time minus the time spent in the
+// steps after it. ev.down carries the downstream total between the wrappers.
+func observe(o Observer, kind Kind, step string, h Handler) Handler {
+	return HandlerFunc(func(ctx context.Context, ev *Event) error {
+		before := ev.down
+		start := time.Now()
+		err := h.Handle(ctx, ev)
+		incl := time.Since(start)
+		o.ObserveStep(kind, step, incl-(ev.down-before), err)
+		ev.down = before + incl
+		return err
+	})
+}

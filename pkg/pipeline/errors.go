@@ -1,0 +1,48 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error codes of the `error` envelope (SPEC §5). A plugin rejects an event by
+// returning an *Error; the sender gets `{"type":"error","code":…,"reason":…}`.
+const (
+	CodeInvalidJSON = "invalid_json"
+	CodeEmpty       = "empty"
+	CodeTooLong     = "too_long"
+	CodeRateLimited = "rate_limited"
+	CodeRejected    = "rejected"
+	CodeInternal    = "internal"
+)
+
+// Error is a rejection the sender is told about. The connection stays open.
+type Error struct {
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Reason }
+
+// Reject returns an *Error with the given code and a formatted reason.
+func Reject(code, format string, args ...any) *Error {
+	return &Error{Code: code, Reason: fmt.Sprintf(format, args...)}
+}
+
+// ErrorFrame is the wire form of an error envelope.
+type ErrorFrame struct {
+	Type   string `json:"type"`
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+}
+
+// AsError maps any error a pipeline returned to what the sender is told: an
+// *Error anywhere in the chain is shown as is; anything else is `internal`, with
+// a reason that does not leak internals.
+func AsError(err error) *Error {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return &Error{Code: CodeInternal, Reason: "the server could not handle this message"}
+}
