@@ -1,0 +1,30 @@
+// Package broker carries published frames to the members of a room: on one node
+// (Local) or, in a cluster, to every node that has members in the room. It also
+// keeps the room's history in publish order, so that history and live delivery
+// never disagree. It knows nothing of WebSockets: frames are opaque bytes.
+package broker
+
+import "context"
+
+// DeliverFunc hands a frame to the local members of room. The hub implements
+// it; it must not block on any client.
+type DeliverFunc func(room, id string, frame []byte)
+
+// Broker publishes frames to rooms.
+//
+// Publish is safe for concurrent use. For one room, every member on every node
+// receives frames in one order, and when keep is true the frame is appended to
+// the room's history in that same order. A node's own publishes are delivered to
+// its local members exactly once.
+//
+// Subscribe and Unsubscribe tell the broker which rooms this node has members
+// in; a broker that spans nodes uses them to receive only those rooms.
+type Broker interface {
+	Publish(ctx context.Context, room, id string, frame []byte, keep bool) error
+	Subscribe(ctx context.Context, room string) error
+	Unsubscribe(ctx context.Context, room string) error
+	// Ping reports whether the broker's backend is reachable (for /readyz).
+	Ping(ctx context.Context) error
+	// Close stops the broker and waits for what it started.
+	Close() error
+}

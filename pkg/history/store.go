@@ -1,0 +1,61 @@
+// Package history keeps the last messages of each room. Stores hold encoded
+// envelopes (the exact bytes that were broadcast), so they know nothing of the
+// wire format beyond the `id` field, and `history dump` prints what clients saw.
+package history
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+)
+
+// Entry is one stored envelope.
+type Entry struct {
+	ID    string
+	Frame []byte
+}
+
+// Store is a room-keyed history of bounded size.
+//
+// Implementations are safe for concurrent use. Appends to one room are kept in
+// the order Append was called; readers see entries oldest first. A store trims
+// each room to its size on every append.
+type Store interface {
+	// Append adds frame, whose envelope id is id, to the end of room's history.
+	Append(ctx context.Context, room, id string, frame []byte) error
+	// Recent returns the newest limit entries of room, oldest first; limit <= 0
+	// means all that are kept.
+	Recent(ctx context.Context, room string, limit int) ([]Entry, error)
+	// Clear empties room's history.
+	Clear(ctx context.Context, room string) error
+	// Ping reports whether the store is reachable (for /readyz).
+	Ping(ctx context.Context) error
+	// Close flushes what is pending and releases the store.
+	Close() error
+}
+
+// ErrUnsupported is returned by operations a store cannot perform, such as
+// clearing an in-memory store that lives in another process.
+var ErrUnsupported = errors.New("history: not supported by this store")
+
+// Since returns the entries after the one whose id is id. If id is not among
+// them (evicted, or never seen), it returns all entries and complete=false, so a
+// reconnecting client gets everything there is and knows it may have a gap.
+func Since(entries []Entry, id string) (after []Entry, complete bool) {
+	for i := len(entries) - 1; i >= 0; i-- {
+		if entries[i].ID == id {
+			return entries[i+1:], true
+		}
+	}
+	return entries, false
+}
+
+// IDOf extracts the `id` of an encoded envelope; stores that keep raw frames
+// (Redis) use it to rebuild entries.
+func IDOf(frame []byte) string {
+	var v struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(frame, &v)
+	return v.ID
+}

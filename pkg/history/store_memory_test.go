@@ -1,0 +1,90 @@
+package history
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+func TestMemoryKeepsNewestInOrder(t *testing.T) {
+	tests := []struct {
+		name       string
+		size, sent int
+		limit      int
+		wantFirst  int
+		wantLen    int
+	}{
+		{"under size", 100, 10, 0, 0, 10},
+		{"exactly size", 100, 100, 0, 0, 100},
+		{"150 sent keeps last 100", 100, 150, 0, 50, 100},
+		{"limit below kept", 100, 150, 20, 130, 20},
+		{"limit above kept", 100, 5, 50, 0, 5},
+		{"size one", 1, 3, 0, 2, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			m := NewMemory(tt.size)
+			for i := 0; i < tt.sent; i++ {
+				id := fmt.Sprint(i)
+				if err := m.Append(ctx, "r", id, []byte(id)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := m.Recent(ctx, "r", tt.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != tt.wantLen {
+				t.Fatalf("len = %d, want %d", len(got), tt.wantLen)
+			}
+			for i, e := range got {
+				if want := fmt.Sprint(tt.wantFirst + i); e.ID != want || string(e.Frame) != want {
+					t.Fatalf("entry %d = %q, want %q", i, e.ID, want)
+				}
+			}
+		})
+	}
+}
+
+func TestMemoryRoomsAreSeparateAndClear(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory(10)
+	_ = m.Append(ctx, "a", "1", []byte("x"))
+	_ = m.Append(ctx, "b", "2", []byte("y"))
+	if err := m.Clear(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := m.Recent(ctx, "a", 0); len(got) != 0 {
+		t.Fatalf("a after clear: %v", got)
+	}
+	if got, _ := m.Recent(ctx, "b", 0); len(got) != 1 || got[0].ID != "2" {
+		t.Fatalf("b: %v", got)
+	}
+}
+
+func TestSince(t *testing.T) {
+	es := []Entry{{ID: "a"}, {ID: "b"}, {ID: "c"}}
+	tests := []struct {
+		id       string
+		want     int
+		complete bool
+	}{
+		{"a", 2, true}, {"b", 1, true}, {"c", 0, true}, {"gone", 3, false}, {"", 3, false},
+	}
+	for _, tt := range tests {
+		got, complete := Since(es, tt.id)
+		if len(got) != tt.want || complete != tt.complete {
+			t.Errorf("Since(%q) = %d entries, complete=%v; want %d, %v", tt.id, len(got), complete, tt.want, tt.complete)
+		}
+	}
+}
+
+func TestIDOf(t *testing.T) {
+	if got := IDOf([]byte(`{"type":"message","id":"abc"}`)); got != "abc" {
+		t.Fatalf("IDOf = %q", got)
+	}
+	if got := IDOf([]byte(`not json`)); got != "" {
+		t.Fatalf("IDOf(garbage) = %q", got)
+	}
+}
