@@ -1,0 +1,181 @@
+// Package config is chatserver's configuration: plain structs decoded from YAML,
+// the environment and flags, with defaults and validation in one place. viper
+// stops here: other packages take a *Config, never a *viper.Viper.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/chatserver/chatserver/pkg/pipeline"
+)
+
+// Config is the whole configuration file (SPEC §6).
+type Config struct {
+	Server    Server          `mapstructure:"server"`
+	WebSocket WebSocket       `mapstructure:"websocket"`
+	History   History         `mapstructure:"history"`
+	Redis     Redis           `mapstructure:"redis"`
+	Broker    Broker          `mapstructure:"broker"`
+	Templates Templates       `mapstructure:"templates"`
+	Pipelines pipeline.Config `mapstructure:"pipelines"`
+
+	// Source names where the config came from ("embedded default" or a path),
+	// for error messages.
+	Source string `mapstructure:"-"`
+}
+
+// Server is the HTTP listener.
+type Server struct {
+	// Addr is host:port to listen on. Default "0.0.0.0:8000".
+	Addr string `mapstructure:"addr"`
+	// AllowedOrigins lists the Origins allowed to open a WebSocket. Empty
+	// (the default) means same origin only; ["*"] allows any.
+	AllowedOrigins []string `mapstructure:"allowed_origins"`
+	// TLS serves https/wss when both files are set. Default off.
+	TLS TLS `mapstructure:"tls"`
+	// ShutdownTimeout bounds a graceful shutdown. Default 10s.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+}
+
+// TLS names a certificate and its key (PEM files).
+type TLS struct {
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLS) Enabled() bool { return t.CertFile != "" && t.KeyFile != "" }
+
+// WebSocket tunes each connection.
+type WebSocket struct {
+	// MaxMessageBytes is the largest inbound frame; a bigger one closes the
+	// connection with 1009. Default 8192.
+	MaxMessageBytes int64 `mapstructure:"max_message_bytes"`
+	// SendQueue is the number of frames buffered per client; a client whose
+	// queue is full is disconnected (1008). Default 256.
+	SendQueue int `mapstructure:"send_queue"`
+	// PingInterval is how often the server pings; a client silent for
+	// PingInterval+WriteTimeout is closed. Default 25s.
+	PingInterval time.Duration `mapstructure:"ping_interval"`
+	// WriteTimeout bounds one write to a client. Default 10s.
+	WriteTimeout time.Duration `mapstructure:"write_timeout"`
+	// Compression negotiates permessage-deflate when the client offers it.
+	// Default true.
+	Compression bool `mapstructure:"compression"`
+}
+
+// History selects the history store.
+type History struct {
+	// Store is "memory" (default) or "redis".
+	Store string `mapstructure:"store"`
+	// Size is the number of messages kept per room. Default 100.
+	Size int `mapstructure:"size"`
+}
+
+// Redis is the connection used by the redis store and broker.
+type Redis struct {
+	// URL is a redis:// or rediss:// URL. Default "redis://127.0.0.1:6379/0".
+	URL string `mapstructure:"url"`
+	// KeyPrefix namespaces every key. Default "chatserver:".
+	KeyPrefix string `mapstructure:"key_prefix"`
+}
+
+// Broker selects how events reach the members of a room.
+type Broker struct {
+	// Type is "local" (default, one node) or "redis" (nodes share rooms).
+	Type string `mapstructure:"type"`
+}
+
+// Templates locates the page and message templates.
+type Templates struct {
+	// Dir is a folder holding index.html and message.html. Empty (the
+	// default): the templates embedded in the binary.
+	Dir string `mapstructure:"dir"`
+}
+
+// Error is a configuration error: the source, the key at fault and what is
+// wrong. The CLI prints it on one line and exits 2.
+type Error struct {
+	Source string
+	Key    string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	if e.Key == "" {
+		return fmt.Sprintf("%s: %v", e.Source, e.Err)
+	}
+	return fmt.Sprintf("%s: %s: %v", e.Source, e.Key, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Validate checks every field and returns the first problem as an *Error.
+// Pipelines are checked by building them (see pipeline.Build), which needs
+// the server's services; Validate checks only their shape.
+func (c *Config) Validate() error {
+	bad := func(key, format string, args ...any) error {
+		return &Error{Source: c.Source, Key: key, Err: fmt.Errorf(format, args...)}
+	}
+	if c.Server.Addr == "" {
+		return bad("server.addr", "must not be empty")
+	}
+	if (c.Server.TLS.CertFile == "") != (c.Server.TLS.KeyFile == "") {
+		return bad("server.tls", "cert_file and key_file must be set together")
+	}
+	for _, f := range []struct{ key, path string }{
+		{"server.tls.cert_file", c.Server.TLS.CertFile}, {"server.tls.key_file", c.Server.TLS.KeyFile},
+	} {
+		if f.path != "" {
+			if _, err := os.Stat(f.path); err != nil {
+				return bad(f.key, "%v", errors.Unwrap(err))
+			}
+		}
+	}
+	if c.Server.ShutdownTimeout <= 0 {
+		return bad("server.shutdown_timeout", "must be positive, got %v", c.Server.ShutdownTimeout)
+	}
+	if c.WebSocket.MaxMessageBytes < 64 {
+		return bad("websocket.max_message_bytes", "must be at least 64, got %d", c.WebSocket.MaxMessageBytes)
+	}
+	if c.WebSocket.SendQueue < 1 {
+		return bad("websocket.send_queue", "must be at least 1, got %d", c.WebSocket.SendQueue)
+	}
+	if c.WebSocket.PingInterval <= 0 {
+		return bad("websocket.ping_interval", "must be positive, got %v", c.WebSocket.PingInterval)
+	}
+	if c.WebSocket.WriteTimeout <= 0 {
+		return bad("websocket.write_timeout", "must be positive, got %v", c.WebSocket.WriteTimeout)
+	}
+	switch c.History.Store {
+	case "memory", "redis":
+	default:
+		return bad("history.store", "unknown store %q (known: memory, redis)", c.History.Store)
+	}
+	if c.History.Size < 1 {
+		return bad("history.size", "must be at least 1, got %d", c.History.Size)
+	}
+	switch c.Broker.Type {
+	case "local", "redis":
+	default:
+		return bad("broker.type", "unknown broker %q (known: local, redis)", c.Broker.Type)
+	}
+	if c.History.Store == "redis" || c.Broker.Type == "redis" {
+		u, err := url.Parse(c.Redis.URL)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			return bad("redis.url", "not a redis:// URL: %q", c.Redis.URL)
+		}
+	}
+	for _, kind := range pipeline.Kinds {
+		for i, st := range c.Pipelines.Steps(kind) {
+			if st.Use == "" {
+				return bad(fmt.Sprintf("pipelines.%s[%d]", kind, i), "missing `use:`")
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "chatserver.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadDefault(t *testing.T) {
+	cfg, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Addr != "0.0.0.0:8000" || cfg.History.Size != 100 || cfg.History.Store != "memory" ||
+		cfg.WebSocket.SendQueue != 256 || cfg.WebSocket.PingInterval != 25*time.Second || !cfg.WebSocket.Compression {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+	if len(cfg.Pipelines.Message) != 6 || cfg.Pipelines.Message[2].Use != "ratelimit" {
+		t.Fatalf("default message pipeline: %+v", cfg.Pipelines.Message)
+	}
+	if got := cfg.Pipelines.Join[0].With["guest_format"]; got != "游客%d" {
+		t.Fatalf("join username guest_format = %v", got)
+	}
+}
+
+func TestLoadFileEnvFlags(t *testing.T) {
+	p := writeFile(t, "server:\n  addr: 127.0.0.1:1\nhistory:\n  size: 7\npipelines:\n  message:\n    - use: broadcast\n")
+	t.Setenv("CHATSERVER_SERVER_ADDR", "127.0.0.1:2")
+	t.Setenv("CHATSERVER_WEBSOCKET_SEND_QUEUE", "9")
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	fs.String("addr", "", "")
+	BindFlag(fs, "addr", "server.addr")
+
+	cfg, err := Load(p, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Addr != "127.0.0.1:2" {
+		t.Errorf("env should beat file: addr = %q", cfg.Server.Addr)
+	}
+	if cfg.WebSocket.SendQueue != 9 || cfg.History.Size != 7 {
+		t.Errorf("send_queue=%d size=%d", cfg.WebSocket.SendQueue, cfg.History.Size)
+	}
+	if len(cfg.Pipelines.Message) != 1 || len(cfg.Pipelines.Join) != 2 {
+		t.Errorf("a listed pipeline replaces the default of its kind, others stay: %+v", cfg.Pipelines)
+	}
+
+	if err := fs.Parse([]string{"--addr", "127.0.0.1:3"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err = Load(p, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Addr != "127.0.0.1:3" {
+		t.Errorf("flag should beat env: addr = %q", cfg.Server.Addr)
+	}
+}
+
+func TestLoadErrorsNameFileAndKey(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want []string
+	}{
+		{"unknown key", "server:\n  adr: x\n", []string{"adr"}},
+		{"not yaml", "server: [\n", []string{"not valid YAML"}},
+		{"bad duration", "server:\n  shutdown_timeout: soon\n", []string{"shutdown_timeout"}},
+		{"bad store", "history:\n  store: disk\n", []string{"history.store", "disk", "memory, redis"}},
+		{"bad size", "history:\n  size: 0\n", []string{"history.size"}},
+		{"bad broker", "broker:\n  type: kafka\n", []string{"broker.type"}},
+		{"bad redis url", "history:\n  store: redis\nredis:\n  url: \"http://x\"\n", []string{"redis.url"}},
+		{"step without use", "pipelines:\n  message:\n    - with: {a: 1}\n", []string{"pipelines.message[0]", "use"}},
+		{"half tls", "server:\n  tls: {cert_file: a.pem}\n", []string{"server.tls"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := writeFile(t, tt.body)
+			_, err := Load(p, nil)
+			if err == nil {
+				t.Fatal("Load succeeded")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, p) {
+				t.Errorf("error %q does not name the file", msg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not mention %q", msg, w)
+				}
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error is not one line: %q", msg)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil)
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,121 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/chatserver/chatserver"
+)
+
+// EnvPrefix is the prefix of environment overrides: CHATSERVER_SERVER_ADDR
+// sets server.addr.
+const EnvPrefix = "CHATSERVER"
+
+// Load reads the config file at path (the embedded default when path is ""),
+// applies CHATSERVER_* environment variables and then the given flags (each
+// bound to the key its annotation names, see BindFlag), decodes it strictly
+// (an unknown key is an error) and validates it.
+func Load(path string, flags *pflag.FlagSet) (*Config, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	src := "embedded default config"
+	// Defaults come from the embedded file, so a short user file only says
+	// what it changes. A pipeline the file lists replaces the default one of
+	// that kind whole (lists do not merge); the kinds it leaves out keep theirs.
+	if err := v.ReadConfig(bytes.NewReader(chatserver.DefaultConfig)); err != nil {
+		return nil, &Error{Source: src, Err: fmt.Errorf("parsing: %w", err)}
+	}
+	if path != "" {
+		src = path
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, &Error{Source: path, Err: errors.Unwrap(err)}
+		}
+		user := viper.New()
+		user.SetConfigType("yaml")
+		if err := user.ReadConfig(bytes.NewReader(data)); err != nil {
+			return nil, &Error{Source: path, Err: fmt.Errorf("not valid YAML: %w", err)}
+		}
+		for _, k := range []string{"join", "message", "leave"} {
+			if key := "pipelines." + k; user.IsSet(key) {
+				steps := user.Get(key)
+				if steps == nil {
+					steps = []any{} // `message:` with nothing under it: an empty pipeline
+				}
+				v.Set(key, steps)
+			}
+		}
+		if err := v.MergeConfigMap(user.AllSettings()); err != nil {
+			return nil, &Error{Source: path, Err: err}
+		}
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if flags != nil {
+		var ferr error
+		flags.VisitAll(func(f *pflag.Flag) {
+			if key, ok := f.Annotations[flagKey]; ok && len(key) == 1 {
+				if err := v.BindPFlag(key[0], f); err != nil && ferr == nil {
+					ferr = err
+				}
+			}
+		})
+		if ferr != nil {
+			return nil, ferr
+		}
+	}
+
+	cfg := &Config{}
+	// AllSettings merges file, env (for keys the file has) and flags; viper's
+	// Unmarshal with ErrorUnused catches keys we do not know.
+	err := v.Unmarshal(cfg, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	if err != nil {
+		return nil, &Error{Source: src, Err: cleanDecodeError(err)}
+	}
+	cfg.Source = src
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// flagKey is the pflag annotation that ties a flag to a config key.
+const flagKey = "chatserver_config_key"
+
+// BindFlag marks flag name in fs as overriding config key (e.g. "addr" →
+// "server.addr"); Load applies it when the flag was set.
+func BindFlag(fs *pflag.FlagSet, name, key string) {
+	if err := fs.SetAnnotation(name, flagKey, []string{key}); err != nil {
+		panic("config: BindFlag: " + err.Error())
+	}
+}
+
+// cleanDecodeError drops mapstructure's multi-line preamble so the CLI can
+// print one line: `'server' has invalid keys: adr`.
+func cleanDecodeError(err error) error {
+	var u interface{ Unwrap() []error }
+	if errors.As(err, &u) {
+		var parts []string
+		for _, e := range u.Unwrap() {
+			parts = append(parts, strings.TrimSpace(e.Error()))
+		}
+		return errors.New(strings.Join(parts, "; "))
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	msg = strings.TrimPrefix(msg, "decoding failed due to the following error(s): ")
+	return errors.New(strings.Join(strings.Fields(msg), " "))
+}
