@@ -1,0 +1,106 @@
+// Package metrics defines chatserver's Prometheus metrics. Each server owns a
+// Metrics with its own registry (no global state), so tests can run many
+// servers in one process and read their counters.
+package metrics
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/chatserver/chatserver/pkg/pipeline"
+)
+
+// Metrics holds every collector. All methods are safe for concurrent use.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// Connections is the number of open WebSocket connections.
+	Connections prometheus.Gauge
+	// ConnectionsTotal counts accepted WebSocket connections.
+	ConnectionsTotal prometheus.Counter
+	// EventsIn counts inbound events by type (join, message, leave) and
+	// outcome (ok, rejected, error).
+	EventsIn *prometheus.CounterVec
+	// FramesOut counts frames queued to clients (deliveries).
+	FramesOut prometheus.Counter
+	// Dropped counts clients disconnected by the server, by reason
+	// (slow, too_big, idle, protocol).
+	Dropped *prometheus.CounterVec
+	// StepSeconds is each pipeline step's own latency, by pipeline and step.
+	StepSeconds *prometheus.HistogramVec
+	// StepErrors counts errors returned by each step, by pipeline, step and code.
+	StepErrors *prometheus.CounterVec
+	// HistoryErrors counts failed or dropped history writes.
+	HistoryErrors prometheus.Counter
+	// Rooms is the number of rooms with local members.
+	Rooms prometheus.Gauge
+}
+
+// New returns Metrics registered on a fresh registry that also carries the Go
+// runtime and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatserver_connections", Help: "Open WebSocket connections.",
+		}),
+		ConnectionsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_connections_total", Help: "WebSocket connections accepted.",
+		}),
+		EventsIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatserver_events_in_total", Help: "Events run through a pipeline, by kind and outcome.",
+		}, []string{"kind", "outcome"}),
+		FramesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_frames_out_total", Help: "Frames queued to clients (deliveries).",
+		}),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatserver_dropped_clients_total", Help: "Clients disconnected by the server, by reason.",
+		}, []string{"reason"}),
+		StepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "chatserver_plugin_step_seconds",
+			Help:    "Time each pipeline step took on its own (later steps excluded).",
+			Buckets: []float64{1e-6, 5e-6, 25e-6, 100e-6, 500e-6, 2.5e-3, 10e-3, 50e-3, 250e-3, 1},
+		}, []string{"pipeline", "step"}),
+		StepErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatserver_plugin_errors_total", Help: "Errors returned by pipeline steps, by code.",
+		}, []string{"pipeline", "step", "code"}),
+		HistoryErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_history_errors_total", Help: "History writes that failed or were dropped.",
+		}),
+		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatserver_rooms", Help: "Rooms with members on this node.",
+		}),
+	}
+	m.Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
+		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms,
+	)
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// ObserveStep implements pipeline.Observer.
+func (m *Metrics) ObserveStep(kind pipeline.Kind, step string, d time.Duration, err error) {
+	m.StepSeconds.WithLabelValues(string(kind), step).Observe(d.Seconds())
+	if err != nil {
+		code := pipeline.CodeInternal
+		var pe *pipeline.Error
+		if errors.As(err, &pe) {
+			code = pe.Code
+		}
+		m.StepErrors.WithLabelValues(string(kind), step, code).Inc()
+	}
+}
+
+var _ pipeline.Observer = (*Metrics)(nil)

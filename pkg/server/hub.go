@@ -1,0 +1,130 @@
+package server
+
+import (
+	"sync"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chatserver/chatserver/pkg/pipeline"
+)
+
+// hub knows which local clients are in which room and hands frames to them. It
+// never blocks on a client: delivery only appends to each client's bounded
+// queue, and a client whose queue is full is cut off (see client.enqueue).
+type hub struct {
+	mu    sync.RWMutex
+	rooms map[string]*room
+
+	// opened and closed are called (outside the hub's lock order, but under the
+	// hub lock) when a room gets its first or loses its last local member, so
+	// a clustered broker can subscribe to just the rooms this node serves.
+	opened, closed func(room string)
+	// delivered counts frames queued to clients.
+	delivered func(n int)
+}
+
+// room is the local members of one room. A slice, not a map: delivery walks
+// it for every message, and a slice walk is several times faster.
+type room struct {
+	mu      sync.RWMutex
+	members []*client
+}
+
+func newHub() *hub {
+	return &hub{rooms: map[string]*room{}}
+}
+
+// join adds c to its room.
+func (h *hub) join(c *client) {
+	h.mu.Lock()
+	r := h.rooms[c.room]
+	if r == nil {
+		r = &room{}
+		h.rooms[c.room] = r
+		if h.opened != nil {
+			h.opened(c.room)
+		}
+	}
+	r.mu.Lock()
+	c.slot = len(r.members)
+	r.members = append(r.members, c)
+	r.mu.Unlock()
+	h.mu.Unlock()
+}
+
+// leave removes c from its room; the last member out removes the room.
+func (h *hub) leave(c *client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[c.room]
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	if c.slot >= 0 && c.slot < len(r.members) && r.members[c.slot] == c {
+		last := len(r.members) - 1
+		r.members[c.slot] = r.members[last]
+		r.members[c.slot].slot = c.slot
+		r.members[last] = nil
+		r.members = r.members[:last]
+		c.slot = -1
+	}
+	empty := len(r.members) == 0
+	r.mu.Unlock()
+	if empty {
+		delete(h.rooms, c.room)
+		if h.closed != nil {
+			h.closed(c.room)
+		}
+	}
+}
+
+// deliver queues frame to every local member of roomName. The frame is
+// encoded once (a PreparedMessage caches the wire bytes, and the compressed
+// bytes when a client negotiated compression) however many members there are.
+func (h *hub) deliver(roomName, id string, frame []byte) {
+	h.mu.RLock()
+	r := h.rooms[roomName]
+	h.mu.RUnlock()
+	if r == nil {
+		return
+	}
+	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, frame)
+	if err != nil {
+		return // only fails for control frames
+	}
+	q := queued{id: id, pm: pm}
+	r.mu.RLock()
+	n := len(r.members)
+	for _, c := range r.members {
+		c.enqueue(q)
+	}
+	r.mu.RUnlock()
+	if h.delivered != nil {
+		h.delivered(n)
+	}
+}
+
+// members lists the local members of roomName.
+func (h *hub) members(roomName string) []pipeline.Member {
+	h.mu.RLock()
+	r := h.rooms[roomName]
+	h.mu.RUnlock()
+	if r == nil {
+		return []pipeline.Member{}
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]pipeline.Member, 0, len(r.members))
+	for _, c := range r.members {
+		out = append(out, pipeline.Member{ClientID: c.id, Username: c.Username()})
+	}
+	return out
+}
+
+// count returns the number of rooms with local members.
+func (h *hub) count() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.rooms)
+}

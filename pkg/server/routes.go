@@ -1,0 +1,147 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io/fs"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/chatserver/chatserver"
+	"github.com/chatserver/chatserver/pkg/pipeline"
+)
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Get("/", s.servePage)
+	r.Get("/chatsocket", s.serveWS)
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	r.Get("/readyz", s.serveReady)
+	r.Method(http.MethodGet, "/metrics", s.metrics.Handler())
+	r.Route("/api/rooms/{room}", func(r chi.Router) {
+		r.Use(roomParam)
+		r.Get("/history", s.serveHistory)
+		r.Get("/members", s.serveMembers)
+	})
+	static, _ := fs.Sub(chatserver.Static, "static")
+	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)))
+	return r
+}
+
+// roomParam refuses invalid room names with 400 before any handler runs.
+func roomParam(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !ValidRoom(chi.URLParam(r, "room")) {
+			writeJSONError(w, http.StatusBadRequest, "invalid room name: want 1-64 characters of A-Z a-z 0-9 _ . -")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// pageData is what templates/index.html is executed with.
+type pageData struct {
+	// Room is the room the page joins.
+	Room string
+	// Messages is the room's history, oldest first; the page renders each
+	// with the message.html template, as the seed did.
+	Messages []pipeline.Envelope
+}
+
+func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
+	room := r.URL.Query().Get("room")
+	if room == "" {
+		room = DefaultRoom
+	}
+	if !ValidRoom(room) {
+		http.Error(w, "invalid room name: want 1-64 characters of A-Z a-z 0-9 _ . -", http.StatusBadRequest)
+		return
+	}
+	entries, err := s.store.Recent(r.Context(), room, 0)
+	if err != nil {
+		s.log.Warn("page: history unavailable", "room", room, "err", err)
+	}
+	data := pageData{Room: room, Messages: make([]pipeline.Envelope, 0, len(entries))}
+	for _, e := range entries {
+		var env pipeline.Envelope
+		if json.Unmarshal(e.Frame, &env) == nil && env.Type == pipeline.TypeMessage {
+			data.Messages = append(data.Messages, env)
+		}
+	}
+	var buf bytes.Buffer
+	if err := s.templates.ExecuteTemplate(&buf, "index.html", data); err != nil {
+		s.log.Error("page: rendering index.html", "err", err)
+		http.Error(w, "could not render the page", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; frame-ancestors 'none'")
+	_, _ = w.Write(buf.Bytes())
+}
+
+func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
+	limit := 0
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			writeJSONError(w, http.StatusBadRequest, "limit must be a non-negative integer")
+			return
+		}
+		limit = n
+	}
+	entries, err := s.store.Recent(r.Context(), chi.URLParam(r, "room"), limit)
+	if err != nil {
+		s.log.Error("api: reading history", "err", err)
+		writeJSONError(w, http.StatusServiceUnavailable, "history store unavailable")
+		return
+	}
+	out := make([]json.RawMessage, len(entries))
+	for i, e := range entries {
+		out[i] = e.Frame
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) serveMembers(w http.ResponseWriter, r *http.Request) {
+	members, err := s.Deps().Members.Members(r.Context(), chi.URLParam(r, "room"))
+	if err != nil {
+		writeJSONError(w, http.StatusServiceUnavailable, "members unavailable")
+		return
+	}
+	writeJSON(w, http.StatusOK, members)
+}
+
+// serveReady answers 200 when the store and broker answer, else 503 with
+// what is down.
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	status := map[string]string{"store": "ok", "broker": "ok"}
+	code := http.StatusOK
+	if err := s.store.Ping(ctx); err != nil {
+		status["store"], code = err.Error(), http.StatusServiceUnavailable
+	}
+	if err := s.broker.Ping(ctx); err != nil {
+		status["broker"], code = err.Error(), http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, status)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeJSONError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}

@@ -1,0 +1,315 @@
+// Package server is chatserver's transport: the HTTP routes (chi), the
+// WebSocket endpoint, rooms, clients and fan-out. It runs events through the
+// pipelines of package pipeline and reaches history and other nodes only
+// through the history.Store and broker.Broker interfaces.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chatserver/chatserver"
+	"github.com/chatserver/chatserver/pkg/broker"
+	"github.com/chatserver/chatserver/pkg/config"
+	"github.com/chatserver/chatserver/pkg/history"
+	"github.com/chatserver/chatserver/pkg/metrics"
+	"github.com/chatserver/chatserver/pkg/pipeline"
+)
+
+// DefaultRoom is the room of a connection that names none.
+const DefaultRoom = "lobby"
+
+// ValidRoom reports whether name is a room name: 1–64 of [A-Za-z0-9_.-].
+func ValidRoom(name string) bool {
+	if len(name) < 1 || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch b := name[i]; {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9', b == '_', b == '.', b == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Options are what a Server takes besides its config. The zero value is
+// valid: a memory or configured store, the local broker, slog's default logger.
+type Options struct {
+	// Logger receives the server's logs. Nil: slog.Default().
+	Logger *slog.Logger
+	// Store overrides the history store the config selects.
+	Store history.Store
+	// Broker overrides the broker the config selects. It is given the hub's
+	// deliver function by NewBroker.
+	NewBroker func(store history.Store, deliver broker.DeliverFunc) (broker.Broker, error)
+}
+
+// Server is one chatserver node.
+type Server struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	metrics   *metrics.Metrics
+	store     history.Store
+	broker    broker.Broker
+	hub       *hub
+	templates *template.Template
+	upgrader  websocket.Upgrader
+	pipelines atomic.Pointer[pipeline.Pipelines]
+	handler   http.Handler
+	clientSeq atomic.Int64
+
+	// stopping is closed at shutdown: every writer closes its client with 1001.
+	stopping chan struct{}
+	mu       sync.Mutex
+	closed   bool
+	conns    sync.WaitGroup // live WebSocket connections
+	httpSrv  *http.Server
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New builds a server from cfg: templates, store, broker and pipelines. It
+// does not listen; see Serve and ListenAndServe.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	s := &Server{
+		cfg:      cfg,
+		log:      opts.Logger,
+		metrics:  metrics.New(),
+		hub:      newHub(),
+		stopping: make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	var err error
+	if s.templates, err = loadTemplates(cfg.Templates.Dir); err != nil {
+		return nil, err
+	}
+	s.store = opts.Store
+	if s.store == nil {
+		if s.store, err = newStore(cfg, s.log); err != nil {
+			return nil, err
+		}
+	}
+	s.hub.delivered = func(n int) { s.metrics.FramesOut.Add(float64(n)) }
+	newBroker := opts.NewBroker
+	if newBroker == nil {
+		newBroker = func(store history.Store, deliver broker.DeliverFunc) (broker.Broker, error) {
+			l := broker.NewLocal(store, deliver, s.log)
+			l.OnStoreError = func(string, error) { s.metrics.HistoryErrors.Inc() }
+			return l, nil
+		}
+	}
+	if s.broker, err = newBroker(s.store, s.hub.deliver); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	s.hub.opened = func(room string) { _ = s.broker.Subscribe(context.Background(), room) }
+	s.hub.closed = func(room string) { _ = s.broker.Unsubscribe(context.Background(), room) }
+
+	p, err := s.BuildPipelines(cfg.Pipelines)
+	if err != nil {
+		return nil, &config.Error{Source: cfg.Source, Err: err}
+	}
+	s.pipelines.Store(p)
+
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout:  10 * time.Second,
+		WriteBufferPool:   &sync.Pool{},
+		EnableCompression: cfg.WebSocket.Compression,
+		CheckOrigin:       originChecker(cfg.Server.AllowedOrigins),
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// newStore opens the history store the config names.
+func newStore(cfg *config.Config, _ *slog.Logger) (history.Store, error) {
+	switch cfg.History.Store {
+	case "memory":
+		return history.NewMemory(cfg.History.Size), nil
+	}
+	return nil, &config.Error{Source: cfg.Source, Key: "history.store",
+		Err: fmt.Errorf("store %q is not available in this build", cfg.History.Store)}
+}
+
+// BuildPipelines builds pipelines from pc with this server's services. Hot
+// reload and `config check` use it too.
+func (s *Server) BuildPipelines(pc pipeline.Config) (*pipeline.Pipelines, error) {
+	return pipeline.Build(pc, s.Deps(), pipeline.BuildOptions{Observer: s.metrics})
+}
+
+// Deps are the services this server gives plugins.
+func (s *Server) Deps() pipeline.Deps {
+	return pipeline.Deps{
+		Publisher: s.broker,
+		History:   s.store,
+		Members:   membersFunc(func(_ context.Context, room string) ([]pipeline.Member, error) { return s.hub.members(room), nil }),
+		Templates: s.templates,
+		Logger:    s.log,
+	}
+}
+
+// SwapPipelines replaces the running pipelines; events already inside the old
+// ones finish there. The old pipelines are closed.
+func (s *Server) SwapPipelines(p *pipeline.Pipelines) {
+	if old := s.pipelines.Swap(p); old != nil {
+		_ = old.Close()
+	}
+}
+
+type membersFunc func(ctx context.Context, room string) ([]pipeline.Member, error)
+
+func (f membersFunc) Members(ctx context.Context, room string) ([]pipeline.Member, error) {
+	return f(ctx, room)
+}
+
+// Metrics returns the server's metrics (for tests and embedding programs).
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// Handler returns the server's HTTP handler, for httptest or a custom listener.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) nextClientID() int64 { return s.clientSeq.Add(1) }
+
+// track registers a new WebSocket connection; false once shutting down.
+func (s *Server) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns.Add(1)
+	return true
+}
+
+// loadTemplates parses index.html and message.html from dir, or the embedded
+// copies when dir is "".
+func loadTemplates(dir string) (*template.Template, error) {
+	var fsys fs.FS
+	if dir == "" {
+		sub, err := fs.Sub(chatserver.Templates, "templates")
+		if err != nil {
+			return nil, err
+		}
+		fsys = sub
+	} else {
+		fsys = os.DirFS(dir)
+	}
+	t, err := template.New("").ParseFS(fsys, "*.html")
+	if err != nil {
+		return nil, fmt.Errorf("templates: %w", err)
+	}
+	for _, name := range []string{"index.html", "message.html"} {
+		if t.Lookup(name) == nil {
+			return nil, fmt.Errorf("templates: %s is missing", name)
+		}
+	}
+	return t, nil
+}
+
+// Serve accepts connections on ln until Shutdown. It returns nil after a
+// graceful shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	s.httpSrv = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	srv := s.httpSrv
+	s.mu.Unlock()
+	var err error
+	if s.cfg.Server.TLS.Enabled() {
+		err = srv.ServeTLS(ln, s.cfg.Server.TLS.CertFile, s.cfg.Server.TLS.KeyFile)
+	} else {
+		err = srv.Serve(ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// ListenAndServe listens on the configured address, logs it, and serves until
+// ctx is cancelled; then it shuts down gracefully within
+// server.shutdown_timeout.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Server.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	scheme := "http"
+	if s.cfg.Server.TLS.Enabled() {
+		scheme = "https"
+	}
+	s.log.Info("chatserver listening", "addr", ln.Addr().String(), "url", scheme+"://"+ln.Addr().String()+"/",
+		"history", s.cfg.History.Store, "broker", s.cfg.Broker.Type)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(ln) }()
+	select {
+	case err := <-errc:
+		_ = s.Shutdown(context.Background())
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down", "timeout", s.cfg.Server.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.Server.ShutdownTimeout)
+	defer cancel()
+	err = s.Shutdown(sctx)
+	if serr := <-errc; serr != nil && err == nil {
+		err = serr
+	}
+	return err
+}
+
+// Shutdown stops accepting, closes every client with 1001, waits for their
+// goroutines, then closes pipelines, broker and store (which flushes pending
+// history). It is idempotent and honours ctx's deadline.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		srv := s.httpSrv
+		s.mu.Unlock()
+		close(s.stopping)
+
+		var errs []error
+		if srv != nil {
+			if err := srv.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("http: %w", err))
+			}
+		}
+		done := make(chan struct{})
+		go func() { s.conns.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("waiting for clients: %w", ctx.Err()))
+		}
+		if p := s.pipelines.Load(); p != nil {
+			errs = append(errs, p.Close())
+		}
+		errs = append(errs, s.broker.Close(), s.store.Close())
+		s.shutdownErr = errors.Join(errs...)
+	})
+	return s.shutdownErr
+}

@@ -1,0 +1,224 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/chatserver/chatserver/pkg/history"
+	"github.com/chatserver/chatserver/pkg/pipeline"
+)
+
+// historyFrame is the first frame a client receives (SPEC §5). Complete is
+// present only when the client asked for ?since=: false means the id it gave
+// was no longer in the history, so there may be a gap before Messages.
+type historyFrame struct {
+	Type     string            `json:"type"`
+	Room     string            `json:"room"`
+	Messages []json.RawMessage `json:"messages"`
+	Complete *bool             `json:"complete,omitempty"`
+}
+
+// serveWS upgrades the request and runs the connection: history, join, the
+// read loop, leave. The handler goroutine is the connection's only reader.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	roomName := r.URL.Query().Get("room")
+	if roomName == "" {
+		roomName = DefaultRoom
+	}
+	if !ValidRoom(roomName) {
+		http.Error(w, "invalid room name: want 1-64 characters of A-Z a-z 0-9 _ . -", http.StatusBadRequest)
+		return
+	}
+	if !s.track() {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.conns.Done()
+
+	hj := &hijacker{ResponseWriter: w}
+	ws, err := s.upgrader.Upgrade(hj, r, nil)
+	if err != nil {
+		return // Upgrade already answered with an HTTP error
+	}
+	c := &client{
+		srv:    s,
+		id:     s.nextClientID(),
+		room:   roomName,
+		ws:     ws,
+		bc:     hj.conn,
+		remote: r.RemoteAddr,
+		query:  r.URL.Query(),
+		cookie: r.Header.Get("Cookie"),
+		slot:   -1,
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+	}
+	s.metrics.Connections.Inc()
+	s.metrics.ConnectionsTotal.Inc()
+	defer s.metrics.Connections.Dec()
+
+	ws.SetReadLimit(s.cfg.WebSocket.MaxMessageBytes)
+	idle := s.cfg.WebSocket.PingInterval + s.cfg.WebSocket.WriteTimeout
+	_ = ws.SetReadDeadline(time.Now().Add(idle))
+	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(idle)) })
+
+	// Join the room before reading history, so nothing published in between is
+	// missed; frames queued meanwhile that history already holds are dropped.
+	s.hub.join(c)
+	s.metrics.Rooms.Set(float64(s.hub.count()))
+	if err := s.sendHistory(r.Context(), c, r.URL.Query().Get("since")); err != nil {
+		s.log.Error("reading history for a new client", "room", roomName, "err", err)
+	}
+	go c.writeLoop(s.stopping)
+
+	ctx := context.WithoutCancel(r.Context())
+	joined := s.runEvent(ctx, c, pipeline.Join, pipeline.Inbound{})
+	if joined {
+		s.readLoop(ctx, c)
+	} else {
+		c.close(closePolicy, "join refused")
+	}
+
+	s.hub.leave(c)
+	s.metrics.Rooms.Set(float64(s.hub.count()))
+	if joined {
+		s.runEvent(ctx, c, pipeline.Leave, pipeline.Inbound{})
+	}
+	c.close(websocket.CloseNormalClosure, "")
+	<-c.done
+}
+
+// sendHistory puts the history frame at the head of c's queue, dropping live
+// frames that arrived since c joined and that the history already contains.
+func (s *Server) sendHistory(ctx context.Context, c *client, since string) error {
+	entries, err := s.store.Recent(ctx, c.room, 0)
+	frame := historyFrame{Type: pipeline.TypeHistory, Room: c.room, Messages: []json.RawMessage{}}
+	if since != "" {
+		var complete bool
+		entries, complete = history.Since(entries, since)
+		frame.Complete = &complete
+	}
+	seen := make(map[string]struct{}, len(entries))
+	for _, e := range entries {
+		frame.Messages = append(frame.Messages, e.Frame)
+		seen[e.ID] = struct{}{}
+	}
+	b, merr := json.Marshal(frame)
+	if merr != nil {
+		return errors.Join(err, merr)
+	}
+	pm, perr := websocket.NewPreparedMessage(websocket.TextMessage, b)
+	if perr != nil {
+		return errors.Join(err, perr)
+	}
+	c.mu.Lock()
+	live := c.queue[:0:0]
+	for _, q := range c.queue {
+		if _, dup := seen[q.id]; !dup || q.id == "" {
+			live = append(live, q)
+		}
+	}
+	c.queue = append([]queued{{pm: pm}}, live...)
+	c.mu.Unlock()
+	return err
+}
+
+// readLoop reads frames until the connection ends and runs each through the
+// message pipeline. Bad input is answered with an error frame; the connection
+// stays open (SPEC §5), except for frames over the size limit (1009).
+func (s *Server) readLoop(ctx context.Context, c *client) {
+	idle := s.cfg.WebSocket.PingInterval + s.cfg.WebSocket.WriteTimeout
+	for {
+		mt, data, err := c.ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				// gorilla has already sent the 1009 close frame.
+				s.metrics.Dropped.WithLabelValues("too_big").Inc()
+			}
+			return
+		}
+		_ = c.ws.SetReadDeadline(time.Now().Add(idle))
+		if mt != websocket.TextMessage {
+			s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()
+			s.replyError(c, pipeline.Reject(pipeline.CodeInvalidJSON, "binary frames are not supported: send JSON text frames"))
+			continue
+		}
+		if !utf8.Valid(data) {
+			s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()
+			s.replyError(c, pipeline.Reject(pipeline.CodeInvalidJSON, "frame is not valid UTF-8"))
+			continue
+		}
+		var in pipeline.Inbound
+		if err := json.Unmarshal(data, &in); err != nil {
+			s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()
+			s.replyError(c, pipeline.Reject(pipeline.CodeInvalidJSON, `want {"body": "…"}: %s`, jsonProblem(err)))
+			continue
+		}
+		s.runEvent(ctx, c, pipeline.Message, in)
+	}
+}
+
+// jsonProblem says what is wrong with a frame without echoing it back.
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return "field " + te.Field + " must be a " + te.Type.String()
+	}
+	return err.Error()
+}
+
+// runEvent builds an event of kind for c and runs it through the current
+// pipelines. It reports whether the event went through.
+func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in pipeline.Inbound) bool {
+	ev := &pipeline.Event{Kind: kind, In: in, Sender: c}
+	ev.Envelope = pipeline.Envelope{
+		ID:       uuid.NewString(),
+		Type:     typeOf(kind),
+		Room:     c.room,
+		ClientID: c.id,
+		Username: c.Username(),
+	}
+	ev.Envelope.Stamp(time.Now())
+
+	err := s.pipelines.Load().Run(ctx, ev)
+	if err == nil {
+		s.metrics.EventsIn.WithLabelValues(string(kind), "ok").Inc()
+		return true
+	}
+	pe := pipeline.AsError(err)
+	outcome := "rejected"
+	if pe.Code == pipeline.CodeInternal {
+		outcome = "error"
+		s.log.Error("pipeline failed", "pipeline", string(kind), "client_id", c.id, "room", c.room, "err", err)
+	}
+	s.metrics.EventsIn.WithLabelValues(string(kind), outcome).Inc()
+	if kind != pipeline.Leave {
+		s.replyError(c, pe)
+	}
+	return false
+}
+
+func typeOf(kind pipeline.Kind) string {
+	switch kind {
+	case pipeline.Join:
+		return pipeline.TypeOnline
+	case pipeline.Leave:
+		return pipeline.TypeOffline
+	}
+	return pipeline.TypeMessage
+}
+
+// replyError sends an error frame to c alone.
+func (s *Server) replyError(c *client, e *pipeline.Error) {
+	b, err := json.Marshal(pipeline.ErrorFrame{Type: pipeline.TypeError, Code: e.Code, Reason: e.Reason})
+	if err == nil {
+		_ = c.sendFrame(b)
+	}
+}
