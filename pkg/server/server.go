@@ -313,3 +313,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	})
 	return s.shutdownErr
 }
+
+// Pipelines returns the pipelines now in use.
+func (s *Server) Pipelines() *pipeline.Pipelines { return s.pipelines.Load() }
+
+// Close releases a server that never served (used by `config check`).
+func (s *Server) Close() error { return s.Shutdown(context.Background()) }
