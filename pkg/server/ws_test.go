@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -324,7 +325,7 @@ func TestOriginCheck(t *testing.T) {
 func TestSlowClientDisconnectedOthersUnaffected(t *testing.T) {
 	s := startServer(t, func(c *config.Config) {
 		fastLimits(c)
-		c.WebSocket.SendQueue = 16
+		c.WebSocket.SendQueue = 64
 	})
 	stuck := s.dial(t, "", nil) // never reads after this
 	reader := s.dial(t, "", nil)
@@ -333,9 +334,27 @@ func TestSlowClientDisconnectedOthersUnaffected(t *testing.T) {
 	sender := s.dial(t, "", nil)
 	sender.expect("history")
 	reader.expect("online")
+	var echoed atomic.Int64 // copies of its own messages the sender has read
+	drainErr := make(chan error, 1)
+	go func() {
+		for {
+			_, b, err := sender.conn.ReadMessage()
+			if err != nil {
+				drainErr <- err
+				return
+			}
+			if strings.Contains(string(b), `"type":"message"`) {
+				echoed.Add(1)
+			}
+		}
+	}()
 
-	done := make(chan error, 1)
+	// 3000 messages of ~6 KB: far more than the stuck client's socket
+	// buffers and queue can hold.
 	const n = 3000
+	pad := strings.Repeat("字", 1990)
+	done := make(chan error, 1)
+	var progress atomic.Int64 // messages the reader has seen
 	got := 0
 	go func() {
 		for got < n {
@@ -346,17 +365,28 @@ func TestSlowClientDisconnectedOthersUnaffected(t *testing.T) {
 				return
 			}
 			if strings.Contains(string(b), `"type":"message"`) {
-				if !strings.Contains(string(b), fmt.Sprintf(`"body":"%d %s"`, got, strings.Repeat("x", 1900))) {
+				if !strings.Contains(string(b), fmt.Sprintf(`"body":"%d %s"`, got, pad)) {
 					done <- fmt.Errorf("message %d out of order: %.60s", got, b)
 					return
 				}
 				got++
+				progress.Store(int64(got))
 			}
 		}
 		done <- nil
 	}()
-	pad := strings.Repeat("x", 1900)
 	for i := 0; i < n; i++ {
+		// Stay within 32 messages of both readers, so only the stuck client
+		// falls behind (under -race the test's own readers are slow).
+		for int64(i)-min(progress.Load(), echoed.Load()) > 32 {
+			select {
+			case err := <-done:
+				t.Fatalf("reader stopped after %d messages: %v", progress.Load(), err)
+			case err := <-drainErr:
+				t.Fatalf("sender's reader stopped after %d messages: %v", echoed.Load(), err)
+			case <-time.After(time.Millisecond):
+			}
+		}
 		if err := sender.conn.WriteJSON(map[string]any{"body": fmt.Sprintf("%d %s", i, pad)}); err != nil {
 			t.Fatal(err)
 		}
