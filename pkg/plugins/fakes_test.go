@@ -1,0 +1,163 @@
+package plugins
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"html/template"
+	"sync"
+	"testing"
+
+	"github.com/chatserver/chatserver/pkg/pipeline"
+)
+
+// fakeSender is a connection for tests: it records what it is sent.
+type fakeSender struct {
+	id      int64
+	room    string
+	cookies map[string]string
+	query   map[string]string
+
+	mu     sync.Mutex
+	name   string
+	sent   [][]byte
+	values map[any]any
+}
+
+func newSender(id int64) *fakeSender {
+	return &fakeSender{id: id, room: "lobby", cookies: map[string]string{}, query: map[string]string{}, values: map[any]any{}}
+}
+
+func (s *fakeSender) ID() int64    { return s.id }
+func (s *fakeSender) Room() string { return s.room }
+func (s *fakeSender) Username() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.name
+}
+func (s *fakeSender) SetUsername(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.name = name
+}
+func (s *fakeSender) Cookie(name string) (string, bool) { v, ok := s.cookies[name]; return v, ok }
+func (s *fakeSender) Query(name string) string          { return s.query[name] }
+func (s *fakeSender) RemoteAddr() string                { return "192.0.2.1:50000" }
+func (s *fakeSender) Send(frame []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent = append(s.sent, append([]byte(nil), frame...))
+	return nil
+}
+func (s *fakeSender) Value(key any) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.values[key]
+}
+func (s *fakeSender) SetValue(key, value any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.values[key] = value
+}
+
+type published struct {
+	room, id string
+	frame    []byte
+	keep     bool
+}
+
+// fakePublisher records every Publish; err, if set, is returned instead.
+type fakePublisher struct {
+	mu    sync.Mutex
+	calls []published
+	err   error
+}
+
+func (p *fakePublisher) Publish(_ context.Context, room, id string, frame []byte, keep bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return p.err
+	}
+	p.calls = append(p.calls, published{room, id, append([]byte(nil), frame...), keep})
+	return nil
+}
+
+type appended struct {
+	room, id string
+	frame    []byte
+}
+
+// fakeHistory records every Append; err, if set, is returned instead.
+type fakeHistory struct {
+	mu    sync.Mutex
+	calls []appended
+	err   error
+}
+
+func (h *fakeHistory) Append(_ context.Context, room, id string, frame []byte) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != nil {
+		return h.err
+	}
+	h.calls = append(h.calls, appended{room, id, append([]byte(nil), frame...)})
+	return nil
+}
+
+// testDeps are the services of a test server: recording fakes and the real
+// message template.
+func testDeps(t *testing.T) (pipeline.Deps, *fakePublisher, *fakeHistory) {
+	t.Helper()
+	tmpl, err := template.ParseFiles("../../templates/message.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, hist := &fakePublisher{}, &fakeHistory{}
+	return pipeline.Deps{Publisher: pub, History: hist, Templates: tmpl}, pub, hist
+}
+
+// build builds the pipelines of cfg or fails the test.
+func build(t *testing.T, cfg pipeline.Config, deps pipeline.Deps) *pipeline.Pipelines {
+	t.Helper()
+	p, err := pipeline.Build(cfg, deps, pipeline.BuildOptions{})
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// step is shorthand for a pipeline step.
+func step(use string, with map[string]any) pipeline.Step {
+	return pipeline.Step{Use: use, With: with}
+}
+
+// messageEvent is a message event from s, as the server decodes it.
+func messageEvent(s pipeline.Sender, body string, rename *string) *pipeline.Event {
+	return &pipeline.Event{Kind: pipeline.Message, Sender: s, In: pipeline.Inbound{Body: body, Username: rename}}
+}
+
+// code is the rejection code of err, "" for nil, "?" for a non-*Error.
+func code(err error) string {
+	if err == nil {
+		return ""
+	}
+	var pe *pipeline.Error
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return "?"
+}
+
+// decode decodes a published frame into a map, so tests see the wire keys.
+func decode(t *testing.T, frame []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(frame, &m); err != nil {
+		t.Fatalf("frame %s: %v", frame, err)
+	}
+	return m
+}
+
+func ptr[T any](v T) *T { return &v }

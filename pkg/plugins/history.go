@@ -1,0 +1,106 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/chatserver/chatserver/pkg/pipeline"
+)
+
+func init() {
+	pipeline.Register(pipeline.Spec{
+		Name:        "history",
+		Description: "appends to the room's history in the configured store",
+		Options:     func() any { return DefaultHistoryOptions() },
+		New: func(opts any, deps pipeline.Deps) (pipeline.Plugin, error) {
+			return NewHistory(*opts.(*HistoryOptions), deps.History)
+		},
+	})
+}
+
+// HistoryOptions configure the history plugin.
+type HistoryOptions struct {
+	// Kinds are the envelope types kept: any of "message", "online",
+	// "offline" (a list, or one comma-separated string). Default ["message"],
+	// as in the seed, whose history held only messages.
+	Kinds []string `mapstructure:"kinds"`
+}
+
+// DefaultHistoryOptions returns the options a step without `with:` gets.
+func DefaultHistoryOptions() *HistoryOptions {
+	// A fresh slice each time: the decoder writes into the default's backing array.
+	return &HistoryOptions{Kinds: []string{pipeline.TypeMessage}}
+}
+
+// Validate rejects kinds that no event has, which would otherwise silently
+// keep nothing.
+func (o *HistoryOptions) Validate() error {
+	if len(o.Kinds) == 0 {
+		return errors.New("kinds must name at least one of message, online, offline")
+	}
+	for _, k := range o.Kinds {
+		switch k {
+		case pipeline.TypeMessage, pipeline.TypeOnline, pipeline.TypeOffline:
+		default:
+			return fmt.Errorf("kinds: unknown kind %q (known: message, online, offline)", k)
+		}
+	}
+	return nil
+}
+
+// History is the history plugin. It asks for the event to be kept (ev.Keep)
+// and lets a later broadcast step append it together with the fan-out, so that
+// history and what members saw are in one order (see pipeline.Publisher). Only
+// when no broadcast step published the event does it append the event itself,
+// after the rest of the pipeline accepted it.
+type History struct {
+	keep map[pipeline.Kind]bool
+	w    pipeline.HistoryWriter
+}
+
+// NewHistory returns a history plugin appending to w. It validates opts; w
+// must not be nil.
+func NewHistory(opts HistoryOptions, w pipeline.HistoryWriter) (*History, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if w == nil {
+		return nil, errors.New("the server provides no history store")
+	}
+	h := &History{keep: map[pipeline.Kind]bool{}, w: w}
+	for _, k := range pipeline.Kinds {
+		h.keep[k] = slices.Contains(opts.Kinds, envelopeType(k))
+	}
+	return h, nil
+}
+
+// Wrap implements pipeline.Plugin.
+func (h *History) Wrap(next pipeline.Handler) pipeline.Handler {
+	return pipeline.HandlerFunc(func(ctx context.Context, ev *pipeline.Event) error {
+		if !h.keep[ev.Kind] {
+			return next.Handle(ctx, ev)
+		}
+		ev.Keep = true
+		if err := next.Handle(ctx, ev); err != nil {
+			return err
+		}
+		if ev.Published {
+			return nil
+		}
+		// Nothing after us published the event: keep it ourselves, complete
+		// (with id and time) so ?since= and history dump can use it.
+		stamp(ev)
+		frame, err := ev.Frame()
+		if err != nil {
+			return fmt.Errorf("history: encoding envelope: %w", err)
+		}
+		if err := h.w.Append(ctx, ev.Envelope.Room, ev.Envelope.ID, frame); err != nil {
+			return fmt.Errorf("history: appending to room %q: %w", ev.Envelope.Room, err)
+		}
+		return nil
+	})
+}
+
+var _ pipeline.Plugin = (*History)(nil)

@@ -1,0 +1,508 @@
+package server_test
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/chatserver/chatserver/pkg/config"
+	"github.com/chatserver/chatserver/pkg/pipeline"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// chromedp's browser test leaves none, but net/http keeps idle
+		// client connections' readers until the transport is closed.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+var datetimeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$`)
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func TestJoinMessageLeave(t *testing.T) {
+	s := startServer(t, nil)
+	alice := s.dialNamed(t, "", b64("alice"))
+	h := alice.expect("history")
+	if h.Room != "lobby" || len(h.Messages) != 0 || h.Complete != nil {
+		t.Fatalf("history frame: %s", h.raw)
+	}
+	on := alice.expect("online")
+	if on.Username != "alice" || on.Body != "" || on.HTML != "" || on.ClientID == 0 {
+		t.Fatalf("online frame: %s", on.raw)
+	}
+
+	bob := s.dial(t, "", nil) // no cookie: a guest name
+	bob.expect("history")
+	bobOnline := bob.expect("online")
+	if want := fmt.Sprintf("游客%d", bobOnline.ClientID); bobOnline.Username != want {
+		t.Fatalf("guest name = %q, want %q", bobOnline.Username, want)
+	}
+	if got := alice.expect("online"); got.ID != bobOnline.ID {
+		t.Fatalf("alice saw online %s, bob saw %s", got.raw, bobOnline.raw)
+	}
+
+	alice.send(map[string]any{"body": "hello <b>bob</b>"})
+	for _, c := range []*wsClient{alice, bob} {
+		m := c.expect("message")
+		if _, err := uuid.Parse(m.ID); err != nil {
+			t.Errorf("id %q is not a UUID", m.ID)
+		}
+		if m.Room != "lobby" || m.Username != "alice" || m.Body != "hello <b>bob</b>" || m.ClientID != on.ClientID {
+			t.Errorf("message envelope: %s", m.raw)
+		}
+		if !datetimeRE.MatchString(m.Datetime) || m.TS < time.Now().Add(-time.Minute).UnixMilli() {
+			t.Errorf("datetime %q ts %d", m.Datetime, m.TS)
+		}
+		if !strings.Contains(m.HTML, "hello &lt;b&gt;bob&lt;/b&gt;") || strings.Contains(m.HTML, "<b>bob") {
+			t.Errorf("html not escaped: %q", m.HTML)
+		}
+	}
+
+	// A rename in the message, as the seed does.
+	bob.send(map[string]any{"body": "hi", "username": "bob"})
+	if m := alice.expect("message"); m.Username != "bob" {
+		t.Fatalf("rename: %s", m.raw)
+	}
+	bob.expect("message")
+
+	bob.conn.Close()
+	off := alice.expect("offline")
+	if off.Username != "bob" || off.ClientID != bobOnline.ClientID || off.Body != "" {
+		t.Fatalf("offline frame: %s", off.raw)
+	}
+}
+
+func TestHistoryKeepsLast100InOrder(t *testing.T) {
+	s := startServer(t, fastLimits)
+	a := s.dial(t, "", nil)
+	a.expect("history")
+	a.expect("online")
+	for i := 0; i < 150; i++ {
+		a.send(map[string]any{"body": fmt.Sprint("m", i)})
+	}
+	for i := 0; i < 150; i++ {
+		if m := a.expect("message"); m.Body != fmt.Sprint("m", i) {
+			t.Fatalf("live message %d body %q", i, m.Body)
+		}
+	}
+	b := s.dial(t, "", nil)
+	h := b.expect("history")
+	if len(h.Messages) != 100 {
+		t.Fatalf("history has %d messages, want 100", len(h.Messages))
+	}
+	for i, m := range h.Messages {
+		if want := fmt.Sprint("m", i+50); m.Body != want || m.Type != "message" || m.HTML == "" {
+			t.Fatalf("history[%d] = %q, want %q", i, m.Body, want)
+		}
+	}
+
+	resp, err := http.Get(s.URL + "/api/rooms/lobby/history?limit=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"body":"m147"`) || strings.Contains(string(body), `"m146"`) {
+		t.Fatalf("api history: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestSinceRecovery(t *testing.T) {
+	s := startServer(t, fastLimits)
+	a := s.dial(t, "", nil)
+	a.expect("history")
+	a.expect("online")
+	var ids []string
+	for i := 0; i < 5; i++ {
+		a.send(map[string]any{"body": fmt.Sprint(i)})
+		ids = append(ids, a.expect("message").ID)
+	}
+	tests := []struct {
+		name     string
+		since    string
+		want     []string
+		complete bool
+	}{
+		{"after the second", ids[1], []string{"2", "3", "4"}, true},
+		{"after the last", ids[4], nil, true},
+		{"unknown id: everything, incomplete", uuid.NewString(), []string{"0", "1", "2", "3", "4"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := s.dial(t, "since="+tt.since, nil)
+			h := c.expect("history")
+			if h.Complete == nil || *h.Complete != tt.complete {
+				t.Fatalf("complete = %v, want %v", h.Complete, tt.complete)
+			}
+			var got []string
+			for _, m := range h.Messages {
+				got = append(got, m.Body)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("messages %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRoomsAreIsolated(t *testing.T) {
+	s := startServer(t, nil)
+	a := s.dial(t, "room=alpha", nil)
+	a.expect("history")
+	a.expect("online")
+	b := s.dial(t, "room=beta", nil)
+	b.expect("history")
+	b.expect("online")
+	a.send(map[string]any{"body": "only alpha"})
+	if m := a.expect("message"); m.Room != "alpha" {
+		t.Fatalf("room = %q", m.Room)
+	}
+	b.send(map[string]any{"body": "only beta"})
+	if m := b.expect("message"); m.Body != "only beta" {
+		t.Fatalf("beta got %s (alpha's message leaked?)", m.raw)
+	}
+	c := s.dial(t, "room=beta", nil)
+	if h := c.expect("history"); len(h.Messages) != 1 || h.Messages[0].Body != "only beta" {
+		t.Fatalf("beta history: %s", h.raw)
+	}
+}
+
+func TestBadInputGetsErrorAndConnectionStays(t *testing.T) {
+	s := startServer(t, nil)
+	c := s.dial(t, "", nil)
+	c.expect("history")
+	c.expect("online")
+	tests := []struct {
+		name string
+		mt   int
+		data []byte
+		code string
+	}{
+		{"not JSON", websocket.TextMessage, []byte("hello"), pipeline.CodeInvalidJSON},
+		{"body of wrong type", websocket.TextMessage, []byte(`{"body": 5}`), pipeline.CodeInvalidJSON},
+		{"JSON array", websocket.TextMessage, []byte(`[1,2]`), pipeline.CodeInvalidJSON},
+		{"invalid UTF-8", websocket.TextMessage, []byte("{\"body\": \"\xff\xfe\"}"), pipeline.CodeInvalidJSON},
+		{"binary frame", websocket.BinaryMessage, []byte{1, 2, 3}, pipeline.CodeInvalidJSON},
+		{"empty body", websocket.TextMessage, []byte(`{"body": ""}`), pipeline.CodeEmpty},
+		{"blank body", websocket.TextMessage, []byte(`{"body": "  \n\t "}`), pipeline.CodeEmpty},
+		{"missing body", websocket.TextMessage, []byte(`{}`), pipeline.CodeEmpty},
+		{"too long", websocket.TextMessage, []byte(`{"body": "` + strings.Repeat("字", 2001) + `"}`), pipeline.CodeTooLong},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c.sendRaw(tt.mt, tt.data)
+			e := c.expect("error")
+			if e.Code != tt.code || e.Reason == "" {
+				t.Fatalf("error frame %s, want code %s", e.raw, tt.code)
+			}
+		})
+	}
+	c.send(map[string]any{"body": "still here"})
+	if m := c.expect("message"); m.Body != "still here" {
+		t.Fatalf("after errors: %s", m.raw)
+	}
+}
+
+func TestRateLimited(t *testing.T) {
+	s := startServer(t, nil) // default: 5/s, burst 10
+	c := s.dial(t, "", nil)
+	c.expect("history")
+	c.expect("online")
+	limited := 0
+	for i := 0; i < 15; i++ {
+		c.send(map[string]any{"body": fmt.Sprint(i)})
+	}
+	for i := 0; i < 15; i++ {
+		f := c.read()
+		if f.Type == "error" && f.Code == pipeline.CodeRateLimited {
+			limited++
+		}
+	}
+	if limited < 4 || limited > 5 {
+		t.Fatalf("%d of 15 rate limited, want 4-5 (burst 10 at 5/s)", limited)
+	}
+}
+
+func TestHugeFrameCloses1009(t *testing.T) {
+	s := startServer(t, nil)
+	c := s.dial(t, "", nil)
+	c.expect("history")
+	c.expect("online")
+	c.sendRaw(websocket.TextMessage, []byte(`{"body":"`+strings.Repeat("x", 9000)+`"}`))
+	if code := c.closeCode(); code != websocket.CloseMessageTooBig {
+		t.Fatalf("close code %d, want 1009", code)
+	}
+}
+
+func TestInvalidRoomRefused(t *testing.T) {
+	s := startServer(t, nil)
+	for _, room := range []string{"a/b", strings.Repeat("x", 65), "sp%20ace", "%C3%A9"} {
+		_, resp, err := websocket.DefaultDialer.Dial(s.wsURL("room="+room), nil)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("room %q: err=%v resp=%v, want 400", room, err, resp)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+		r, err := http.Get(s.URL + "/?room=" + room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != http.StatusBadRequest {
+			t.Errorf("page room %q: %d", room, r.StatusCode)
+		}
+	}
+	r, err := http.Get(s.URL + "/api/rooms/a.b-c_D/history")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 200 {
+		t.Errorf("valid room name refused: %d", r.StatusCode)
+	}
+}
+
+func TestOriginCheck(t *testing.T) {
+	tests := []struct {
+		name    string
+		allowed []string
+		origin  string
+		ok      bool
+	}{
+		{"same origin", nil, "SELF", true},
+		{"cross site refused", nil, "http://evil.example", false},
+		{"no origin (non-browser)", nil, "", true},
+		{"listed", []string{"https://chat.example"}, "https://chat.example", true},
+		{"not listed", []string{"https://chat.example"}, "https://evil.example", false},
+		{"any", []string{"*"}, "http://evil.example", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, func(c *config.Config) { c.Server.AllowedOrigins = tt.allowed })
+			h := http.Header{}
+			switch tt.origin {
+			case "SELF":
+				h.Set("Origin", s.URL)
+			case "":
+			default:
+				h.Set("Origin", tt.origin)
+			}
+			conn, resp, err := websocket.DefaultDialer.Dial(s.wsURL(""), h)
+			if conn != nil {
+				conn.Close()
+			}
+			if resp != nil && resp.Body != nil {
+				resp.Body.Close()
+			}
+			if (err == nil) != tt.ok {
+				t.Fatalf("dial err = %v, want ok=%v", err, tt.ok)
+			}
+			if !tt.ok && resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("status %d, want 403", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// A client that never reads is cut off once its queue fills; a reading
+// client in the same room gets every message, in order.
+func TestSlowClientDisconnectedOthersUnaffected(t *testing.T) {
+	s := startServer(t, func(c *config.Config) {
+		fastLimits(c)
+		c.WebSocket.SendQueue = 16
+	})
+	stuck := s.dial(t, "", nil) // never reads after this
+	reader := s.dial(t, "", nil)
+	reader.expect("history")
+	reader.expect("online")
+	sender := s.dial(t, "", nil)
+	sender.expect("history")
+	reader.expect("online")
+
+	done := make(chan error, 1)
+	const n = 3000
+	got := 0
+	go func() {
+		for got < n {
+			_ = reader.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			_, b, err := reader.conn.ReadMessage()
+			if err != nil {
+				done <- err
+				return
+			}
+			if strings.Contains(string(b), `"type":"message"`) {
+				if !strings.Contains(string(b), fmt.Sprintf(`"body":"%d %s"`, got, strings.Repeat("x", 1900))) {
+					done <- fmt.Errorf("message %d out of order: %.60s", got, b)
+					return
+				}
+				got++
+			}
+		}
+		done <- nil
+	}()
+	pad := strings.Repeat("x", 1900)
+	for i := 0; i < n; i++ {
+		if err := sender.conn.WriteJSON(map[string]any{"body": fmt.Sprintf("%d %s", i, pad)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("reader after %d messages: %v", got, err)
+	}
+	// The stuck client was dropped: reading now drains what the kernel
+	// buffered, then the close.
+	code := stuck.closeCode()
+	if code != websocket.ClosePolicyViolation && code != -1 {
+		t.Fatalf("stuck client close code %d, want 1008 (or a cut connection)", code)
+	}
+	if v := counterValue(t, s, `chatserver_dropped_clients_total{reason="slow"}`); v != 1 {
+		t.Fatalf("dropped slow = %v, want 1", v)
+	}
+}
+
+type panicPlugin struct{}
+
+func (panicPlugin) Wrap(next pipeline.Handler) pipeline.Handler {
+	return pipeline.HandlerFunc(func(ctx context.Context, ev *pipeline.Event) error {
+		if ev.In.Body == "boom" {
+			panic("test plugin exploded")
+		}
+		return next.Handle(ctx, ev)
+	})
+}
+
+func init() {
+	pipeline.Register(pipeline.Spec{
+		Name: "test_panic", Description: "panics on the body 'boom' (tests only)",
+		New: func(any, pipeline.Deps) (pipeline.Plugin, error) { return panicPlugin{}, nil },
+	})
+}
+
+func TestPanickingPluginCostsOneEvent(t *testing.T) {
+	s := startServer(t, func(c *config.Config) {
+		c.Pipelines.Message = append([]pipeline.Step{{Use: "test_panic"}}, c.Pipelines.Message...)
+	})
+	c := s.dial(t, "", nil)
+	c.expect("history")
+	c.expect("online")
+	other := s.dial(t, "", nil)
+	other.expect("history")
+	c.expect("online")
+	c.send(map[string]any{"body": "boom"})
+	if e := c.expect("error"); e.Code != pipeline.CodeInternal {
+		t.Fatalf("got %s", e.raw)
+	}
+	c.send(map[string]any{"body": "after"})
+	if m := c.expect("message"); m.Body != "after" {
+		t.Fatalf("got %s", m.raw)
+	}
+	if m := other.next("message"); m.Body != "after" {
+		t.Fatalf("other got %s", m.raw)
+	}
+}
+
+func TestShutdownClosesClientsWith1001(t *testing.T) {
+	s := startServer(t, nil)
+	c := s.dial(t, "", nil)
+	c.expect("history")
+	c.expect("online")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- s.Shutdown(ctx) }()
+	if code := c.closeCode(); code != websocket.CloseGoingAway {
+		t.Fatalf("close code %d, want 1001", code)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	// New connections are refused after shutdown.
+	if _, resp, err := websocket.DefaultDialer.Dial(s.wsURL(""), nil); err == nil {
+		t.Fatal("dial after shutdown succeeded")
+	} else if resp != nil {
+		resp.Body.Close()
+	}
+}
+
+func TestHTTPRoutes(t *testing.T) {
+	s := startServer(t, nil)
+	c := s.dialNamed(t, "", b64("<img src=x onerror=alert(1)>"))
+	c.expect("history")
+	c.expect("online")
+	c.send(map[string]any{"body": "<script>alert(1)</script>"})
+	c.expect("message")
+
+	tests := []struct {
+		path   string
+		status int
+		want   []string
+		reject []string
+	}{
+		{"/healthz", 200, []string{"ok"}, nil},
+		{"/readyz", 200, []string{`"store":"ok"`}, nil},
+		{"/", 200, []string{"&lt;script&gt;alert(1)&lt;/script&gt;", "&lt;img src=x"}, []string{"<script>alert(1)", "<img src=x"}},
+		{"/api/rooms/lobby/members", 200, []string{`"username":"\u003cimg src=x onerror=alert(1)\u003e"`}, nil},
+		{"/api/rooms/lobby/history", 200, []string{`"body":"\u003cscript\u003ealert(1)\u003c/script\u003e"`}, nil},
+		{"/api/rooms/lobby/history?limit=x", 400, nil, nil},
+		{"/api/rooms/no%20pe/members", 400, nil, nil},
+		{"/metrics", 200, []string{"chatserver_connections 1", `chatserver_events_in_total{kind="message",outcome="ok"} 1`, "chatserver_plugin_step_seconds"}, nil},
+		{"/static/chat.css", 200, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			resp, err := http.Get(s.URL + tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, b)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(b), w) {
+					t.Errorf("missing %q in %.400s", w, b)
+				}
+			}
+			for _, r := range tt.reject {
+				if strings.Contains(string(b), r) {
+					t.Errorf("found unescaped %q", r)
+				}
+			}
+		})
+	}
+}
+
+// counterValue reads one sample from /metrics.
+func counterValue(t *testing.T, s *testServer, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(s.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, series+" ") {
+			var v float64
+			fmt.Sscan(strings.TrimPrefix(line, series+" "), &v)
+			return v
+		}
+	}
+	return 0
+}
