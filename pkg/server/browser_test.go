@@ -1,0 +1,448 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+
+	"github.com/chatserver/chatserver/pkg/config"
+)
+
+// chromiumPath is Debian's chromium. The browser tests skip without it on a
+// developer's machine and fail without it in CI.
+const chromiumPath = "/usr/bin/chromium"
+
+// browserWait bounds every wait on the page.
+const browserWait = 20 * time.Second
+
+// startBrowser starts a headless chromium that the test closes when it ends.
+// The returned context has a running browser; open tabs with newTab.
+func startBrowser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("chromium not installed (%s); install with apt-get install chromium; in CI this test fails instead", chromiumPath)
+		}
+		t.Fatalf("chromium not installed (%s) and CI is set: install it with apt-get install chromium", chromiumPath)
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox, // we run as root
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1000, 700),
+	)
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		// Close the browser gracefully, then wait for its process.
+		_ = chromedp.Cancel(browserCtx)
+		cancelBrowser()
+		cancelAlloc()
+	})
+	if err := chromedp.Do(browserCtx); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	return browserCtx
+}
+
+// tab is one browser tab in a browser context of its own (its own cookies).
+type tab struct {
+	t    *testing.T
+	name string
+	ctx  context.Context
+
+	mu      sync.Mutex
+	console []string // console errors, exceptions and error log entries
+}
+
+func newTab(t *testing.T, browserCtx context.Context, name string) *tab {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	tb := &tab{t: t, name: name, ctx: ctx}
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1000, 700)); err != nil {
+		t.Fatalf("%s: opening a tab: %v", name, err)
+	}
+	if err := chromedp.Listen(ctx, tb.record); err != nil {
+		t.Fatalf("%s: listening: %v", name, err)
+	}
+	return tb
+}
+
+// record keeps what the page reports as an error. It runs in chromedp's event
+// loop, so it only appends under a lock.
+func (tb *tab) record(ev any) {
+	var line string
+	switch ev := ev.(type) {
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type != runtime.ConsoleAPICalledTypeError && ev.Type != runtime.ConsoleAPICalledTypeWarning {
+			return
+		}
+		var parts []string
+		for _, a := range ev.Args {
+			if a.Value != nil {
+				parts = append(parts, string(a.Value))
+			} else {
+				parts = append(parts, a.Description)
+			}
+		}
+		line = fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(parts, " "))
+	case *runtime.EventExceptionThrown:
+		d := ev.ExceptionDetails
+		line = "exception: " + d.Text
+		if d.Exception != nil {
+			line += " " + d.Exception.Description
+		}
+	case *log.EventEntryAdded:
+		if ev.Entry.Level != log.EntryLevelError && ev.Entry.Level != log.EntryLevelWarning {
+			return
+		}
+		line = fmt.Sprintf("log %s/%s: %s (%s)", ev.Entry.Source, ev.Entry.Level, ev.Entry.Text, ev.Entry.URL)
+	default:
+		return
+	}
+	tb.mu.Lock()
+	tb.console = append(tb.console, line)
+	tb.mu.Unlock()
+}
+
+func (tb *tab) consoleErrors() []string {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	return append([]string(nil), tb.console...)
+}
+
+// do runs steps within browserWait.
+func (tb *tab) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, browserWait)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		tb.t.Fatalf("%s: %s: %v (console: %q)", tb.name, what, err, tb.consoleErrors())
+	}
+}
+
+// eval evaluates a JavaScript expression and decodes its value into T.
+func eval[T any](tb *tab, expr string) T {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, browserWait)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		tb.t.Fatalf("%s: evaluating %s: %v", tb.name, expr, err)
+	}
+	return v
+}
+
+// waitFor polls a JavaScript predicate until it is truthy.
+func (tb *tab) waitFor(what, predicate string) {
+	tb.t.Helper()
+	tb.do("waiting for "+what, chromedp.Poll[chromedp.Void](predicate,
+		chromedp.WithPollingInterval(50*time.Millisecond),
+		chromedp.WithPollingTimeout(browserWait)))
+}
+
+const connectedJS = `document.getElementById("status").classList.contains("online")`
+
+// open loads the room's page and waits until its WebSocket is connected.
+func (tb *tab) open(url string) {
+	tb.t.Helper()
+	tb.do("opening "+url, chromedp.Navigate(url))
+	tb.waitFor("the connection", connectedJS)
+}
+
+// setName types a name into the name field (Enter stores the cookie) and
+// reloads, so that the name is the one the WebSocket joins with.
+func (tb *tab) setName(name string) {
+	tb.t.Helper()
+	tb.do("setting the name",
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("name").value = ""`),
+		chromedp.SendKeys(chromedp.ID("name"), name+kb.Enter),
+	)
+	tb.waitFor("the username cookie", `document.cookie.indexOf("username=") >= 0`)
+	tb.do("reloading", chromedp.Reload())
+	tb.waitFor("the connection after reload", connectedJS)
+	if got := eval[string](tb, `document.getElementById("name").value`); got != name {
+		tb.t.Fatalf("%s: name field after reload = %q, want %q (cookie %q)", tb.name, got, name,
+			eval[string](tb, `document.cookie`))
+	}
+}
+
+// messageJS finds the message in #inbox whose body's text is exactly body.
+func messageJS(body string) string {
+	return fmt.Sprintf(`Array.from(document.querySelectorAll("#inbox .message")).find(function (m) {
+		var b = m.querySelector(".body"); return b && b.textContent === %q; })`, body)
+}
+
+func TestBrowserChat(t *testing.T) {
+	s := startServer(t, func(cfg *config.Config) { cfg.Server.Addr = "127.0.0.1:0" })
+	browser := startBrowser(t)
+	pageURL := s.URL + "/?room=browser"
+
+	alice := newTab(t, browser, "tab A")
+	bob := newTab(t, browser, "tab B")
+	alice.open(pageURL)
+	alice.setName("Alice")
+	bob.open(pageURL)
+	bob.setName("Bob")
+
+	// Members: each sees the other, by name.
+	bob.waitFor("Alice in B's member list", `Array.from(document.querySelectorAll("#members li")).some(function (li) { return li.textContent === "Alice"; })`)
+	alice.waitFor("Bob in A's member list", `Array.from(document.querySelectorAll("#members li")).some(function (li) { return li.textContent === "Bob"; })`)
+	alice.waitFor(`"Bob joined" in A's messages`, `Array.from(document.querySelectorAll("#inbox .notice")).some(function (n) { return n.textContent === "Bob joined"; })`)
+
+	// A message typed in A (Enter sends) appears in B, from Alice.
+	const hello = "Hello from Alice"
+	alice.do("typing a message", chromedp.SendKeys(chromedp.ID("message"), hello+kb.Enter))
+	bob.waitFor("Alice's message in B", messageJS(hello))
+	if got := eval[string](bob, messageJS(hello)+`.querySelector(".user").textContent`); got != "Alice" {
+		t.Fatalf("B shows the message from %q, want Alice", got)
+	}
+	if got := eval[string](alice, `document.getElementById("message").value`); got != "" {
+		t.Fatalf("A's input after sending = %q, want it cleared", got)
+	}
+
+	// Markup in a body is text, never markup (send with the button this time).
+	const xss = `<script>window.__xss=1</script><b>bold</b>`
+	alice.do("sending markup",
+		chromedp.SetValue(chromedp.ID("message"), xss),
+		chromedp.Click(chromedp.ID("send")),
+	)
+	bob.waitFor("the markup message in B", messageJS(xss))
+	type xssReport struct {
+		Text     string `json:"text"`
+		Elements int    `json:"elements"`
+		Bold     int    `json:"bold"`
+		XSS      bool   `json:"xss"`
+	}
+	rep := eval[xssReport](bob, `(function () {
+		var m = `+messageJS(xss)+`;
+		var body = m.querySelector(".body");
+		return {text: m.textContent, elements: body.children.length,
+			bold: body.querySelectorAll("b").length, xss: typeof window.__xss !== "undefined"};
+	})()`)
+	if !strings.Contains(rep.Text, "<script>") || rep.Elements != 0 || rep.Bold != 0 || rep.XSS {
+		t.Fatalf("markup body was not shown as text: %+v", rep)
+	}
+
+	// B answers, so the screenshot shows both sides.
+	const reply = "Hi Alice! The <b>tags</b> above stay text."
+	bob.do("replying", chromedp.SendKeys(chromedp.ID("message"), reply+kb.Enter))
+	alice.waitFor("Bob's reply in A", messageJS(reply))
+	bob.waitFor("Bob's reply in B", messageJS(reply))
+
+	shot := bob.screenshot()
+	if path := os.Getenv("CHATSERVER_SCREENSHOT"); path != "" {
+		if err := os.WriteFile(path, shot, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot of tab B written to %s", path)
+	}
+
+	// History is rendered by the server: in the HTML of a plain GET …
+	resp, err := http.Get(pageURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	html, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{hello, "&lt;script&gt;window.__xss=1&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;", `class="message"`} {
+		if !strings.Contains(string(html), want) {
+			t.Errorf("GET %s: page lacks %q", pageURL, want)
+		}
+	}
+	if strings.Contains(string(html), "<script>window.__xss") {
+		t.Errorf("GET %s: the markup body reached the page as markup", pageURL)
+	}
+
+	// … and in B reloaded with JavaScript off, so no WebSocket runs at all.
+	bob.do("reloading with scripts off",
+		scriptsDisabled(true),
+		chromedp.Reload(),
+	)
+	n := eval[int](bob, `document.querySelectorAll("#inbox .message").length`)
+	if n != 3 {
+		t.Errorf("B reloaded without scripts shows %d messages, want 3", n)
+	}
+	if got := eval[string](bob, `document.getElementById("status-text").textContent`); got != "connecting…" {
+		t.Errorf("B without scripts: status %q; the page should not have connected", got)
+	}
+	bob.do("reloading with scripts on", scriptsDisabled(false), chromedp.Reload())
+	bob.waitFor("the connection after reload", connectedJS)
+	// The history frame replaced the server-rendered list: each message once.
+	if n := eval[int](bob, `document.querySelectorAll("#inbox .message").length`); n != 3 {
+		t.Errorf("B after reload shows %d messages, want 3 (duplicates?)", n)
+	}
+	bob.waitFor("Alice still in B's member list", `Array.from(document.querySelectorAll("#members li")).some(function (li) { return li.textContent === "Alice"; })`)
+
+	for _, tb := range []*tab{alice, bob} {
+		if v := eval[[]string](tb, `window.__cspViolations`); len(v) != 0 {
+			t.Errorf("%s: CSP violations: %q", tb.name, v)
+		}
+		if errs := tb.consoleErrors(); len(errs) != 0 {
+			t.Errorf("%s: console errors: %q", tb.name, errs)
+		}
+	}
+}
+
+// TestBrowserReconnect cuts B's connection (a TCP proxy in front of the
+// server drops every connection): the page must reconnect with ?since= and
+// show what it missed, once.
+func TestBrowserReconnect(t *testing.T) {
+	s := startServer(t, nil)
+	p := newCutProxy(t, strings.TrimPrefix(s.URL, "http://"))
+	browser := startBrowser(t)
+
+	a := newTab(t, browser, "tab A")
+	b := newTab(t, browser, "tab B")
+	a.open(s.URL + "/?room=reconnect")
+	b.open("http://" + p.addr() + "/?room=reconnect")
+	a.do("sending", chromedp.SendKeys(chromedp.ID("message"), "before"+kb.Enter))
+	b.waitFor("the first message in B", messageJS("before"))
+
+	p.cut()
+	b.waitFor("B noticing the cut", `!document.getElementById("status").classList.contains("online")`)
+	a.do("sending while B is away", chromedp.SendKeys(chromedp.ID("message"), "while away"+kb.Enter))
+	a.waitFor("A's own message", messageJS("while away"))
+	p.resume()
+	b.waitFor("the missed message in B", messageJS("while away"))
+	b.waitFor("B connected again", connectedJS)
+	if n := eval[int](b, `document.querySelectorAll("#inbox .message").length`); n != 2 {
+		t.Errorf("B after reconnecting shows %d messages, want 2", n)
+	}
+	if v := eval[[]string](b, `window.__cspViolations`); len(v) != 0 {
+		t.Errorf("CSP violations: %q", v)
+	}
+}
+
+// cutProxy forwards TCP connections to a server until cut, which closes them
+// all and refuses new ones until resume.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	cutOn bool
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *cutProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cutOn {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.wg.Add(2)
+		p.mu.Unlock()
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *cutProxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	_, _ = io.Copy(dst, src)
+	_ = dst.Close()
+	_ = src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cutOn = true
+	for c := range p.conns {
+		_ = c.Close()
+	}
+}
+
+func (p *cutProxy) resume() {
+	p.mu.Lock()
+	p.cutOn = false
+	p.mu.Unlock()
+}
+
+// scriptsDisabled switches JavaScript off or on for the tab.
+func scriptsDisabled(off bool) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: off})
+		return err
+	})
+}
+
+func (tb *tab) screenshot() []byte {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, browserWait)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		tb.t.Fatalf("%s: screenshot: %v", tb.name, err)
+	}
+	return png
+}
