@@ -41,4 +41,3 @@ func newConfigCmd() *cobra.Command {
 	cmd.AddCommand(check)
 	return cmd
 }
-
