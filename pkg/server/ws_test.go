@@ -338,6 +338,7 @@ func TestSlowClientDisconnectedOthersUnaffected(t *testing.T) {
 	drainErr := make(chan error, 1)
 	go func() {
 		for {
+			_ = sender.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 			_, b, err := sender.conn.ReadMessage()
 			if err != nil {
 				drainErr <- err
