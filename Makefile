@@ -1,0 +1,31 @@
+# chatserver — the commands README promises.
+GO       ?= go
+BIN      ?= bin/chatserver
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X github.com/chatserver/chatserver/pkg/cli.Version=$(VERSION)
+GOLANGCI := $(shell $(GO) env GOPATH)/bin/golangci-lint
+GOLANGCI_VERSION := v2.15.0
+
+.PHONY: build run test bench lint fuzz clean
+
+build: ## build bin/chatserver
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/chatserver
+
+run: ## run the chat room on :8000 with the embedded default config
+	$(GO) run ./cmd/chatserver serve
+
+test: ## vet and every test with the race detector (Redis and chromium tests included)
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+bench: ## Go benchmarks of the pipeline and the hub
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+
+lint: $(GOLANGCI) ## golangci-lint (installed from the Go module proxy if absent)
+	$(GOLANGCI) run ./...
+
+$(GOLANGCI):
+	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+
+clean:
+	rm -rf bin
