@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -140,9 +143,7 @@ func Build(cfg Config, deps Deps, bo BuildOptions) (*Pipelines, error) {
 func DecodeOptions(spec Spec, with map[string]any) (any, error) {
 	if spec.Options == nil {
 		if len(with) > 0 {
-			for k := range with {
-				return nil, fmt.Errorf("unknown option %q: plugin %s takes no options", k, spec.Name)
-			}
+			return nil, fmt.Errorf("unknown option %s: plugin %s takes no options", quoteKeys(sortedKeys(with)), spec.Name)
 		}
 		return nil, nil
 	}
@@ -152,9 +153,8 @@ func DecodeOptions(spec Spec, with map[string]any) (any, error) {
 	}
 	var md mapstructure.Metadata
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
-		Result:      opts,
-		Metadata:    &md,
-		ErrorUnused: true,
+		Result:   opts,
+		Metadata: &md,
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
 			mapstructure.StringToTimeDurationHookFunc(),
 			mapstructure.StringToSliceHookFunc(","),
@@ -166,12 +166,60 @@ func DecodeOptions(spec Spec, with map[string]any) (any, error) {
 	if err := dec.Decode(with); err != nil {
 		return nil, fmt.Errorf("options: %w", unwrapDecode(err))
 	}
+	if len(md.Unused) > 0 {
+		sort.Strings(md.Unused)
+		return nil, fmt.Errorf("unknown option %s (known: %s)", quoteKeys(md.Unused), strings.Join(OptionKeys(opts), ", "))
+	}
 	if v, ok := opts.(interface{ Validate() error }); ok {
 		if err := v.Validate(); err != nil {
 			return nil, fmt.Errorf("options: %w", err)
 		}
 	}
 	return opts, nil
+}
+
+// OptionKeys lists the `with:` keys an options struct accepts, in field order.
+func OptionKeys(opts any) []string {
+	t := reflect.TypeOf(opts)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		keys = append(keys, name)
+	}
+	return keys
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func quoteKeys(keys []string) string {
+	q := make([]string, len(keys))
+	for i, k := range keys {
+		q[i] = strconv.Quote(k)
+	}
+	return strings.Join(q, ", ")
 }
 
 // unwrapDecode keeps mapstructure's messages but drops its "decoding failed
@@ -204,8 +252,7 @@ func (p *Pipelines) Run(ctx context.Context, ev *Event) error {
 // Steps returns the resolved steps of every pipeline, in order.
 func (p *Pipelines) Steps() []ResolvedStep { return p.steps }
 
-// Close closes every plugin that holds resources. It is safe to call twice only
-// if the plugins' Close methods are; the server calls it once.
+// Close closes every plugin that holds resources, once; later calls do nothing.
 func (p *Pipelines) Close() error {
 	var errs []error
 	for _, c := range p.closers {
@@ -217,16 +264,24 @@ func (p *Pipelines) Close() error {
 	return errors.Join(errs...)
 }
 
-// observe reports the step's own duration: its time minus the time spent in the
-// steps after it. ev.down carries the downstream total between the wrappers.
+// observe reports the step's own duration — its time minus the time spent in
+// the steps after it — and the error only if the step produced it rather than
+// passed on what a later step returned. ev.down and ev.downErr carry the
+// downstream results between the wrappers.
 func observe(o Observer, kind Kind, step string, h Handler) Handler {
 	return HandlerFunc(func(ctx context.Context, ev *Event) error {
 		before := ev.down
+		ev.downErr = nil
 		start := time.Now()
 		err := h.Handle(ctx, ev)
 		incl := time.Since(start)
-		o.ObserveStep(kind, step, incl-(ev.down-before), err)
+		own := err
+		if err != nil && ev.downErr != nil && errors.Is(err, ev.downErr) {
+			own = nil
+		}
+		o.ObserveStep(kind, step, incl-(ev.down-before), own)
 		ev.down = before + incl
+		ev.downErr = err
 		return err
 	})
 }

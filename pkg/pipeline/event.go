@@ -80,10 +80,17 @@ type Event struct {
 	// publisher (and so, if Keep was set, appended to history too).
 	Published bool
 
-	frame   []byte
-	encoded Envelope
-	down    time.Duration // time spent in later steps; see observe
+	frame     []byte
+	encoded   Envelope
+	down      time.Duration // time spent in later steps; see observe
+	downErr   error         // what the later steps returned; see observe
+	completed bool
 }
+
+// Completed reports whether the event went through every step of its
+// pipeline: no step rejected or dropped it. A plugin acting after next
+// returned uses it to tell "the rest accepted it" from "a later step dropped it".
+func (ev *Event) Completed() bool { return ev.completed }
 
 // Frame returns the JSON encoding of the envelope, encoding it at most once per
 // distinct envelope value (history and broadcast both need it).

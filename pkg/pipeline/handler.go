@@ -37,7 +37,10 @@ type PluginFunc func(next Handler) Handler
 func (f PluginFunc) Wrap(next Handler) Handler { return f(next) }
 
 // end is the handler after the last step: the event went through.
-var end = HandlerFunc(func(context.Context, *Event) error { return nil })
+var end = HandlerFunc(func(_ context.Context, ev *Event) error {
+	ev.completed = true
+	return nil
+})
 
 // PanicError is returned in place of a panic inside a pipeline: a panicking
 // plugin costs the one event, never the server.

@@ -13,7 +13,8 @@ type Spec struct {
 	// Description is the one line `chatserver plugins list` shows.
 	Description string
 	// Options returns a pointer to a new options struct filled with the
-	// defaults. The step's `with:` map is decoded onto it (mapstructure tags;
+	// defaults; it must allocate afresh each call (slices and maps too),
+	// since decoding writes into what it returns. The step's `with:` map is decoded onto it (mapstructure tags;
 	// an unknown key is an error). If the struct has a `Validate() error`
 	// method it is called after decoding. Nil: the plugin takes no options.
 	Options func() any

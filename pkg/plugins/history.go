@@ -86,8 +86,8 @@ func (h *History) Wrap(next pipeline.Handler) pipeline.Handler {
 		if err := next.Handle(ctx, ev); err != nil {
 			return err
 		}
-		if ev.Published {
-			return nil
+		if ev.Published || !ev.Completed() {
+			return nil // kept by the broadcast, or dropped by a later step
 		}
 		// Nothing after us published the event: keep it ourselves, complete
 		// (with id and time) so ?since= and history dump can use it.
