@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	_ "github.com/chatserver/chatserver/pkg/plugins"
+)
+
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "chat.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestExitCodesAndOneLineErrors(t *testing.T) {
+	good := writeConfig(t, "history:\n  size: 50\n")
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		stdout   []string
+		stderr   []string
+		noStderr bool
+	}{
+		{"version", []string{"version"}, 0, []string{"chatserver ", "go1."}, nil, true},
+		{"plugins list", []string{"plugins", "list"}, 0, []string{"username", "validate", "ratelimit", "render_html", "history", "broadcast"}, nil, true},
+		{"unknown command", []string{"frobnicate"}, 2, nil, []string{`unknown command "frobnicate"`}, false},
+		{"unknown flag", []string{"serve", "--nope"}, 2, nil, []string{"unknown flag: --nope"}, false},
+		{"config check needs --config", []string{"config", "check"}, 2, nil, []string{"needs --config"}, false},
+		{"config check ok", []string{"config", "check", "--config", good}, 0,
+			[]string{good + ": ok", "size 50", "pipeline message:", "3. ratelimit {", "6. broadcast"}, nil, true},
+		{"missing file", []string{"config", "check", "--config", "/nonexistent/x.yaml"}, 2, nil, []string{"/nonexistent/x.yaml", "no such file"}, false},
+		{"unknown plugin names the known ones", []string{"config", "check", "--config",
+			writeConfig(t, "pipelines:\n  message:\n    - use: broadcats\n")}, 2, nil,
+			[]string{"pipelines.message[0] (broadcats)", `unknown plugin "broadcats"`, "broadcast", "username"}, false},
+		{"unknown option", []string{"config", "check", "--config",
+			writeConfig(t, "pipelines:\n  message:\n    - use: ratelimit\n      with: {rat: 5}\n")}, 2, nil,
+			[]string{"pipelines.message[0] (ratelimit)", `unknown option "rat"`, "known: rate, burst"}, false},
+		{"bad yaml", []string{"config", "check", "--config", writeConfig(t, "server: [oops\n")}, 2, nil, []string{"not valid YAML"}, false},
+		{"unknown key", []string{"serve", "--config", writeConfig(t, "sever:\n  addr: x\n")}, 2, nil, []string{"sever"}, false},
+		{"serve cannot listen", []string{"serve", "--addr", "256.0.0.1:1"}, 1, nil, []string{"listen"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := runCLI(tt.args...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d; stdout %q stderr %q", code, tt.code, out, errs)
+			}
+			for _, w := range tt.stdout {
+				if !strings.Contains(out, w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tt.stderr {
+				if !strings.Contains(errs, w) {
+					t.Errorf("stderr lacks %q: %q", w, errs)
+				}
+			}
+			if tt.noStderr && errs != "" {
+				t.Errorf("unexpected stderr %q", errs)
+			}
+			if tt.code != 0 {
+				// One line from us (serve may log before failing).
+				last := strings.TrimSpace(errs[strings.LastIndex(strings.TrimSpace(errs), "\n")+1:])
+				if !strings.HasPrefix(last, "chatserver: ") || strings.Contains(errs, "goroutine ") {
+					t.Errorf("error is not one clear line: %q", errs)
+				}
+			}
+		})
+	}
+}
