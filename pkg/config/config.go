@@ -86,8 +86,13 @@ type Redis struct {
 
 // Broker selects how events reach the members of a room.
 type Broker struct {
-	// Type is "local" (default, one node) or "redis" (nodes share rooms).
+	// Type is "local" (default, one node) or "redis" (nodes share rooms
+	// through Redis Pub/Sub; needs history.store redis).
 	Type string `mapstructure:"type"`
+	// NodeTTL is how long a node may go without a heartbeat before the
+	// others drop its members and announce them offline (broker redis only;
+	// the heartbeat is every NodeTTL/3). Default 10s.
+	NodeTTL time.Duration `mapstructure:"node_ttl"`
 }
 
 // Templates locates the page and message templates.
@@ -163,6 +168,12 @@ func (c *Config) Validate() error {
 	case "local", "redis":
 	default:
 		return bad("broker.type", "unknown broker %q (known: local, redis)", c.Broker.Type)
+	}
+	if c.Broker.Type == "redis" && c.History.Store != "redis" {
+		return bad("broker.type", "broker redis shares history between nodes: it needs history.store: redis")
+	}
+	if c.Broker.NodeTTL < 300*time.Millisecond {
+		return bad("broker.node_ttl", "must be at least 300ms, got %v", c.Broker.NodeTTL)
 	}
 	if c.History.Store == "redis" || c.Broker.Type == "redis" {
 		u, err := url.Parse(c.Redis.URL)

@@ -39,6 +39,18 @@ type Metrics struct {
 	HistoryErrors prometheus.Counter
 	// Rooms is the number of rooms with local members.
 	Rooms prometheus.Gauge
+	// BrokerResubscribes counts reconnections of the broker's subscription
+	// (Redis restarted, connection dropped).
+	BrokerResubscribes prometheus.Counter
+	// BrokerRecovered counts frames read back from history after a
+	// resubscription and delivered.
+	BrokerRecovered prometheus.Counter
+	// BrokerFallbacks counts publishes delivered on this node only because
+	// the broker's backend was unreachable.
+	BrokerFallbacks prometheus.Counter
+	// BrokerLag is the age (now − envelope ts) of the last frame the broker
+	// received, in seconds.
+	BrokerLag prometheus.Gauge
 }
 
 // New returns Metrics registered on a fresh registry that also carries the Go
@@ -75,12 +87,25 @@ func New() *Metrics {
 		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chatserver_rooms", Help: "Rooms with members on this node.",
 		}),
+		BrokerResubscribes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_broker_resubscribes_total", Help: "Times the broker's subscription reconnected and resubscribed.",
+		}),
+		BrokerRecovered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_broker_recovered_total", Help: "Frames recovered from history after a resubscription.",
+		}),
+		BrokerFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_broker_fallbacks_total", Help: "Publishes delivered on this node only because the broker was unreachable.",
+		}),
+		BrokerLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatserver_broker_lag_seconds", Help: "Age of the last frame received from the broker (now - envelope ts).",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
 		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms,
+		m.BrokerResubscribes, m.BrokerRecovered, m.BrokerFallbacks, m.BrokerLag,
 	)
 	return m
 }

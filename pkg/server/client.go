@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -49,6 +50,8 @@ type client struct {
 	query  url.Values
 	cookie string // the raw Cookie header of the handshake
 	slot   int    // index in room.members, guarded by the room's lock
+	// present is set while the client is listed in cluster presence.
+	present atomic.Bool
 
 	mu        sync.Mutex
 	queue     []queued
@@ -186,8 +189,12 @@ func (c *client) Username() string {
 
 func (c *client) SetUsername(name string) {
 	c.mu.Lock()
+	changed := c.username != name
 	c.username = name
 	c.mu.Unlock()
+	if changed && c.present.Load() {
+		c.srv.present(c) // a rename: other nodes list the new name
+	}
 }
 
 func (c *client) Cookie(name string) (string, bool) {

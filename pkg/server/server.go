@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chatserver/chatserver"
 	"github.com/chatserver/chatserver/pkg/broker"
@@ -71,6 +72,11 @@ type Server struct {
 	pipelines atomic.Pointer[pipeline.Pipelines]
 	handler   http.Handler
 	clientSeq atomic.Int64
+	// clientBase is added to clientSeq: node-scoped ids with broker redis.
+	clientBase int64
+	// presence and rdb exist with broker redis (see cluster.go).
+	presence clusterPresence
+	rdb      *redis.Client
 
 	// stopping is closed at shutdown: every writer closes its client with 1001.
 	stopping chan struct{}
@@ -109,11 +115,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.hub.delivered = func(n int) { s.metrics.FramesOut.Add(float64(n)) }
 	newBroker := opts.NewBroker
 	if newBroker == nil {
-		newBroker = func(store history.Store, deliver broker.DeliverFunc) (broker.Broker, error) {
-			l := broker.NewLocal(store, deliver, s.log)
-			l.OnStoreError = func(string, error) { s.metrics.HistoryErrors.Inc() }
-			return l, nil
-		}
+		newBroker = s.newBrokerFor
 	}
 	if s.broker, err = newBroker(s.store, s.hub.deliver); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
@@ -158,7 +160,7 @@ func (s *Server) Deps() pipeline.Deps {
 	return pipeline.Deps{
 		Publisher: s.broker,
 		History:   s.store,
-		Members:   membersFunc(func(_ context.Context, room string) ([]pipeline.Member, error) { return s.hub.members(room), nil }),
+		Members:   membersFunc(s.members),
 		Templates: s.templates,
 		Logger:    s.log,
 	}
@@ -184,7 +186,7 @@ func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 // Handler returns the server's HTTP handler, for httptest or a custom listener.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-func (s *Server) nextClientID() int64 { return s.clientSeq.Add(1) }
+func (s *Server) nextClientID() int64 { return s.clientBase + s.clientSeq.Add(1) }
 
 // track registers a new WebSocket connection; false once shutting down.
 func (s *Server) track() bool {
@@ -308,7 +310,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if p := s.pipelines.Load(); p != nil {
 			errs = append(errs, p.Close())
 		}
+		if s.presence != nil {
+			errs = append(errs, s.presence.Close())
+		}
 		errs = append(errs, s.broker.Close(), s.store.Close())
+		if s.rdb != nil {
+			errs = append(errs, s.rdb.Close())
+		}
 		s.shutdownErr = errors.Join(errs...)
 	})
 	return s.shutdownErr

@@ -73,6 +73,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// missed; frames queued meanwhile that history already holds are dropped.
 	s.hub.join(c)
 	s.metrics.Rooms.Set(float64(s.hub.count()))
+	if w, ok := s.broker.(subscriptionWaiter); ok {
+		// A clustered broker subscribes asynchronously: wait (bounded) so the
+		// history read below and live delivery overlap rather than leave a gap.
+		wctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		if err := w.WaitSubscribed(wctx, roomName); err != nil {
+			s.log.Warn("room subscription not confirmed in time", "room", roomName, "err", err)
+		}
+		cancel()
+	}
 	if err := s.sendHistory(r.Context(), c, r.URL.Query().Get("since")); err != nil {
 		s.log.Error("reading history for a new client", "room", roomName, "err", err)
 	}
@@ -81,12 +90,17 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithoutCancel(r.Context())
 	joined := s.runEvent(ctx, c, pipeline.Join, pipeline.Inbound{})
 	if joined {
+		c.present.Store(true)
+		s.present(c)
 		s.readLoop(ctx, c)
 	} else {
 		c.close(closePolicy, "join refused")
 	}
 
 	s.hub.leave(c)
+	if c.present.Swap(false) && s.presence != nil {
+		s.presence.Remove(c.room, c.id)
+	}
 	s.metrics.Rooms.Set(float64(s.hub.count()))
 	if joined {
 		s.runEvent(ctx, c, pipeline.Leave, pipeline.Inbound{})

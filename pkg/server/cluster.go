@@ -1,0 +1,113 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatserver/chatserver/pkg/broker"
+	"github.com/chatserver/chatserver/pkg/config"
+	"github.com/chatserver/chatserver/pkg/history"
+	"github.com/chatserver/chatserver/pkg/pipeline"
+)
+
+// This file wires `broker.type: redis`: the Redis broker, cluster-wide
+// presence and node-scoped client ids.
+
+// clusterPresence is what the server needs of cluster-wide presence.
+type clusterPresence interface {
+	Add(room string, m broker.Member)
+	Remove(room string, clientID int64)
+	Members(ctx context.Context, room string) ([]broker.Member, error)
+	Node() int64
+	Close() error
+}
+
+// subscriptionWaiter is implemented by brokers whose Subscribe completes
+// later (broker.Redis): a joining client waits for it before reading history.
+type subscriptionWaiter interface {
+	WaitSubscribed(ctx context.Context, room string) error
+}
+
+// newBrokerFor returns the broker the config selects.
+func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (broker.Broker, error) {
+	if s.cfg.Broker.Type != "redis" {
+		l := broker.NewLocal(store, deliver, s.log)
+		l.OnStoreError = func(string, error) { s.metrics.HistoryErrors.Inc() }
+		return l, nil
+	}
+	opt, err := redis.ParseURL(s.cfg.Redis.URL)
+	if err != nil {
+		return nil, &config.Error{Source: s.cfg.Source, Key: "redis.url", Err: err}
+	}
+	// Short timeouts: a publish waits at most this long before falling back
+	// to local delivery when Redis is gone.
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, 2*time.Second, 2*time.Second
+	opt.MaxRetries = 1
+	s.rdb = redis.NewClient(opt)
+	m := s.metrics
+	b := broker.NewRedis(broker.RedisOptions{
+		Client:        s.rdb,
+		KeyPrefix:     s.cfg.Redis.KeyPrefix,
+		HistorySize:   s.cfg.History.Size,
+		Store:         store,
+		Deliver:       deliver,
+		Log:           s.log,
+		OnResubscribe: m.BrokerResubscribes.Inc,
+		OnRecovered:   func(n int) { m.BrokerRecovered.Add(float64(n)) },
+		OnFallback:    m.BrokerFallbacks.Inc,
+		OnLag:         func(d time.Duration) { m.BrokerLag.Set(d.Seconds()) },
+		OnStoreError:  func(string, error) { m.HistoryErrors.Inc() },
+	})
+	p := broker.NewRedisPresence(broker.RedisPresenceOptions{
+		Client:    s.rdb,
+		KeyPrefix: s.cfg.Redis.KeyPrefix,
+		TTL:       s.cfg.Broker.NodeTTL,
+		Log:       s.log,
+		OnExpired: func(room string, mem broker.Member) { s.announceOffline(b, room, mem) },
+	})
+	s.presence = p
+	s.clientBase = p.Node() * broker.ClientIDSpan
+	s.log.Info("cluster node", "node", p.Node(), "first_client_id", s.clientBase+1)
+	return b, nil
+}
+
+// announceOffline publishes `offline` for a member of a dead node.
+func (s *Server) announceOffline(b broker.Broker, room string, m broker.Member) {
+	env := pipeline.Envelope{ID: uuid.NewString(), Type: pipeline.TypeOffline, Room: room,
+		ClientID: m.ClientID, Username: m.Username}
+	env.Stamp(time.Now())
+	frame, err := json.Marshal(&env)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Publish(ctx, room, env.ID, frame, false); err != nil {
+		s.log.Warn("publishing offline for a dead node's member", "room", room, "client_id", m.ClientID, "err", err)
+	}
+}
+
+// present records c in cluster presence (after its join went through, and
+// again on each rename).
+func (s *Server) present(c *client) {
+	if s.presence != nil {
+		s.presence.Add(c.room, broker.Member{ClientID: c.id, Username: c.Username()})
+	}
+}
+
+// members lists room's members: cluster-wide with broker redis, else the hub's.
+func (s *Server) members(ctx context.Context, room string) ([]pipeline.Member, error) {
+	if s.presence == nil {
+		return s.hub.members(room), nil
+	}
+	ms, err := s.presence.Members(ctx, room)
+	out := make([]pipeline.Member, len(ms))
+	for i, m := range ms {
+		out[i] = pipeline.Member{ClientID: m.ClientID, Username: m.Username}
+	}
+	return out, err
+}
