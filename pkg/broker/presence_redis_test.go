@@ -1,0 +1,122 @@
+package broker
+
+import (
+	"context"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+)
+
+func testRedis(t *testing.T) (*redis.Client, string) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		_ = rdb.Close()
+		if os.Getenv("CI") != "" {
+			t.Fatalf("Redis on 127.0.0.1:6379 is required in CI: %v", err)
+		}
+		t.Skipf("no Redis on 127.0.0.1:6379 (%v)", err)
+	}
+	prefix := "test:" + uuid.NewString()[:8] + ":"
+	t.Cleanup(func() {
+		keys, _ := rdb.Keys(context.Background(), prefix+"*").Result()
+		if len(keys) > 0 {
+			rdb.Del(context.Background(), keys...)
+		}
+		_ = rdb.Close()
+	})
+	return rdb, prefix
+}
+
+// die stops p's heartbeat without the cleanup Close does: a node killed.
+func (p *RedisPresence) die() {
+	p.once.Do(func() { close(p.stop); <-p.done })
+}
+
+func TestPresenceAcrossNodesAndExpiry(t *testing.T) {
+	rdb, prefix := testRedis(t)
+	var mu sync.Mutex
+	var expired []Member
+	opts := RedisPresenceOptions{Client: rdb, KeyPrefix: prefix, TTL: 600 * time.Millisecond,
+		OnExpired: func(room string, m Member) {
+			mu.Lock()
+			expired = append(expired, m)
+			mu.Unlock()
+		}}
+	a, b := NewRedisPresence(opts), NewRedisPresence(opts)
+	defer a.Close()
+	if a.Node() == b.Node() {
+		t.Fatalf("two nodes got number %d", a.Node())
+	}
+	idA, idB := a.Node()*ClientIDSpan+1, b.Node()*ClientIDSpan+1
+	a.Add("lobby", Member{ClientID: idA, Username: "alice"})
+	b.Add("lobby", Member{ClientID: idB, Username: "bob"})
+	b.Add("lobby", Member{ClientID: idB + 1, Username: "carol"})
+	b.Remove("lobby", idB+1)
+
+	want := []Member{{idA, "alice"}, {idB, "bob"}}
+	slices.SortFunc(want, func(x, y Member) int { return int(x.ClientID/ClientIDSpan - y.ClientID/ClientIDSpan) })
+	for _, p := range []*RedisPresence{a, b} {
+		waitFor(t, 5*time.Second, "members on both nodes", func() bool {
+			got, err := p.Members(context.Background(), "lobby")
+			return err == nil && slices.Equal(got, want)
+		})
+	}
+	b.Add("lobby", Member{ClientID: idB, Username: "bobby"}) // a rename
+	waitFor(t, 5*time.Second, "the rename", func() bool {
+		got, _ := a.Members(context.Background(), "lobby")
+		return slices.Contains(got, Member{idB, "bobby"})
+	})
+
+	b.die()
+	waitFor(t, 5*time.Second, "b's members to expire", func() bool {
+		got, _ := a.Members(context.Background(), "lobby")
+		return slices.Equal(got, []Member{{idA, "alice"}})
+	})
+	waitFor(t, 5*time.Second, "b's members to be reaped", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(expired) == 1
+	})
+	if expired[0] != (Member{idB, "bobby"}) {
+		t.Errorf("expired %v, want bobby", expired)
+	}
+	if n, _ := rdb.HLen(context.Background(), prefix+"members:lobby").Result(); n != 1 {
+		t.Errorf("members hash has %d fields after reaping, want 1", n)
+	}
+}
+
+func TestPresenceCloseRemovesNode(t *testing.T) {
+	rdb, prefix := testRedis(t)
+	a := NewRedisPresence(RedisPresenceOptions{Client: rdb, KeyPrefix: prefix})
+	b := NewRedisPresence(RedisPresenceOptions{Client: rdb, KeyPrefix: prefix})
+	defer a.Close()
+	b.Add("r", Member{ClientID: 7, Username: "x"})
+	waitFor(t, 5*time.Second, "b's member", func() bool {
+		got, _ := a.Members(context.Background(), "r")
+		return len(got) == 1
+	})
+	_ = b.Close()
+	got, _ := a.Members(context.Background(), "r")
+	if len(got) != 0 {
+		t.Fatalf("after a graceful close a still lists %v", got)
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
