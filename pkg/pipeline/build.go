@@ -88,25 +88,26 @@ type Pipelines struct {
 // `pipelines.KIND[i] (PLUGIN)` and, for options, the key at fault.
 func Build(cfg Config, deps Deps, bo BuildOptions) (*Pipelines, error) {
 	p := &Pipelines{handlers: map[Kind]Handler{}, timeout: bo.StepTimeout}
+	fail := func(err error) (*Pipelines, error) {
+		_ = p.Close() // the plugins built so far; the build error is what matters
+		return nil, err
+	}
 	for _, kind := range Kinds {
 		steps := cfg.Steps(kind)
 		plugins := make([]Plugin, len(steps))
 		for i, st := range steps {
 			where := fmt.Sprintf("pipelines.%s[%d]", kind, i)
 			if st.Use == "" {
-				p.Close()
-				return nil, fmt.Errorf("%s: missing `use:` (known plugins: %v)", where, Names())
+				return fail(fmt.Errorf("%s: missing `use:` (known plugins: %v)", where, Names()))
 			}
 			where += " (" + st.Use + ")"
 			spec, ok := Lookup(st.Use)
 			if !ok {
-				p.Close()
-				return nil, fmt.Errorf("%s: %w", where, unknownPlugin(st.Use))
+				return fail(fmt.Errorf("%s: %w", where, unknownPlugin(st.Use)))
 			}
 			opts, err := DecodeOptions(spec, st.With)
 			if err != nil {
-				p.Close()
-				return nil, fmt.Errorf("%s: %w", where, err)
+				return fail(fmt.Errorf("%s: %w", where, err))
 			}
 			d := deps
 			if d.Logger != nil {
@@ -114,8 +115,7 @@ func Build(cfg Config, deps Deps, bo BuildOptions) (*Pipelines, error) {
 			}
 			pl, err := spec.New(opts, d)
 			if err != nil {
-				p.Close()
-				return nil, fmt.Errorf("%s: %w", where, err)
+				return fail(fmt.Errorf("%s: %w", where, err))
 			}
 			if c, ok := pl.(io.Closer); ok {
 				p.closers = append(p.closers, c)
