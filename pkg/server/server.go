@@ -150,7 +150,7 @@ func newStore(cfg *config.Config, _ *slog.Logger) (history.Store, error) {
 // BuildPipelines builds pipelines from pc with this server's services. Hot
 // reload and `config check` use it too.
 func (s *Server) BuildPipelines(pc pipeline.Config) (*pipeline.Pipelines, error) {
-	return pipeline.Build(pc, s.Deps(), pipeline.BuildOptions{Observer: s.metrics})
+	return pipeline.Build(pc, s.Deps(), pipeline.BuildOptions{Observer: s.metrics, StepTimeout: s.cfg.Plugins.StepTimeout()})
 }
 
 // Deps are the services this server gives plugins.
