@@ -66,7 +66,7 @@ func runPipeline(cmd *cobra.Command, _ []string) error {
 	rec := &recording{}
 	deps := srv.Deps()
 	deps.Publisher, deps.History, deps.Members = rec, rec, rec
-	p, err := pipeline.Build(cfg.Pipelines, deps, pipeline.BuildOptions{Observer: rec, StepTimeout: cfg.Plugins.StepTimeout()})
+	p, err := pipeline.Build(cfg.Pipelines, deps, pipeline.BuildOptions{Observer: rec, EventTimeout: cfg.Plugins.StepTimeout()})
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.Source, err)
 	}

@@ -77,7 +77,7 @@ func (s *Server) reload(path string, load func() (*config.Config, error)) {
 		s.log.Error("config reload refused; the running pipelines stay", "path", path, "err", err)
 		return
 	}
-	p, err := pipeline.Build(cfg.Pipelines, s.Deps(), pipeline.BuildOptions{Observer: s.metrics, StepTimeout: cfg.Plugins.StepTimeout()})
+	p, err := pipeline.Build(cfg.Pipelines, s.Deps(), pipeline.BuildOptions{Observer: s.metrics, EventTimeout: cfg.Plugins.StepTimeout()})
 	if err != nil {
 		s.log.Error("config reload refused; the running pipelines stay", "path", path,
 			"err", (&config.Error{Source: cfg.Source, Err: err}).Error())
