@@ -10,9 +10,11 @@ import (
 	_ "github.com/chatserver/chatserver/pkg/plugins"
 )
 
-func runCLI(args ...string) (code int, stdout, stderr string) {
+// runCLI runs the command line and returns exit code, stdout and stderr.
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
 	var out, errb bytes.Buffer
-	code = run(args, &out, &errb)
+	code := run(args, &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -55,7 +57,7 @@ func TestExitCodesAndOneLineErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, out, errs := runCLI(tt.args...)
+			code, out, errs := runCLI(t, tt.args...)
 			if code != tt.code {
 				t.Fatalf("exit %d, want %d; stdout %q stderr %q", code, tt.code, out, errs)
 			}

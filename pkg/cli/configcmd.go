@@ -30,7 +30,7 @@ func newConfigCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer srv.Close()
+			defer func() { _ = srv.Close() }()
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "%s: ok\n", cfg.Source)
 			fmt.Fprintf(out, "history: %s (size %d), broker: %s\n", cfg.History.Store, cfg.History.Size, cfg.Broker.Type)

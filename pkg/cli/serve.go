@@ -24,6 +24,7 @@ func newServe() *cobra.Command {
 			}
 			ctx, stop := signalContext()
 			defer stop()
+			defer watchConfig(ctx, cmd, srv, log)()
 			if err := srv.ListenAndServe(ctx); err != nil {
 				return err
 			}

@@ -22,6 +22,7 @@ type Config struct {
 	Broker    Broker          `mapstructure:"broker"`
 	Templates Templates       `mapstructure:"templates"`
 	Pipelines pipeline.Config `mapstructure:"pipelines"`
+	Plugins   Plugins         `mapstructure:"plugins"`
 
 	// Source names where the config came from ("embedded default" or a path),
 	// for error messages.
@@ -102,6 +103,26 @@ type Templates struct {
 	Dir string `mapstructure:"dir"`
 }
 
+// Plugins tunes how every pipeline step runs.
+type Plugins struct {
+	// Timeout bounds one event's run through its pipeline: the context given
+	// to plugins is cancelled after it, so a plugin that waits (a webhook)
+	// costs that one event, which fails with `error internal`. Plugins must
+	// honour ctx; Go cannot stop one that does not. Zero means 5s.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// StepTimeout is Timeout with its default applied.
+func (p Plugins) StepTimeout() time.Duration {
+	if p.Timeout <= 0 {
+		return DefaultPluginTimeout
+	}
+	return p.Timeout
+}
+
+// DefaultPluginTimeout is plugins.timeout when the config leaves it out.
+const DefaultPluginTimeout = 5 * time.Second
+
 // Error is a configuration error: the source, the key at fault and what is
 // wrong. The CLI prints it on one line and exits 2.
 type Error struct {
@@ -180,6 +201,9 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
 			return bad("redis.url", "not a redis:// URL: %q", c.Redis.URL)
 		}
+	}
+	if c.Plugins.Timeout < 0 {
+		return bad("plugins.timeout", "must not be negative, got %v", c.Plugins.Timeout)
 	}
 	for _, kind := range pipeline.Kinds {
 		for i, st := range c.Pipelines.Steps(kind) {

@@ -34,7 +34,7 @@ func Load(path string, flags *pflag.FlagSet) (*Config, error) {
 	}
 	if path != "" {
 		src = path
-		data, err := os.ReadFile(path)
+		data, err := os.ReadFile(path) //nolint:gosec // reading the config file the user named is the point
 		if err != nil {
 			return nil, &Error{Source: path, Err: errors.Unwrap(err)}
 		}

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -61,10 +63,11 @@ type Observer interface {
 type BuildOptions struct {
 	// Observer, if set, is told about every step of every event.
 	Observer Observer
-	// StepTimeout, if positive, bounds each event's run through a pipeline: the
+	// EventTimeout, if positive, bounds each event's whole run through its
+	// pipeline (all steps together): the
 	// context passed to plugins is cancelled after it. Plugins that wait (the
 	// webhook) honour it.
-	StepTimeout time.Duration
+	EventTimeout time.Duration
 }
 
 // ResolvedStep is a built step, for `config check` and `pipeline run`.
@@ -82,31 +85,39 @@ type Pipelines struct {
 	steps    []ResolvedStep
 	closers  []io.Closer
 	timeout  time.Duration
+
+	// active counts events inside Run; a retired value closes its plugins
+	// when the last of them leaves (see Retire).
+	active    atomic.Int64
+	retired   atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Build builds the pipelines of cfg. Errors name the step as
 // `pipelines.KIND[i] (PLUGIN)` and, for options, the key at fault.
 func Build(cfg Config, deps Deps, bo BuildOptions) (*Pipelines, error) {
-	p := &Pipelines{handlers: map[Kind]Handler{}, timeout: bo.StepTimeout}
+	p := &Pipelines{handlers: map[Kind]Handler{}, timeout: bo.EventTimeout}
+	fail := func(err error) (*Pipelines, error) {
+		_ = p.Close() // the plugins built so far; the build error is what matters
+		return nil, err
+	}
 	for _, kind := range Kinds {
 		steps := cfg.Steps(kind)
 		plugins := make([]Plugin, len(steps))
 		for i, st := range steps {
 			where := fmt.Sprintf("pipelines.%s[%d]", kind, i)
 			if st.Use == "" {
-				p.Close()
-				return nil, fmt.Errorf("%s: missing `use:` (known plugins: %v)", where, Names())
+				return fail(fmt.Errorf("%s: missing `use:` (known plugins: %v)", where, Names()))
 			}
 			where += " (" + st.Use + ")"
 			spec, ok := Lookup(st.Use)
 			if !ok {
-				p.Close()
-				return nil, fmt.Errorf("%s: %w", where, unknownPlugin(st.Use))
+				return fail(fmt.Errorf("%s: %w", where, unknownPlugin(st.Use)))
 			}
 			opts, err := DecodeOptions(spec, st.With)
 			if err != nil {
-				p.Close()
-				return nil, fmt.Errorf("%s: %w", where, err)
+				return fail(fmt.Errorf("%s: %w", where, err))
 			}
 			d := deps
 			if d.Logger != nil {
@@ -114,8 +125,7 @@ func Build(cfg Config, deps Deps, bo BuildOptions) (*Pipelines, error) {
 			}
 			pl, err := spec.New(opts, d)
 			if err != nil {
-				p.Close()
-				return nil, fmt.Errorf("%s: %w", where, err)
+				return fail(fmt.Errorf("%s: %w", where, err))
 			}
 			if c, ok := pl.(io.Closer); ok {
 				p.closers = append(p.closers, c)
@@ -237,6 +247,12 @@ func unwrapDecode(err error) error {
 // Run sends ev through the pipeline of its kind. A kind without steps lets the
 // event through untouched.
 func (p *Pipelines) Run(ctx context.Context, ev *Event) error {
+	p.active.Add(1)
+	defer func() {
+		if p.active.Add(-1) == 0 && p.retired.Load() {
+			_ = p.Close()
+		}
+	}()
 	h, ok := p.handlers[ev.Kind]
 	if !ok {
 		return fmt.Errorf("pipeline: unknown event kind %q", ev.Kind)
@@ -252,16 +268,31 @@ func (p *Pipelines) Run(ctx context.Context, ev *Event) error {
 // Steps returns the resolved steps of every pipeline, in order.
 func (p *Pipelines) Steps() []ResolvedStep { return p.steps }
 
-// Close closes every plugin that holds resources, once; later calls do nothing.
-func (p *Pipelines) Close() error {
-	var errs []error
-	for _, c := range p.closers {
-		if err := c.Close(); err != nil {
-			errs = append(errs, err)
-		}
+// Retire marks pipelines that were replaced (hot reload): their plugins are
+// closed once no event is running through them any more — at once if none is.
+// An event that loaded these pipelines just before the swap but has not yet
+// called Run can still enter after that; plugins should fail cleanly when used
+// after Close.
+func (p *Pipelines) Retire() {
+	p.retired.Store(true)
+	if p.active.Load() == 0 {
+		_ = p.Close()
 	}
-	p.closers = nil
-	return errors.Join(errs...)
+}
+
+// Close closes every plugin that holds resources, once; later calls return
+// the first call's result.
+func (p *Pipelines) Close() error {
+	p.closeOnce.Do(func() {
+		var errs []error
+		for _, c := range p.closers {
+			if err := c.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		p.closeErr = errors.Join(errs...)
+	})
+	return p.closeErr
 }
 
 // observe reports the step's own duration — its time minus the time spent in

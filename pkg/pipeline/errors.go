@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -43,6 +44,9 @@ func AsError(err error) *Error {
 	var pe *Error
 	if errors.As(err, &pe) {
 		return pe
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &Error{Code: CodeInternal, Reason: "the server took too long to handle this message"}
 	}
 	return &Error{Code: CodeInternal, Reason: "the server could not handle this message"}
 }

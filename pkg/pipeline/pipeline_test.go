@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -214,11 +215,55 @@ func TestStepTimeoutCancelsContext(t *testing.T) {
 			})
 		}), nil
 	}})
-	p, err := Build(Config{Message: []Step{step("test_wait_ctx", nil)}}, Deps{}, BuildOptions{StepTimeout: 20 * time.Millisecond})
+	p, err := Build(Config{Message: []Step{step("test_wait_ctx", nil)}}, Deps{}, BuildOptions{EventTimeout: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Run(context.Background(), &Event{Kind: Message}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+type closeCounter struct{ n atomic.Int32 }
+
+func (c *closeCounter) Wrap(next Handler) Handler { return next }
+func (c *closeCounter) Close() error              { c.n.Add(1); return nil }
+
+// A retired pipeline closes its plugins only when the event inside it is done.
+func TestRetireWaitsForEventsInFlight(t *testing.T) {
+	cc := &closeCounter{}
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	Register(Spec{Name: "test_closer", New: func(any, Deps) (Plugin, error) { return cc, nil }})
+	Register(Spec{Name: "test_block", New: func(any, Deps) (Plugin, error) {
+		return PluginFunc(func(next Handler) Handler {
+			return HandlerFunc(func(ctx context.Context, ev *Event) error {
+				close(entered)
+				<-release
+				return next.Handle(ctx, ev)
+			})
+		}), nil
+	}})
+	p, err := Build(Config{Message: []Step{step("test_closer", nil), step("test_block", nil)}}, Deps{}, BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- p.Run(context.Background(), &Event{Kind: Message}) }()
+	<-entered
+	p.Retire()
+	if n := cc.n.Load(); n != 0 {
+		t.Fatalf("closed %d times while an event was inside", n)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := cc.n.Load(); n != 1 {
+		t.Fatalf("closed %d times after the event left, want 1", n)
+	}
+	_ = p.Close()
+	if n := cc.n.Load(); n != 1 {
+		t.Fatalf("Close after retire closed again (%d)", n)
 	}
 }

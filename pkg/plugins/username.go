@@ -105,7 +105,7 @@ func (u *Username) resolve(ev *pipeline.Event) string {
 		return u.initial(ev.Sender)
 	case pipeline.Message:
 		if u.opts.AllowRename && ev.In.Username != nil {
-			if name := cleanName(*ev.In.Username, u.opts.MaxLength); name != "" {
+			if name := CleanName(*ev.In.Username, u.opts.MaxLength); name != "" {
 				return name
 			}
 		}
@@ -121,13 +121,13 @@ func (u *Username) initial(s pipeline.Sender) string {
 	if u.opts.Cookie != "" {
 		if raw, ok := s.Cookie(u.opts.Cookie); ok {
 			if b, ok := decodeBase64(raw); ok {
-				if name := cleanName(string(b), u.opts.MaxLength); name != "" {
+				if name := CleanName(string(b), u.opts.MaxLength); name != "" {
 					return name
 				}
 			}
 		}
 	}
-	return cleanName(fmt.Sprintf(u.opts.GuestFormat, s.ID()), u.opts.MaxLength)
+	return CleanName(fmt.Sprintf(u.opts.GuestFormat, s.ID()), u.opts.MaxLength)
 }
 
 // decodeBase64 decodes a cookie value in any of the base64 forms browsers and
@@ -161,10 +161,11 @@ func decodeBase64(s string) ([]byte, bool) {
 	return b, true
 }
 
-// cleanName makes s fit to show as a name: valid UTF-8, no control or bidi
-// override characters, no surrounding white space, at most max runes. It
-// returns "" when nothing is left.
-func cleanName(s string, max int) string {
+// CleanName makes s fit to show as a name, as the username plugin does:
+// valid UTF-8, no control or bidi override characters, no surrounding white
+// space, at most max runes. It returns "" when nothing is left. Plugins that
+// set names (commands' /nick, custom ones) use it so every name is equally safe.
+func CleanName(s string, max int) string {
 	s = strings.ToValidUTF8(s, "")
 	if strings.IndexFunc(s, isNameJunk) >= 0 {
 		s = strings.Map(func(r rune) rune {

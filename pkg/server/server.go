@@ -152,7 +152,7 @@ func newStore(cfg *config.Config, _ *slog.Logger) (history.Store, error) {
 // BuildPipelines builds pipelines from pc with this server's services. Hot
 // reload and `config check` use it too.
 func (s *Server) BuildPipelines(pc pipeline.Config) (*pipeline.Pipelines, error) {
-	return pipeline.Build(pc, s.Deps(), pipeline.BuildOptions{Observer: s.metrics})
+	return pipeline.Build(pc, s.Deps(), pipeline.BuildOptions{Observer: s.metrics, EventTimeout: s.cfg.Plugins.StepTimeout()})
 }
 
 // Deps are the services this server gives plugins.
@@ -166,11 +166,11 @@ func (s *Server) Deps() pipeline.Deps {
 	}
 }
 
-// SwapPipelines replaces the running pipelines; events already inside the old
-// ones finish there. The old pipelines are closed.
+// SwapPipelines replaces the running pipelines. Events already inside the old
+// ones finish there; the old plugins are closed when the last of them is done.
 func (s *Server) SwapPipelines(p *pipeline.Pipelines) {
 	if old := s.pipelines.Swap(p); old != nil {
-		_ = old.Close()
+		old.Retire()
 	}
 }
 

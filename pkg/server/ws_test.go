@@ -397,8 +397,12 @@ func TestSlowClientDisconnectedOthersUnaffected(t *testing.T) {
 	}
 	// The stuck client was dropped: reading now drains what the kernel
 	// buffered, then the close.
-	code := stuck.closeCode()
-	if code != websocket.ClosePolicyViolation && code != -1 {
+	// 1006 or -1: the connection was cut before (or while) the close
+	// frame could be written — the server gives a stuck client only a
+	// short window for it.
+	switch code := stuck.closeCode(); code {
+	case websocket.ClosePolicyViolation, websocket.CloseAbnormalClosure, -1:
+	default:
 		t.Fatalf("stuck client close code %d, want 1008 (or a cut connection)", code)
 	}
 	if v := counterValue(t, s, `chatserver_dropped_clients_total{reason="slow"}`); v != 1 {

@@ -1,0 +1,238 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+
+	"github.com/chatserver/chatserver/pkg/pipeline"
+	"github.com/chatserver/chatserver/pkg/server"
+)
+
+func init() { extraCommands = append(extraCommands, newPipelineCmd) }
+
+func newPipelineCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "pipeline", Short: "Work with the configured pipelines", Args: argsNone}
+	run := &cobra.Command{
+		Use:   "run [--config FILE] [--event message] --body TEXT [--username NAME] [--room ROOM]",
+		Short: "Run one event through the configured pipeline, offline, and show what each step did",
+		Long: `Runs one event through the pipeline of its kind without a network: nothing is
+broadcast and no history is written; what would be is printed instead, with
+each step's own time and error, the resulting envelope and the replies the
+sender alone would get.`,
+		Args: argsNone,
+		RunE: runPipeline,
+	}
+	addConfigFlag(run)
+	run.Flags().String("event", "message", "event kind: join, message or leave")
+	run.Flags().String("body", "", "the message body (message events)")
+	run.Flags().String("username", "", "the name the sender goes by (default: none yet, as a new connection)")
+	run.Flags().String("rename", "", "the message's username field (a rename request, honoured when allow_rename is on)")
+	run.Flags().String("room", server.DefaultRoom, "the sender's room")
+	cmd.AddCommand(run)
+	return cmd
+}
+
+func runPipeline(cmd *cobra.Command, _ []string) error {
+	flags := cmd.Flags()
+	kindFlag, _ := flags.GetString("event")
+	kind := pipeline.Kind(kindFlag)
+	if !slices.Contains(pipeline.Kinds, kind) {
+		return usageError{fmt.Errorf("--event %q: want join, message or leave", kindFlag)}
+	}
+	room, _ := flags.GetString("room")
+	if !server.ValidRoom(room) {
+		return usageError{fmt.Errorf("--room %q: 1-64 of [A-Za-z0-9_.-]", room)}
+	}
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return err
+	}
+	// The server supplies templates and the logger; publishing, history and
+	// members are replaced by recorders, so nothing leaves this process.
+	srv, err := server.New(cfg, server.Options{Logger: newLogger(cmd.ErrOrStderr())})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	rec := &recording{}
+	deps := srv.Deps()
+	deps.Publisher, deps.History, deps.Members = rec, rec, rec
+	p, err := pipeline.Build(cfg.Pipelines, deps, pipeline.BuildOptions{Observer: rec, EventTimeout: cfg.Plugins.StepTimeout()})
+	if err != nil {
+		return fmt.Errorf("%s: %w", cfg.Source, err)
+	}
+	defer p.Close()
+
+	name, _ := flags.GetString("username")
+	sender := &offlineSender{room: room, name: name, rec: rec, values: map[any]any{}}
+	ev := &pipeline.Event{Kind: kind, Sender: sender}
+	if kind == pipeline.Message {
+		ev.In.Body, _ = flags.GetString("body")
+		if flags.Changed("rename") {
+			r, _ := flags.GetString("rename")
+			ev.In.Username = &r
+		}
+	}
+	// As the server does before running a pipeline.
+	typ := map[pipeline.Kind]string{pipeline.Join: pipeline.TypeOnline, pipeline.Message: pipeline.TypeMessage, pipeline.Leave: pipeline.TypeOffline}[kind]
+	ev.Envelope = pipeline.Envelope{ID: uuid.NewString(), Type: typ, Room: room, ClientID: sender.ID(), Username: name}
+	ev.Envelope.Stamp(time.Now())
+
+	runErr := p.Run(context.Background(), ev)
+	return printRun(cmd.OutOrStdout(), kind, ev, runErr, rec)
+}
+
+func printRun(w io.Writer, kind pipeline.Kind, ev *pipeline.Event, runErr error, rec *recording) error {
+	fmt.Fprintf(w, "pipeline %s:\n", kind)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	// The observer hears from the innermost step first.
+	for i := len(rec.steps) - 1; i >= 0; i-- {
+		st := rec.steps[i]
+		res := "ok"
+		if st.err != nil {
+			res = "error: " + st.err.Error()
+		}
+		fmt.Fprintf(tw, "  %d. %s\t%v\t%s\n", len(rec.steps)-i, st.name, st.d.Round(time.Microsecond), res)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	switch {
+	case runErr != nil:
+		e := pipeline.AsError(runErr)
+		fmt.Fprintf(w, "result: rejected, the sender gets error %s: %s\n", e.Code, e.Reason)
+		if e.Code == pipeline.CodeInternal {
+			fmt.Fprintf(w, "  cause: %v\n", runErr)
+		}
+	case ev.Completed():
+		fmt.Fprintln(w, "result: went through every step")
+	default:
+		fmt.Fprintln(w, "result: dropped by a step (no error to the sender)")
+	}
+	env, err := json.Marshal(&ev.Envelope)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "envelope: %s\n", env)
+	for _, f := range rec.published {
+		fmt.Fprintf(w, "would broadcast to %s (keep in history: %v): %s\n", f.room, f.keep, f.frame)
+	}
+	for _, f := range rec.appended {
+		fmt.Fprintf(w, "would append to the history of %s: %s\n", f.room, f.frame)
+	}
+	for _, f := range rec.replies {
+		fmt.Fprintf(w, "would reply to the sender: %s\n", f)
+	}
+	return nil
+}
+
+type recordedFrame struct {
+	room  string
+	frame []byte
+	keep  bool
+}
+
+type observedStep struct {
+	name string
+	d    time.Duration
+	err  error
+}
+
+// recording stands in for the server's publisher, history and members, and
+// observes the steps.
+type recording struct {
+	mu        sync.Mutex
+	published []recordedFrame
+	appended  []recordedFrame
+	replies   [][]byte
+	steps     []observedStep
+}
+
+func (r *recording) Publish(_ context.Context, room, _ string, frame []byte, keep bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.published = append(r.published, recordedFrame{room, append([]byte(nil), frame...), keep})
+	return nil
+}
+
+func (r *recording) Append(_ context.Context, room, _ string, frame []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.appended = append(r.appended, recordedFrame{room: room, frame: append([]byte(nil), frame...)})
+	return nil
+}
+
+// Members is empty: offline, nobody is in the room.
+func (r *recording) Members(context.Context, string) ([]pipeline.Member, error) {
+	return []pipeline.Member{}, nil
+}
+
+func (r *recording) ObserveStep(_ pipeline.Kind, step string, d time.Duration, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.steps = append(r.steps, observedStep{step, d, err})
+}
+
+// offlineSender is the connection of `pipeline run`: client 1, no cookies.
+type offlineSender struct {
+	room string
+	rec  *recording
+
+	mu     sync.Mutex
+	name   string
+	values map[any]any
+}
+
+func (s *offlineSender) ID() int64                    { return 1 }
+func (s *offlineSender) Room() string                 { return s.room }
+func (s *offlineSender) Cookie(string) (string, bool) { return "", false }
+func (s *offlineSender) Query(string) string          { return "" }
+func (s *offlineSender) RemoteAddr() string           { return "127.0.0.1:0" }
+
+func (s *offlineSender) Username() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.name
+}
+
+func (s *offlineSender) SetUsername(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.name = name
+}
+
+func (s *offlineSender) Send(frame []byte) error {
+	s.rec.mu.Lock()
+	defer s.rec.mu.Unlock()
+	s.rec.replies = append(s.rec.replies, append([]byte(nil), frame...))
+	return nil
+}
+
+func (s *offlineSender) Value(key any) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.values[key]
+}
+
+func (s *offlineSender) SetValue(key, value any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.values[key] = value
+}
+
+var (
+	_ pipeline.Sender        = (*offlineSender)(nil)
+	_ pipeline.Publisher     = (*recording)(nil)
+	_ pipeline.HistoryWriter = (*recording)(nil)
+	_ pipeline.Members       = (*recording)(nil)
+	_ pipeline.Observer      = (*recording)(nil)
+)
