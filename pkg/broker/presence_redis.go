@@ -3,9 +3,10 @@ package broker
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"log/slog"
-	"math/rand/v2"
+	"math/big"
 	"slices"
 	"strconv"
 	"strings"
@@ -108,7 +109,11 @@ func NewRedisPresence(opts RedisPresenceOptions) *RedisPresence {
 	n, err := p.rdb.Incr(ctx, p.key("nodes:seq")).Result()
 	cancel()
 	if err != nil || n <= 0 || n >= 9_000_000 {
-		n = 1_000_000 + rand.Int64N(8_000_000)
+		r, rerr := rand.Int(rand.Reader, big.NewInt(8_000_000))
+		if rerr != nil {
+			r = big.NewInt(time.Now().UnixNano() % 8_000_000)
+		}
+		n = 1_000_000 + r.Int64()
 		p.log.Warn("redis unreachable at start: this node took a random node number", "node", n, "err", err)
 	}
 	p.node = n
