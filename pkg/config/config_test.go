@@ -82,6 +82,8 @@ func TestLoadErrorsNameFileAndKey(t *testing.T) {
 		{"bad store", "history:\n  store: disk\n", []string{"history.store", "disk", "memory, redis"}},
 		{"bad size", "history:\n  size: 0\n", []string{"history.size"}},
 		{"bad broker", "broker:\n  type: kafka\n", []string{"broker.type"}},
+		{"redis broker, memory history", "broker:\n  type: redis\n", []string{"broker.type", "history.store: redis"}},
+		{"node ttl too short", "broker:\n  node_ttl: 10ms\n", []string{"broker.node_ttl"}},
 		{"bad redis url", "history:\n  store: redis\nredis:\n  url: \"http://x\"\n", []string{"redis.url"}},
 		{"step without use", "pipelines:\n  message:\n    - with: {a: 1}\n", []string{"pipelines.message[0]", "use"}},
 		{"half tls", "server:\n  tls: {cert_file: a.pem}\n", []string{"server.tls"}},
