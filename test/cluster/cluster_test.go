@@ -102,6 +102,12 @@ func freePort(t *testing.T) string {
 // startNode runs the binary with a config sharing Redis under prefix.
 func startNode(t *testing.T, name, prefix string) *node {
 	t.Helper()
+	return startNodeOn(t, name, prefix, redisAddr)
+}
+
+// startNodeOn is startNode with the Redis at raddr.
+func startNodeOn(t *testing.T, name, prefix, raddr string) *node {
+	t.Helper()
 	addr := freePort(t)
 	cfg := fmt.Sprintf(`server:
   addr: %q
@@ -123,7 +129,7 @@ pipelines:
     - use: render_html
     - use: history
     - use: broadcast
-`, addr, redisAddr, prefix)
+`, addr, raddr, prefix)
 	file := filepath.Join(t.TempDir(), name+".yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
