@@ -85,7 +85,7 @@ func New() *Metrics {
 			Name: "chatserver_history_queue_depth", Help: "History entries waiting to be written to the store.",
 		}),
 		HistoryDropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chatserver_history_dropped_total", Help: "History entries dropped because the write queue was full.",
+			Name: "chatserver_history_dropped_total", Help: "History entries dropped: the write queue was full, or they were unwritten at shutdown.",
 		}),
 	}
 	m.Registry.MustRegister(
