@@ -39,6 +39,12 @@ type Metrics struct {
 	HistoryErrors prometheus.Counter
 	// Rooms is the number of rooms with local members.
 	Rooms prometheus.Gauge
+	// HistoryQueueDepth is the number of history entries not yet written
+	// to the store (Redis store: queued while Redis is slow or down).
+	HistoryQueueDepth prometheus.Gauge
+	// HistoryDropped counts history entries dropped because the write
+	// queue was full (or never written before the store closed).
+	HistoryDropped prometheus.Counter
 }
 
 // New returns Metrics registered on a fresh registry that also carries the Go
@@ -75,12 +81,19 @@ func New() *Metrics {
 		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chatserver_rooms", Help: "Rooms with members on this node.",
 		}),
+		HistoryQueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatserver_history_queue_depth", Help: "History entries waiting to be written to the store.",
+		}),
+		HistoryDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_history_dropped_total", Help: "History entries dropped: the write queue was full, or they were unwritten at shutdown.",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
 		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms,
+		m.HistoryQueueDepth, m.HistoryDropped,
 	)
 	return m
 }
