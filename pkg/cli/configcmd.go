@@ -24,8 +24,9 @@ func newConfigCmd() *cobra.Command {
 				return err
 			}
 			// Build a server without listening: that builds every pipeline
-			// step with its options, as serve would. Nothing is connected:
-			// a redis store only dials when used.
+			// step with its options, as serve would. Nothing waits for
+			// Redis: a redis store connects in the background and is
+			// closed again right away.
 			srv, err := server.New(cfg, server.Options{Logger: newLogger(cmd.ErrOrStderr())})
 			if err != nil {
 				return err

@@ -51,6 +51,12 @@ type Metrics struct {
 	// BrokerLag is the age (now − envelope ts) of the last frame the broker
 	// received, in seconds.
 	BrokerLag prometheus.Gauge
+	// HistoryQueueDepth is the number of history entries not yet written
+	// to the store (Redis store: queued while Redis is slow or down).
+	HistoryQueueDepth prometheus.Gauge
+	// HistoryDropped counts history entries dropped because the write
+	// queue was full (or never written before the store closed).
+	HistoryDropped prometheus.Counter
 }
 
 // New returns Metrics registered on a fresh registry that also carries the Go
@@ -99,6 +105,12 @@ func New() *Metrics {
 		BrokerLag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chatserver_broker_lag_seconds", Help: "Age of the last frame received from the broker (now - envelope ts).",
 		}),
+		HistoryQueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatserver_history_queue_depth", Help: "History entries waiting to be written to the store.",
+		}),
+		HistoryDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_history_dropped_total", Help: "History entries dropped: the write queue was full, or they were unwritten at shutdown.",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -106,6 +118,7 @@ func New() *Metrics {
 		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
 		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms,
 		m.BrokerResubscribes, m.BrokerRecovered, m.BrokerFallbacks, m.BrokerLag,
+		m.HistoryQueueDepth, m.HistoryDropped,
 	)
 	return m
 }

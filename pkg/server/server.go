@@ -108,7 +108,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.store = opts.Store
 	if s.store == nil {
-		if s.store, err = newStore(cfg, s.log); err != nil {
+		if s.store, err = newStore(cfg, s.log, s.metrics); err != nil {
 			return nil, err
 		}
 	}
@@ -139,11 +139,23 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// newStore opens the history store the config names.
-func newStore(cfg *config.Config, _ *slog.Logger) (history.Store, error) {
+// newStore opens the history store the config names. A Redis store does not
+// wait for Redis: it connects in the background (see history.Redis).
+func newStore(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (history.Store, error) {
 	switch cfg.History.Store {
 	case "memory":
 		return history.NewMemory(cfg.History.Size), nil
+	case "redis":
+		st, err := history.NewRedis(history.RedisOptions{
+			URL: cfg.Redis.URL, KeyPrefix: cfg.Redis.KeyPrefix, Size: cfg.History.Size, Logger: log,
+			CloseTimeout: cfg.Server.ShutdownTimeout / 2, // the rest is for the clients
+			OnDropped:    func(n int) { m.HistoryDropped.Add(float64(n)) },
+			OnQueueDepth: func(n int) { m.HistoryQueueDepth.Set(float64(n)) },
+		})
+		if err != nil {
+			return nil, &config.Error{Source: cfg.Source, Key: "redis.url", Err: err}
+		}
+		return st, nil
 	}
 	return nil, &config.Error{Source: cfg.Source, Key: "history.store",
 		Err: fmt.Errorf("store %q is not available in this build", cfg.History.Store)}

@@ -1,0 +1,501 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// RedisOptions configure a Redis store. Only URL is required.
+type RedisOptions struct {
+	// URL is a redis://, rediss:// or unix:// URL. An unparseable URL makes
+	// NewRedis fail (a configuration error); an unreachable server does not.
+	URL string
+	// KeyPrefix namespaces every key: room R lives in the LIST
+	// KeyPrefix+"history:"+R. Default "chatserver:".
+	KeyPrefix string
+	// Size is the number of entries kept per room. Default 100.
+	Size int
+	// QueueSize bounds the entries waiting to be written (besides the one
+	// batch being written, which returns to the queue, within the bound, if
+	// the write fails). When it is full the OLDEST waiting entry is dropped:
+	// it is the one a room's trim would evict first, and the newest messages
+	// are the ones people are reading. Default 10000.
+	QueueSize int
+	// BatchSize is the most entries written in one round trip. Default 1000.
+	BatchSize int
+	// CloseTimeout bounds how long Close keeps trying to write what is
+	// pending. Default 5s.
+	CloseTimeout time.Duration
+	// OpTimeout bounds one write batch, a read and a ping. Default 2s.
+	OpTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between retries while Redis
+	// is unreachable (doubling from Min to Max). Defaults 100ms and 5s.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger receives retries, reconnections and drops. Nil: slog.Default().
+	Logger *slog.Logger
+	// OnDropped, if set, is called with the number of entries dropped
+	// because the queue was full.
+	OnDropped func(n int)
+	// OnQueueDepth, if set, is called with the number of entries not yet
+	// written (waiting or being written) whenever it changes. It is called
+	// with the store's lock held, so it must be quick (a gauge's Set).
+	OnQueueDepth func(depth int)
+}
+
+// Redis is a Store keeping each room's history in a Redis LIST of the raw
+// envelopes (RPUSH, then LTRIM to the last Size — the seed's layout).
+//
+// Append never waits for Redis: it puts the entry on a bounded FIFO queue and
+// a single writer goroutine, owned by the store, writes queued entries in
+// batches — one MULTI/EXEC round trip per batch, with an RPUSH of all of a
+// room's entries and its LTRIM, so each room's append-and-trim is atomic. While
+// Redis is unreachable the writer retries with backoff, keeping the order;
+// entries are written at least once (a batch whose reply was lost is written
+// again). Recent reads Redis and adds the entries of the room not yet written,
+// so a reader sees its own writes; when Redis is down Recent fails rather than
+// return a history with a hole in it.
+type Redis struct {
+	opts   RedisOptions
+	client *redis.Client
+	log    *slog.Logger
+	addr   string
+
+	mu       sync.Mutex
+	queue    []pending // waiting, oldest first
+	inflight []pending // the batch being written
+	seq      uint64    // of the last appended entry
+	written  uint64    // seq of the last entry known to be in Redis
+	closing  bool
+	dropLog  time.Time // last time a drop was logged
+	dropN    int       // drops not yet logged
+
+	wake      chan struct{} // cap 1: the writer has something to do
+	stop      chan struct{} // closed by Close
+	done      chan struct{} // closed when the writer returns
+	writeMu   sync.Mutex    // held while a batch is written; Clear waits for it
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type pending struct {
+	seq      uint64
+	room, id string
+	frame    []byte
+}
+
+// NewRedis returns a Redis store and starts its writer. It does not wait for
+// Redis: the writer connects in the background, logging its retries.
+func NewRedis(opts RedisOptions) (*Redis, error) {
+	ro, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url %q: %w", opts.URL, err)
+	}
+	if opts.KeyPrefix == "" {
+		opts.KeyPrefix = "chatserver:"
+	}
+	if opts.Size < 1 {
+		opts.Size = 100
+	}
+	if opts.QueueSize < 1 {
+		opts.QueueSize = 10000
+	}
+	if opts.BatchSize < 1 {
+		opts.BatchSize = 1000
+	}
+	if opts.CloseTimeout <= 0 {
+		opts.CloseTimeout = 5 * time.Second
+	}
+	if opts.OpTimeout <= 0 {
+		opts.OpTimeout = 2 * time.Second
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 100 * time.Millisecond
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(5*time.Second, opts.MinBackoff)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	// The writer does its own retrying, in order; go-redis must not retry
+	// behind its back, nor wait long for a dead server.
+	ro.MaxRetries = -1
+	ro.DialerRetries = 1
+	ro.DialTimeout = opts.OpTimeout
+	ro.ReadTimeout = opts.OpTimeout
+	ro.WriteTimeout = opts.OpTimeout
+	ro.DisableIdentity = true
+	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	r := &Redis{
+		opts:   opts,
+		client: redis.NewClient(ro),
+		log:    opts.Logger.With("store", "redis", "addr", ro.Addr),
+		addr:   ro.Addr,
+		wake:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	go r.run()
+	return r, nil
+}
+
+// Key returns the Redis key holding room's history.
+func (r *Redis) Key(room string) string { return r.opts.KeyPrefix + "history:" + room }
+
+// Append implements Store. It never blocks on Redis: the entry is queued for
+// the writer. On a full queue the oldest waiting entry is dropped, counted
+// (OnDropped) and logged.
+func (r *Redis) Append(_ context.Context, room, id string, frame []byte) error {
+	r.mu.Lock()
+	if r.closing {
+		r.mu.Unlock()
+		return errors.New("history: redis store is closed")
+	}
+	dropped, logDrops := r.trimLocked(r.opts.QueueSize - 1)
+	r.seq++
+	r.queue = append(r.queue, pending{seq: r.seq, room: room, id: id, frame: frame})
+	r.depthLocked()
+	r.mu.Unlock()
+	r.reportDrops(dropped, logDrops)
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// trimLocked drops the oldest waiting entries until at most keep wait. It
+// returns how many it dropped and, at most once a second, how many drops to
+// log (so a long outage logs a line a second, not one per message).
+func (r *Redis) trimLocked(keep int) (dropped, toLog int) {
+	if len(r.queue) <= keep {
+		return 0, 0
+	}
+	dropped = len(r.queue) - keep
+	clear(r.queue[:dropped])
+	r.queue = r.queue[dropped:]
+	r.dropN += dropped
+	if now := time.Now(); now.Sub(r.dropLog) >= time.Second {
+		toLog, r.dropN, r.dropLog = r.dropN, 0, now
+	}
+	return dropped, toLog
+}
+
+func (r *Redis) reportDrops(dropped, toLog int) {
+	if dropped > 0 && r.opts.OnDropped != nil {
+		r.opts.OnDropped(dropped)
+	}
+	if toLog > 0 {
+		r.log.Error("history queue full: dropped the oldest unwritten messages",
+			"dropped", toLog, "queue_size", r.opts.QueueSize)
+	}
+}
+
+func (r *Redis) depthLocked() {
+	if r.opts.OnQueueDepth != nil {
+		r.opts.OnQueueDepth(len(r.queue) + len(r.inflight))
+	}
+}
+
+// Recent implements Store: the room's list in Redis followed by its entries
+// not yet written, trimmed to Size, then to limit. It fails when Redis does
+// not answer.
+func (r *Redis) Recent(ctx context.Context, room string, limit int) ([]Entry, error) {
+	// Snapshot the unwritten entries first. Entries are written in append
+	// order, so if LRANGE holds one of them, it holds (or has trimmed) every
+	// one before it too: keep only those after the last one LRANGE has.
+	r.mu.Lock()
+	var unwritten []pending
+	for _, q := range [2][]pending{r.inflight, r.queue} {
+		for _, p := range q {
+			if p.room == room && p.seq > r.written {
+				unwritten = append(unwritten, p)
+			}
+		}
+	}
+	r.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(ctx, r.opts.OpTimeout)
+	defer cancel()
+	frames, err := r.client.LRange(ctx, r.Key(room), int64(-r.opts.Size), -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis history store %s: %w", r.addr, err)
+	}
+	out := make([]Entry, 0, len(frames)+len(unwritten))
+	seen := make(map[string]struct{}, len(frames))
+	for _, f := range frames {
+		e := Entry{ID: IDOf([]byte(f)), Frame: []byte(f)}
+		if e.ID != "" {
+			seen[e.ID] = struct{}{}
+		}
+		out = append(out, e)
+	}
+	for i := len(unwritten) - 1; i >= 0; i-- {
+		if _, ok := seen[unwritten[i].id]; ok && unwritten[i].id != "" {
+			unwritten = unwritten[i+1:]
+			break
+		}
+	}
+	for _, p := range unwritten {
+		out = append(out, Entry{ID: p.id, Frame: p.frame})
+	}
+	if n := r.opts.Size; len(out) > n {
+		out = out[len(out)-n:]
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
+}
+
+// Clear implements Store: it drops the room's unwritten entries and deletes
+// its key. It waits for a batch being written, so nothing of the room written
+// before Clear survives it.
+func (r *Redis) Clear(ctx context.Context, room string) error {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	r.mu.Lock()
+	kept := r.queue[:0]
+	for _, p := range r.queue {
+		if p.room != room {
+			kept = append(kept, p)
+		}
+	}
+	clear(r.queue[len(kept):])
+	r.queue = kept
+	r.depthLocked()
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, r.opts.OpTimeout)
+	defer cancel()
+	if err := r.client.Del(ctx, r.Key(room)).Err(); err != nil {
+		return fmt.Errorf("redis history store %s: %w", r.addr, err)
+	}
+	return nil
+}
+
+// Ping implements Store: PING, bounded by OpTimeout.
+func (r *Redis) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.opts.OpTimeout)
+	defer cancel()
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis history store %s: %w", r.addr, err)
+	}
+	return nil
+}
+
+// Flush waits until every entry appended so far is written, or ctx ends.
+func (r *Redis) Flush(ctx context.Context) error {
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for {
+		r.mu.Lock()
+		n := len(r.queue) + len(r.inflight)
+		r.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("history: %d entries not written: %w", n, ctx.Err())
+		case <-r.done:
+			return fmt.Errorf("history: store closed with %d entries not written", n)
+		case <-t.C:
+		}
+	}
+}
+
+// Close implements Store: it refuses new appends, gives the writer up to
+// CloseTimeout to write what is pending, waits for it and closes the
+// connection pool. Entries still unwritten then are counted as dropped and
+// logged. Close is idempotent.
+func (r *Redis) Close() error {
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.closing = true
+		r.mu.Unlock()
+		close(r.stop)
+		<-r.done
+		r.mu.Lock()
+		lost := len(r.queue) + len(r.inflight)
+		r.queue, r.inflight = nil, nil
+		r.depthLocked()
+		r.mu.Unlock()
+		if lost > 0 {
+			if r.opts.OnDropped != nil {
+				r.opts.OnDropped(lost)
+			}
+			r.log.Error("history store closed before Redis took every message", "lost", lost)
+			r.closeErr = fmt.Errorf("redis history store %s: %d messages not written at close", r.addr, lost)
+		}
+		if err := r.client.Close(); err != nil && r.closeErr == nil {
+			r.closeErr = err
+		}
+	})
+	return r.closeErr
+}
+
+// run is the writer: it connects (retrying with backoff), then writes queued
+// batches in order until Close, and then flushes within CloseTimeout.
+func (r *Redis) run() {
+	defer close(r.done)
+	var deadline <-chan time.Time // set once stopping
+	stopping := r.stop
+	backoff := time.Duration(0)
+	down, connected := true, false // probe first: log at startup whether Redis is there
+	attempt := 0
+	for {
+		if backoff > 0 {
+			select {
+			case <-time.After(backoff):
+			case <-stopping:
+				stopping, deadline = nil, r.closeDeadline()
+			case <-deadline:
+				return
+			}
+		}
+		if down && r.depth() == 0 {
+			// Nothing to write: probe, so the log follows the server and the
+			// first write after it returns is fast.
+			if err := r.probe(); err != nil {
+				if deadline != nil {
+					return
+				}
+				attempt++
+				backoff = r.nextBackoff(backoff)
+				r.log.Warn("redis unreachable; retrying", "attempt", attempt, "retry_in", backoff, "err", err)
+				continue
+			}
+			r.reachable(&connected, attempt)
+			down, attempt, backoff = false, 0, 0
+		}
+		r.writeMu.Lock()
+		batch := r.takeBatch()
+		if batch == nil {
+			r.writeMu.Unlock()
+			if deadline != nil {
+				return
+			}
+			select {
+			case <-r.wake:
+			case <-stopping:
+				stopping, deadline = nil, r.closeDeadline()
+			}
+			backoff = 0
+			continue
+		}
+		err := r.write(batch)
+		var dropped, logDrops int
+		r.mu.Lock()
+		if err != nil {
+			// Back at the head of the queue: the order is kept, and so is
+			// the bound (the oldest go first).
+			r.queue = append(append(make([]pending, 0, len(batch)+len(r.queue)), batch...), r.queue...)
+			dropped, logDrops = r.trimLocked(r.opts.QueueSize)
+		} else {
+			r.written = batch[len(batch)-1].seq
+			clear(batch)
+		}
+		r.inflight = nil
+		r.depthLocked()
+		r.mu.Unlock()
+		r.writeMu.Unlock()
+		r.reportDrops(dropped, logDrops)
+		if err != nil {
+			attempt++
+			backoff = r.nextBackoff(backoff)
+			down = true
+			r.log.Warn("redis unreachable; history writes queued, retrying", "attempt", attempt,
+				"retry_in", backoff, "pending", r.depth(), "err", err)
+			continue
+		}
+		if down {
+			r.reachable(&connected, attempt)
+			down, attempt = false, 0
+		}
+		backoff = 0
+	}
+}
+
+func (r *Redis) reachable(connected *bool, attempts int) {
+	if !*connected {
+		*connected = true
+		r.log.Info("redis connected", "failed_attempts", attempts)
+		return
+	}
+	r.log.Info("redis reachable again; writing queued history", "failed_attempts", attempts, "pending", r.depth())
+}
+
+func (r *Redis) closeDeadline() <-chan time.Time { return time.After(r.opts.CloseTimeout) }
+
+func (r *Redis) nextBackoff(b time.Duration) time.Duration {
+	if b <= 0 {
+		return r.opts.MinBackoff
+	}
+	return min(2*b, r.opts.MaxBackoff)
+}
+
+func (r *Redis) depth() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queue) + len(r.inflight)
+}
+
+// takeBatch moves up to BatchSize entries from the head of the queue to
+// inflight; nil when the queue is empty. The caller holds writeMu until the
+// batch is written or back in the queue, so Clear never races a batch.
+func (r *Redis) takeBatch() []pending {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := min(len(r.queue), r.opts.BatchSize)
+	if n == 0 {
+		return nil
+	}
+	batch := make([]pending, n)
+	copy(batch, r.queue)
+	clear(r.queue[:n])
+	r.queue = r.queue[n:]
+	if len(r.queue) == 0 {
+		r.queue = nil // let the backing array go
+	}
+	r.inflight = batch
+	return batch
+}
+
+// write sends batch in one MULTI/EXEC: per room, in order of first
+// appearance, an RPUSH of its entries and an LTRIM to the last Size.
+func (r *Redis) write(batch []pending) error {
+	var rooms []string
+	byRoom := map[string][]any{}
+	for _, p := range batch {
+		if _, ok := byRoom[p.room]; !ok {
+			rooms = append(rooms, p.room)
+		}
+		byRoom[p.room] = append(byRoom[p.room], p.frame)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.OpTimeout)
+	defer cancel()
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, room := range rooms {
+			key := r.Key(room)
+			p.RPush(ctx, key, byRoom[room]...)
+			p.LTrim(ctx, key, int64(-r.opts.Size), -1)
+		}
+		return nil
+	})
+	return err
+}
+
+func (r *Redis) probe() error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.OpTimeout)
+	defer cancel()
+	return r.client.Ping(ctx).Err()
+}
+
+var _ Store = (*Redis)(nil)
