@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/pkg/broker"
 )
 
@@ -184,8 +185,8 @@ func TestRedisHistoryTrimmed(t *testing.T) {
 // transaction that publishes), the nodes resubscribe and recover the frames
 // published meanwhile from the history: exactly once, in order.
 func TestRedisRecoversAfterConnectionDrop(t *testing.T) {
-	srv := startRedisProc(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.addr()})
+	srv := redistest.StartServer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: addrOf(srv)})
 	defer rdb.Close()
 	a, b := newNode(t, rdb, "p:"), newNode(t, rdb, "p:")
 	a.join(t, "lobby")
@@ -235,8 +236,8 @@ func TestRedisRecoversAfterConnectionDrop(t *testing.T) {
 // outage falls back to local delivery without waiting long, and afterwards the
 // nodes resubscribe and fan-out works again across nodes.
 func TestRedisRestart(t *testing.T) {
-	srv := startRedisProc(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.addr(), DialTimeout: 300 * time.Millisecond,
+	srv := redistest.StartServer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: addrOf(srv), DialTimeout: 300 * time.Millisecond,
 		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
 	defer rdb.Close()
 	a, b := newNode(t, rdb, "p:"), newNode(t, rdb, "p:")
@@ -245,7 +246,7 @@ func TestRedisRestart(t *testing.T) {
 	publishN(t, a, "lobby", 2)
 	eventually(t, 5*time.Second, "live frames", func() bool { return len(b.ids("lobby")) == 2 })
 
-	srv.kill()
+	srv.Kill()
 	start := time.Now()
 	down := publishN(t, a, "lobby", 3)
 	if d := time.Since(start); d > 5*time.Second {
@@ -255,7 +256,7 @@ func TestRedisRestart(t *testing.T) {
 		t.Errorf("with Redis down a delivered %v locally (fallbacks %d), want %v", got[2:], a.fallbacks.Load(), down)
 	}
 
-	srv.start()
+	srv.Start()
 	for name, n := range map[string]*node{"a": a, "b": b} {
 		eventually(t, 10*time.Second, name+" to resubscribe", func() bool { return n.resubs.Load() >= 1 })
 	}

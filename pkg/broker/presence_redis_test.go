@@ -2,36 +2,25 @@ package broker
 
 import (
 	"context"
-	"os"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatserver/chatserver/internal/redistest"
 )
 
 func testRedis(t *testing.T) (*redis.Client, string) {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		_ = rdb.Close()
-		if os.Getenv("CI") != "" {
-			t.Fatalf("Redis on 127.0.0.1:6379 is required in CI: %v", err)
-		}
-		t.Skipf("no Redis on 127.0.0.1:6379 (%v)", err)
+	prefix := redistest.Prefix(t)
+	opt, err := redis.ParseURL(redistest.SharedURL)
+	if err != nil {
+		t.Fatal(err)
 	}
-	prefix := "test:" + uuid.NewString()[:8] + ":"
-	t.Cleanup(func() {
-		keys, _ := rdb.Keys(context.Background(), prefix+"*").Result()
-		if len(keys) > 0 {
-			rdb.Del(context.Background(), keys...)
-		}
-		_ = rdb.Close()
-	})
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb, prefix
 }
 

@@ -20,9 +20,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatserver/chatserver/internal/redistest"
 )
 
 const redisAddr = "127.0.0.1:6379"
@@ -296,15 +297,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 func TestThreeNodes(t *testing.T) {
-	prefix := "test:cluster:" + uuid.NewString()[:8] + ":"
-	t.Cleanup(func() {
-		rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
-		defer rdb.Close()
-		ctx := context.Background()
-		if keys, _ := rdb.Keys(ctx, prefix+"*").Result(); len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
-	})
+	prefix := redistest.Prefix(t)
 	nodes := []*node{startNode(t, "node1", prefix), startNode(t, "node2", prefix), startNode(t, "node3", prefix)}
 
 	const room = "lobby"

@@ -5,60 +5,16 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatserver/chatserver/internal/redistest"
 )
-
-// ownRedis runs a redis-server of the test's own on a free port, so the test
-// can kill it (SIGKILL, by PID) and start it again on the same port.
-type ownRedis struct {
-	t    *testing.T
-	addr string
-	cmd  *exec.Cmd
-}
-
-func startOwnRedis(t *testing.T) *ownRedis {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not installed")
-	}
-	r := &ownRedis{t: t, addr: freePort(t)}
-	r.start()
-	t.Cleanup(r.kill)
-	return r
-}
-
-func (r *ownRedis) start() {
-	r.t.Helper()
-	_, port, _ := strings.Cut(r.addr, ":")
-	r.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: r.addr})
-	defer rdb.Close()
-	eventually(r.t, 10*time.Second, "redis-server to start", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		return rdb.Ping(ctx).Err() == nil
-	})
-}
-
-func (r *ownRedis) kill() {
-	if r.cmd == nil {
-		return
-	}
-	_ = syscall.Kill(r.cmd.Process.Pid, syscall.SIGKILL)
-	_ = r.cmd.Wait()
-	r.cmd = nil
-}
 
 // metric reads one sample of the node's /metrics (0 when absent).
 func (n *node) metric(name string) float64 {
@@ -99,9 +55,10 @@ func lastBody(c *client) string {
 // resubscribe (counted in metrics), recover from history what was published
 // while they were cut off, and fan-out goes on across nodes.
 func TestRedisDropAndRestart(t *testing.T) {
-	rs := startOwnRedis(t)
+	rs := redistest.StartServer(t)
+	raddr := fmt.Sprintf("127.0.0.1:%d", rs.Port)
 	prefix := "test:restart:" + uuid.NewString()[:8] + ":"
-	n1, n2 := startNodeOn(t, "node1", prefix, rs.addr), startNodeOn(t, "node2", prefix, rs.addr)
+	n1, n2 := startNodeOn(t, "node1", prefix, raddr), startNodeOn(t, "node2", prefix, raddr)
 	const room = "lobby"
 	a, b := dial(t, n1, "alice", "room="+room), dial(t, n2, "bob", "room="+room)
 	a.history()
@@ -111,7 +68,7 @@ func TestRedisDropAndRestart(t *testing.T) {
 
 	// Drop every pub/sub connection, and in the same transaction keep 3
 	// messages in the history that nobody receives live.
-	rdb := redis.NewClient(&redis.Options{Addr: rs.addr})
+	rdb := redis.NewClient(&redis.Options{Addr: raddr})
 	defer rdb.Close()
 	ctx := context.Background()
 	var missed []string
@@ -145,13 +102,13 @@ func TestRedisDropAndRestart(t *testing.T) {
 	}
 
 	// Redis killed: readiness says so, each node's chat goes on locally.
-	rs.kill()
+	rs.Kill()
 	eventually(t, 10*time.Second, "node1 to report not ready", func() bool { return n1.ready() == http.StatusServiceUnavailable })
 	a.send("alone")
 	eventually(t, 10*time.Second, "alice to get her message with Redis down", func() bool { return lastBody(a) == "alone" })
 
 	// Redis back: both nodes resubscribe and fan-out works across nodes again.
-	rs.start()
+	rs.Start()
 	for _, n := range []*node{n1, n2} {
 		eventually(t, 15*time.Second, n.name+" to resubscribe", func() bool {
 			return n.metric("chatserver_broker_resubscribes_total") >= 2 && n.ready() == http.StatusOK
