@@ -222,15 +222,27 @@ func (b *Redis) Unsubscribe(_ context.Context, room string) error {
 	return nil
 }
 
+// errDown is WaitSubscribed's answer while Redis is unreachable.
+var errDown = errors.New("broker: redis is unreachable")
+
 // WaitSubscribed waits until Redis confirmed the subscription to room (or ctx
 // ends). The server calls it after a client joined and before it reads the
-// history, so that nothing published in between is missed.
+// history, so that nothing published in between is missed. While Redis is
+// unreachable it returns at once: there is nothing to wait for.
 func (b *Redis) WaitSubscribed(ctx context.Context, room string) error {
 	b.mu.Lock()
 	st := b.rooms[room]
 	b.mu.Unlock()
 	if st == nil {
 		return nil
+	}
+	if b.down.Load() {
+		select {
+		case <-st.active:
+			return nil
+		default:
+			return errDown
+		}
 	}
 	select {
 	case <-st.active:

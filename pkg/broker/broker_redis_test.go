@@ -256,6 +256,16 @@ func TestRedisRestart(t *testing.T) {
 		t.Errorf("with Redis down a delivered %v locally (fallbacks %d), want %v", got[2:], a.fallbacks.Load(), down)
 	}
 
+	// A room first joined while Redis is down does not keep its joiner
+	// waiting for a confirmation that cannot come.
+	eventually(t, 5*time.Second, "the broker to notice Redis is down", func() bool {
+		_ = b.Subscribe(context.Background(), "new")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		start := time.Now()
+		return b.WaitSubscribed(ctx, "new") != nil && time.Since(start) < time.Second
+	})
+
 	srv.Start()
 	for name, n := range map[string]*node{"a": a, "b": b} {
 		eventually(t, 10*time.Second, name+" to resubscribe", func() bool { return n.resubs.Load() >= 1 })
