@@ -39,6 +39,9 @@ type Metrics struct {
 	HistoryErrors prometheus.Counter
 	// Rooms is the number of rooms with local members.
 	Rooms prometheus.Gauge
+	// Refused counts WebSocket handshakes refused before the upgrade by a
+	// limit, by reason (conns_per_ip, handshake_rate, max_rooms, room_full).
+	Refused *prometheus.CounterVec
 }
 
 // New returns Metrics registered on a fresh registry that also carries the Go
@@ -75,12 +78,15 @@ func New() *Metrics {
 		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chatserver_rooms", Help: "Rooms with members on this node.",
 		}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatserver_refused_total", Help: "WebSocket handshakes refused by a limit, by reason.",
+		}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
-		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms,
+		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms, m.Refused,
 	)
 	return m
 }
