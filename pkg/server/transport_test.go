@@ -101,7 +101,7 @@ func TestIdleClientWithoutPongsIsClosed(t *testing.T) {
 	})
 	alive := joined(t, s, "")
 	mute := joined(t, s, "")
-	alive.expect("online") // mute's
+	alive.expect("online")                                      // mute's
 	mute.conn.SetPingHandler(func(string) error { return nil }) // reads, but never pongs
 
 	ended := make(chan time.Duration, 1)
