@@ -132,8 +132,22 @@ func (s *Server) sendHistory(ctx context.Context, c *client, since string) error
 		}
 	}
 	c.queue = append([]queued{{pm: pm}}, live...)
+	if !hasNewer(live, seen) {
+		c.histSeen = seen // deliveries still in flight may repeat history
+	}
 	c.mu.Unlock()
 	return err
+}
+
+// hasNewer reports whether a queued room frame is not in the history: then
+// everything delivered later is newer too.
+func hasNewer(live []queued, seen map[string]struct{}) bool {
+	for _, q := range live {
+		if _, ok := seen[q.id]; !ok && q.id != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // readLoop reads frames until the connection ends and runs each through the
