@@ -21,6 +21,19 @@ test: ## vet and every test with the race detector (Redis and chromium tests inc
 bench: ## Go benchmarks of the pipeline and the hub
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 
+# Fuzz targets as package:Name; each runs alone (go test -fuzz takes one
+# target in one package) for FUZZTIME on top of its corpus in testdata/fuzz.
+FUZZTIME ?= 20s
+FUZZ_TARGETS := ./pkg/server:FuzzDecodeInbound ./pkg/server:FuzzMessagePipeline \
+	./pkg/config:FuzzLoad ./pkg/plugins:FuzzIdentity
+
+fuzz: ## run every fuzz target for FUZZTIME (20s) each
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
 lint: $(GOLANGCI) ## golangci-lint (installed from the Go module proxy if absent)
 	$(GOLANGCI) run ./...
 

@@ -16,7 +16,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-
 // seedRedis writes n envelopes to room under prefix and returns them.
 func seedRedis(t *testing.T, prefix, room string, n int) []string {
 	t.Helper()

@@ -21,6 +21,7 @@ type Config struct {
 	Redis     Redis           `mapstructure:"redis"`
 	Broker    Broker          `mapstructure:"broker"`
 	Templates Templates       `mapstructure:"templates"`
+	Limits    Limits          `mapstructure:"limits"`
 	Pipelines pipeline.Config `mapstructure:"pipelines"`
 	Plugins   Plugins         `mapstructure:"plugins"`
 
@@ -123,6 +124,42 @@ func (p Plugins) StepTimeout() time.Duration {
 // DefaultPluginTimeout is plugins.timeout when the config leaves it out.
 const DefaultPluginTimeout = 5 * time.Second
 
+// Limits bound what one client address and the whole node may hold, so that
+// one attacker cannot exhaust the server. Refusals are answered before the
+// WebSocket upgrade (429 or 503) and counted in chatserver_refused_total.
+type Limits struct {
+	// MaxConnsPerIP caps the open WebSocket connections of one client address
+	// (IPv6 addresses are grouped by /64); over it: 429. Zero: no cap.
+	// Default 100.
+	MaxConnsPerIP int `mapstructure:"max_conns_per_ip"`
+	// HandshakesPerIP is a token bucket on WebSocket handshakes per client
+	// address; over it: 429 with Retry-After. A zero rate: no limit. Default
+	// 10/s with bursts of 20.
+	HandshakesPerIP RateLimit `mapstructure:"handshakes_per_ip"`
+	// ExemptLoopback exempts 127.0.0.0/8 and ::1 from the per-address limits
+	// (load tests open thousands of connections from loopback). Behind a
+	// reverse proxy on the same host every client looks like loopback: set it
+	// to false there, or limit at the proxy. Default true.
+	ExemptLoopback bool `mapstructure:"exempt_loopback"`
+	// MaxRooms caps the rooms with members on this node; a handshake that
+	// would open one more gets 503. Zero: no cap. Default 10000.
+	MaxRooms int `mapstructure:"max_rooms"`
+	// MaxMembersPerRoom caps the members of one room on this node; over it:
+	// 503. Zero: no cap. Default 25000.
+	MaxMembersPerRoom int `mapstructure:"max_members_per_room"`
+	// HandshakeTimeout bounds reading a request's headers (slowloris) and the
+	// WebSocket upgrade. Default 10s.
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
+}
+
+// RateLimit is a token bucket: Rate tokens per second, up to Burst at once.
+type RateLimit struct {
+	// Rate is tokens per second; zero disables the limit.
+	Rate float64 `mapstructure:"rate"`
+	// Burst is the bucket size; at least 1 when Rate is set.
+	Burst int `mapstructure:"burst"`
+}
+
 // Error is a configuration error: the source, the key at fault and what is
 // wrong. The CLI prints it on one line and exits 2.
 type Error struct {
@@ -177,6 +214,9 @@ func (c *Config) Validate() error {
 	if c.WebSocket.WriteTimeout <= 0 {
 		return bad("websocket.write_timeout", "must be positive, got %v", c.WebSocket.WriteTimeout)
 	}
+	if err := c.Limits.validate(bad); err != nil {
+		return err
+	}
 	switch c.History.Store {
 	case "memory", "redis":
 	default:
@@ -211,6 +251,31 @@ func (c *Config) Validate() error {
 				return bad(fmt.Sprintf("pipelines.%s[%d]", kind, i), "missing `use:`")
 			}
 		}
+	}
+	return nil
+}
+
+func (l *Limits) validate(bad func(key, format string, args ...any) error) error {
+	for _, f := range []struct {
+		key string
+		n   int
+	}{
+		{"limits.max_conns_per_ip", l.MaxConnsPerIP},
+		{"limits.max_rooms", l.MaxRooms},
+		{"limits.max_members_per_room", l.MaxMembersPerRoom},
+	} {
+		if f.n < 0 {
+			return bad(f.key, "must be 0 (no cap) or positive, got %d", f.n)
+		}
+	}
+	if l.HandshakesPerIP.Rate < 0 {
+		return bad("limits.handshakes_per_ip.rate", "must be 0 (no limit) or positive, got %v", l.HandshakesPerIP.Rate)
+	}
+	if l.HandshakesPerIP.Rate > 0 && l.HandshakesPerIP.Burst < 1 {
+		return bad("limits.handshakes_per_ip.burst", "must be at least 1 when rate is set, got %d", l.HandshakesPerIP.Burst)
+	}
+	if l.HandshakeTimeout <= 0 {
+		return bad("limits.handshake_timeout", "must be positive, got %v", l.HandshakeTimeout)
 	}
 	return nil
 }

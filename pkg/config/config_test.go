@@ -87,6 +87,13 @@ func TestLoadErrorsNameFileAndKey(t *testing.T) {
 		{"bad redis url", "history:\n  store: redis\nredis:\n  url: \"http://x\"\n", []string{"redis.url"}},
 		{"step without use", "pipelines:\n  message:\n    - with: {a: 1}\n", []string{"pipelines.message[0]", "use"}},
 		{"half tls", "server:\n  tls: {cert_file: a.pem}\n", []string{"server.tls"}},
+		{"negative conn cap", "limits:\n  max_conns_per_ip: -1\n", []string{"limits.max_conns_per_ip"}},
+		{"negative rooms cap", "limits:\n  max_rooms: -5\n", []string{"limits.max_rooms"}},
+		{"negative members cap", "limits:\n  max_members_per_room: -1\n", []string{"limits.max_members_per_room"}},
+		{"negative handshake rate", "limits:\n  handshakes_per_ip: {rate: -1}\n", []string{"limits.handshakes_per_ip.rate"}},
+		{"rate without burst", "limits:\n  handshakes_per_ip: {rate: 5, burst: 0}\n", []string{"limits.handshakes_per_ip.burst"}},
+		{"zero handshake timeout", "limits:\n  handshake_timeout: 0s\n", []string{"limits.handshake_timeout"}},
+		{"unknown limits key", "limits:\n  max_conns: 5\n", []string{"max_conns"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,5 +122,20 @@ func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil)
 	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestLoadLimitsFromEnv(t *testing.T) {
+	t.Setenv("CHATSERVER_LIMITS_MAX_CONNS_PER_IP", "7")
+	t.Setenv("CHATSERVER_LIMITS_HANDSHAKE_TIMEOUT", "3s")
+	p := writeFile(t, "limits:\n  handshakes_per_ip: {rate: 0}\n  exempt_loopback: false\n")
+	cfg, err := Load(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.Limits
+	if l.MaxConnsPerIP != 7 || l.HandshakeTimeout != 3*time.Second || l.HandshakesPerIP.Rate != 0 ||
+		l.HandshakesPerIP.Burst != 20 || l.ExemptLoopback || l.MaxRooms != 10000 {
+		t.Fatalf("limits = %+v", l)
 	}
 }

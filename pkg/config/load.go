@@ -41,7 +41,7 @@ func Load(path string, flags *pflag.FlagSet) (*Config, error) {
 		user := viper.New()
 		user.SetConfigType("yaml")
 		if err := user.ReadConfig(bytes.NewReader(data)); err != nil {
-			return nil, &Error{Source: path, Err: fmt.Errorf("not valid YAML: %w", err)}
+			return nil, &Error{Source: path, Err: fmt.Errorf("not valid YAML: %s", strings.Join(strings.Fields(err.Error()), " "))}
 		}
 		for _, k := range []string{"join", "message", "leave"} {
 			if key := "pipelines." + k; user.IsSet(key) {

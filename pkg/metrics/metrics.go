@@ -57,6 +57,9 @@ type Metrics struct {
 	// HistoryDropped counts history entries dropped because the write
 	// queue was full (or never written before the store closed).
 	HistoryDropped prometheus.Counter
+	// Refused counts WebSocket handshakes refused before the upgrade by a
+	// limit, by reason (conns_per_ip, handshake_rate, max_rooms, room_full).
+	Refused *prometheus.CounterVec
 }
 
 // New returns Metrics registered on a fresh registry that also carries the Go
@@ -111,12 +114,15 @@ func New() *Metrics {
 		HistoryDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatserver_history_dropped_total", Help: "History entries dropped: the write queue was full, or they were unwritten at shutdown.",
 		}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatserver_refused_total", Help: "WebSocket handshakes refused by a limit, by reason.",
+		}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
-		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms,
+		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms, m.Refused,
 		m.BrokerResubscribes, m.BrokerRecovered, m.BrokerFallbacks, m.BrokerLag,
 		m.HistoryQueueDepth, m.HistoryDropped,
 	)

@@ -115,6 +115,11 @@ func (c *Commands) nick(ev *pipeline.Event, arg string) error {
 	if ev.Sender == nil {
 		return errors.New("commands: event has no sender")
 	}
+	// A name proven by a signed cookie or a JWT (the username plugin's
+	// signed and jwt modes) is not the client's to change.
+	if _, proven := ev.Sender.Value(verifiedKey{}).(string); proven {
+		return pipeline.Reject(pipeline.CodeRejected, "your name is set by your login and cannot be changed here")
+	}
 	ev.Sender.SetUsername(name)
 	return c.replier.reply(ev, "you are now "+name)
 }

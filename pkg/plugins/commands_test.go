@@ -88,3 +88,17 @@ func TestCommandsNeedsMembers(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// A name proven at join (signed cookie or JWT) cannot be changed with /nick.
+func TestCommandsNickRefusedForProvenNames(t *testing.T) {
+	deps, _, _ := testDeps(t)
+	deps.Members = fakeMembers{}
+	p := build(t, pipeline.Config{Message: []pipeline.Step{step("commands", nil)}}, deps)
+	s := newSender(1)
+	s.name = "alice"
+	s.SetValue(verifiedKey{}, "alice")
+	err := p.Run(context.Background(), messageEvent(s, "/nick mallory", nil))
+	if code(err) != pipeline.CodeRejected || s.Username() != "alice" {
+		t.Fatalf("err = %v, name %q: a proven name was changed", err, s.Username())
+	}
+}

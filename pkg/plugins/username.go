@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -16,7 +17,7 @@ import (
 func init() {
 	pipeline.Register(pipeline.Spec{
 		Name:        "username",
-		Description: "resolves the display name from a base64 cookie, a rename or a guest name; trims, strips control characters, bounds length",
+		Description: "resolves the display name from a base64 cookie, a rename or a guest name, or proves it (HMAC-signed cookie or JWT); trims, strips control characters, bounds length",
 		Options:     func() any { return DefaultUsernameOptions() },
 		New: func(opts any, _ pipeline.Deps) (pipeline.Plugin, error) {
 			return NewUsername(*opts.(*UsernameOptions))
@@ -40,11 +41,45 @@ type UsernameOptions struct {
 	// MaxLength bounds names, in runes (characters, not bytes, so CJK names get
 	// the same room as Latin ones). Default 32.
 	MaxLength int `mapstructure:"max_length"`
+
+	// Mode is where names come from: "plain" (the default: the cookie,
+	// renames, guest names — the client is trusted), "signed" (the Cookie
+	// holds a name signed with HMAC-SHA256, see SignUsername) or "jwt" (a JSON
+	// Web Token from ?TokenParam= or the Cookie). In signed and jwt modes a
+	// connection without a valid proof is refused (at join: an error frame and
+	// close 1008), guests are not admitted, and the message's `username` is
+	// ignored: nobody can take another's name.
+	Mode string `mapstructure:"mode"`
+	// Secret is the HMAC key of mode signed, at least 32 bytes. Prefer
+	// SecretEnv, which keeps it out of files. Default empty.
+	Secret Secret `mapstructure:"secret"`
+	// SecretEnv names the environment variable holding Secret. Default empty.
+	SecretEnv string `mapstructure:"secret_env"`
+	// JWTKey is the HS256 key of mode jwt, at least 32 bytes. Default empty.
+	JWTKey Secret `mapstructure:"jwt_key"`
+	// JWTKeyEnv names the environment variable holding JWTKey. Default empty.
+	JWTKeyEnv string `mapstructure:"jwt_key_env"`
+	// JWTPublicKeyFile is a PEM RSA public key: tokens must then be RS256.
+	// Default empty.
+	JWTPublicKeyFile string `mapstructure:"jwt_public_key_file"`
+	// JWTClaim is the claim holding the display name. Default "name".
+	JWTClaim string `mapstructure:"jwt_claim"`
+	// JWTAudience, when set, must be in the token's aud. Default empty.
+	JWTAudience string `mapstructure:"jwt_audience"`
+	// JWTIssuer, when set, must equal the token's iss. Default empty.
+	JWTIssuer string `mapstructure:"jwt_issuer"`
+	// JWTLeeway tolerates clock skew on exp, nbf and iat. Tokens without
+	// exp are refused. Default 0.
+	JWTLeeway time.Duration `mapstructure:"jwt_leeway"`
+	// TokenParam is the handshake query parameter carrying the JWT (tried
+	// before the cookie). Empty: cookie only. Default "token".
+	TokenParam string `mapstructure:"token_param"`
 }
 
 // DefaultUsernameOptions returns the options a step without `with:` gets.
 func DefaultUsernameOptions() *UsernameOptions {
-	return &UsernameOptions{Cookie: "username", GuestFormat: "游客%d", MaxLength: 32}
+	return &UsernameOptions{Cookie: "username", GuestFormat: "游客%d", MaxLength: 32,
+		Mode: ModePlain, JWTClaim: "name", TokenParam: "token"}
 }
 
 // Validate rejects options that would produce broken names at run time rather
@@ -61,7 +96,7 @@ func (o *UsernameOptions) Validate() error {
 	if g := fmt.Sprintf(o.GuestFormat, int64(1)); strings.Contains(g, "%!") {
 		return fmt.Errorf("guest_format %q must take exactly one integer (the client id), like %q", o.GuestFormat, "guest%d")
 	}
-	return nil
+	return o.validateIdentity()
 }
 
 // Username is the username plugin. Names are cleaned the same way whatever
@@ -69,7 +104,8 @@ func (o *UsernameOptions) Validate() error {
 // MaxLength, never empty, and never contains control or bidi-override
 // characters that could spoof the names or bodies around it.
 type Username struct {
-	opts UsernameOptions
+	opts     UsernameOptions
+	verifier verifier // nil in plain mode
 }
 
 // NewUsername returns a username plugin. It validates opts.
@@ -77,7 +113,11 @@ func NewUsername(opts UsernameOptions) (*Username, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	return &Username{opts: opts}, nil
+	v, err := newVerifier(&opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Username{opts: opts, verifier: v}, nil
 }
 
 // Wrap implements pipeline.Plugin.
@@ -86,7 +126,18 @@ func (u *Username) Wrap(next pipeline.Handler) pipeline.Handler {
 		if ev.Sender == nil {
 			return errors.New("username: event has no sender")
 		}
-		name := u.resolve(ev)
+		name, proven := ev.Sender.Value(verifiedKey{}).(string)
+		switch {
+		case proven:
+			// A name proven at join stays, whatever this step's mode.
+		case u.verifier != nil:
+			var err error
+			if name, err = u.proven(ev); err != nil {
+				return err
+			}
+		default:
+			name = u.resolve(ev)
+		}
 		if ev.Sender.Username() != name {
 			ev.Sender.SetUsername(name)
 		}

@@ -62,6 +62,12 @@ type client struct {
 	closeText string
 	username  string
 	values    map[any]any
+	// histSeen holds the ids of the history frame until the first live
+	// frame newer than the history arrives: a message appended to history
+	// before the history was read but delivered after it is dropped, not
+	// sent twice. (The room's frames arrive in history order, so once a
+	// newer one came, no older one can follow.)
+	histSeen map[string]struct{}
 
 	wake chan struct{} // capacity 1: "the queue or closing changed"
 	done chan struct{} // closed when writeLoop returns
@@ -73,6 +79,13 @@ func (c *client) enqueue(q queued) error {
 	if c.closing {
 		c.mu.Unlock()
 		return errClientClosed
+	}
+	if c.histSeen != nil && q.id != "" {
+		if _, dup := c.histSeen[q.id]; dup {
+			c.mu.Unlock()
+			return nil
+		}
+		c.histSeen = nil
 	}
 	if len(c.queue) >= c.srv.cfg.WebSocket.SendQueue {
 		c.closing, c.closeCode, c.closeText = true, closePolicy, "send queue full: client too slow"

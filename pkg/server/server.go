@@ -16,7 +16,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
@@ -67,6 +66,7 @@ type Server struct {
 	store     history.Store
 	broker    broker.Broker
 	hub       *hub
+	limiter   *limiter
 	templates *template.Template
 	upgrader  websocket.Upgrader
 	pipelines atomic.Pointer[pipeline.Pipelines]
@@ -97,6 +97,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		log:      opts.Logger,
 		metrics:  metrics.New(),
 		hub:      newHub(),
+		limiter:  newLimiter(cfg.Limits),
 		stopping: make(chan struct{}),
 	}
 	if s.log == nil {
@@ -130,7 +131,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.pipelines.Store(p)
 
 	s.upgrader = websocket.Upgrader{
-		HandshakeTimeout:  10 * time.Second,
+		HandshakeTimeout:  cfg.Limits.HandshakeTimeout,
 		WriteBufferPool:   &sync.Pool{},
 		EnableCompression: cfg.WebSocket.Compression,
 		CheckOrigin:       originChecker(cfg.Server.AllowedOrigins),
@@ -246,7 +247,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.httpSrv = &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.cfg.Limits.HandshakeTimeout, // slowloris
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	srv := s.httpSrv

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"time"
 	"unicode/utf8"
@@ -36,6 +37,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "invalid room name: want 1-64 characters of A-Z a-z 0-9 _ . -", http.StatusBadRequest)
 		return
 	}
+	release, ok := s.admit(w, r, roomName)
+	if !ok {
+		return // refused by a limit, already answered (429/503)
+	}
+	defer release()
 	if !s.track() {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
@@ -140,8 +146,22 @@ func (s *Server) sendHistory(ctx context.Context, c *client, since string) error
 		}
 	}
 	c.queue = append([]queued{{pm: pm}}, live...)
+	if !hasNewer(live, seen) {
+		c.histSeen = seen // deliveries still in flight may repeat history
+	}
 	c.mu.Unlock()
 	return err
+}
+
+// hasNewer reports whether a queued room frame is not in the history: then
+// everything delivered later is newer too.
+func hasNewer(live []queued, seen map[string]struct{}) bool {
+	for _, q := range live {
+		if _, ok := seen[q.id]; !ok && q.id != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // readLoop reads frames until the connection ends and runs each through the
@@ -152,31 +172,43 @@ func (s *Server) readLoop(ctx context.Context, c *client) {
 	for {
 		mt, data, err := c.ws.ReadMessage()
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
+			var ne net.Error
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
 				// gorilla has already sent the 1009 close frame.
 				s.metrics.Dropped.WithLabelValues("too_big").Inc()
+			case errors.As(err, &ne) && ne.Timeout():
+				// No frame and no pong within ping_interval + write_timeout.
+				s.metrics.Dropped.WithLabelValues("idle").Inc()
 			}
 			return
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(idle))
-		if mt != websocket.TextMessage {
+		in, perr := decodeInbound(mt, data)
+		if perr != nil {
 			s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()
-			s.replyError(c, pipeline.Reject(pipeline.CodeInvalidJSON, "binary frames are not supported: send JSON text frames"))
-			continue
-		}
-		if !utf8.Valid(data) {
-			s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()
-			s.replyError(c, pipeline.Reject(pipeline.CodeInvalidJSON, "frame is not valid UTF-8"))
-			continue
-		}
-		var in pipeline.Inbound
-		if err := json.Unmarshal(data, &in); err != nil {
-			s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()
-			s.replyError(c, pipeline.Reject(pipeline.CodeInvalidJSON, `want {"body": "…"}: %s`, jsonProblem(err)))
+			s.replyError(c, perr)
 			continue
 		}
 		s.runEvent(ctx, c, pipeline.Message, in)
 	}
+}
+
+// decodeInbound decodes and validates one inbound frame of type mt. It is
+// pure (no I/O, no server state) so that it can be fuzzed on its own; the
+// rejection it returns is what the sender is told.
+func decodeInbound(mt int, data []byte) (pipeline.Inbound, *pipeline.Error) {
+	var in pipeline.Inbound
+	if mt != websocket.TextMessage {
+		return in, pipeline.Reject(pipeline.CodeInvalidJSON, "binary frames are not supported: send JSON text frames")
+	}
+	if !utf8.Valid(data) {
+		return in, pipeline.Reject(pipeline.CodeInvalidJSON, "frame is not valid UTF-8")
+	}
+	if err := json.Unmarshal(data, &in); err != nil {
+		return pipeline.Inbound{}, pipeline.Reject(pipeline.CodeInvalidJSON, `want {"body": "…"}: %s`, jsonProblem(err))
+	}
+	return in, nil
 }
 
 // jsonProblem says what is wrong with a frame without echoing it back.

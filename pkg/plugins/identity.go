@@ -1,0 +1,281 @@
+package plugins
+
+import (
+	"crypto/hmac"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/chatserver/chatserver/pkg/pipeline"
+)
+
+// Identity modes of the username plugin (option `mode`).
+const (
+	// ModePlain trusts the client: a base64 cookie, renames, guest names (the seed).
+	ModePlain = "plain"
+	// ModeSigned takes the name from a cookie signed with HMAC-SHA256 by a
+	// login service that shares the secret (see SignUsername).
+	ModeSigned = "signed"
+	// ModeJWT takes the name from a claim of a JSON Web Token (HS256 or
+	// RS256), given as ?token= or in the cookie.
+	ModeJWT = "jwt"
+)
+
+// maxTokenBytes bounds a credential before any decoding: a real name cookie
+// or JWT is far smaller, and an attacker's megabyte header is not parsed.
+const maxTokenBytes = 8 << 10
+
+// Secret is a configuration string that must not be shown: `config check`
+// prints it as "<redacted>".
+type Secret string
+
+// MarshalJSON hides the secret.
+func (s Secret) MarshalJSON() ([]byte, error) {
+	if s == "" {
+		return []byte(`""`), nil
+	}
+	return []byte(`"<redacted>"`), nil
+}
+
+// verifiedKey is the sender value holding the name a connection proved at
+// join. Every username step, in any mode, keeps a proven name: a plain
+// message step behind a signed join step cannot rename the member.
+type verifiedKey struct{}
+
+// verifier proves the name of a connection from its handshake.
+type verifier interface {
+	verify(s pipeline.Sender) (string, error)
+}
+
+// errNoCredential is a handshake without a cookie or token.
+var errNoCredential = errors.New("no credential")
+
+// SignUsername returns the value of a signed name cookie for name:
+//
+//	base64url(name) "." base64url(HMAC-SHA256(secret, base64url(name)))
+//
+// with the unpadded URL-safe alphabet, so the value needs no quoting in a
+// cookie. A login service sets it (HttpOnly, Secure, SameSite=Lax) once the
+// user has signed in; chatserver checks it with the same secret.
+func SignUsername(secret []byte, name string) string {
+	payload := base64.RawURLEncoding.EncodeToString([]byte(name))
+	return payload + "." + base64.RawURLEncoding.EncodeToString(signPayload(secret, payload))
+}
+
+func signPayload(secret []byte, payload string) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(payload))
+	return m.Sum(nil)
+}
+
+// VerifySignedUsername checks a value made by SignUsername and returns the name.
+func VerifySignedUsername(secret []byte, value string) (string, error) {
+	if len(value) > maxTokenBytes {
+		return "", errors.New("signed name is too long")
+	}
+	payload, sig, ok := strings.Cut(strings.Trim(value, `"`), ".")
+	if !ok {
+		return "", errors.New("signed name is not NAME.SIGNATURE")
+	}
+	got, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil || !hmac.Equal(got, signPayload(secret, payload)) {
+		return "", errors.New("signature does not match")
+	}
+	name, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return "", errors.New("signed name is not base64url")
+	}
+	return string(name), nil
+}
+
+type signedVerifier struct {
+	cookie string
+	secret []byte
+}
+
+func (v *signedVerifier) verify(s pipeline.Sender) (string, error) {
+	raw, ok := s.Cookie(v.cookie)
+	if !ok || raw == "" {
+		return "", errNoCredential
+	}
+	return VerifySignedUsername(v.secret, raw)
+}
+
+type jwtVerifier struct {
+	param, cookie, claim string
+	parser               *jwt.Parser
+	key                  any
+}
+
+func (v *jwtVerifier) verify(s pipeline.Sender) (string, error) {
+	raw := ""
+	if v.param != "" {
+		raw = s.Query(v.param)
+	}
+	if raw == "" && v.cookie != "" {
+		raw, _ = s.Cookie(v.cookie)
+	}
+	if raw == "" {
+		return "", errNoCredential
+	}
+	if len(raw) > maxTokenBytes {
+		return "", errors.New("token is too long")
+	}
+	claims := jwt.MapClaims{}
+	if _, err := v.parser.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return v.key, nil }); err != nil {
+		return "", tokenProblem(err)
+	}
+	name, ok := claims[v.claim].(string)
+	if !ok {
+		return "", fmt.Errorf("token has no string claim %q", v.claim)
+	}
+	return name, nil
+}
+
+// tokenProblem says briefly why a token was refused (jwt's errors chain
+// several sentences).
+func tokenProblem(err error) error {
+	for _, e := range []error{jwt.ErrTokenExpired, jwt.ErrTokenNotValidYet, jwt.ErrTokenSignatureInvalid,
+		jwt.ErrTokenInvalidAudience, jwt.ErrTokenInvalidIssuer, jwt.ErrTokenMalformed,
+		jwt.ErrTokenUnverifiable, jwt.ErrTokenRequiredClaimMissing} {
+		if errors.Is(err, e) {
+			return e
+		}
+	}
+	return errors.New("token is invalid")
+}
+
+// validateIdentity checks the identity options of o (mode and keys).
+func (o *UsernameOptions) validateIdentity() error {
+	switch o.Mode {
+	case ModePlain:
+		if o.Secret != "" || o.SecretEnv != "" || o.JWTKey != "" || o.JWTKeyEnv != "" || o.JWTPublicKeyFile != "" {
+			return errors.New("secret, secret_env and jwt_* options need mode signed or jwt")
+		}
+		return nil
+	case ModeSigned:
+		if (o.Secret != "") == (o.SecretEnv != "") {
+			return errors.New("mode signed needs exactly one of secret and secret_env")
+		}
+		if o.Cookie == "" {
+			return errors.New("mode signed needs a cookie")
+		}
+	case ModeJWT:
+		n := 0
+		for _, s := range []string{string(o.JWTKey), o.JWTKeyEnv, o.JWTPublicKeyFile} {
+			if s != "" {
+				n++
+			}
+		}
+		if n != 1 {
+			return errors.New("mode jwt needs exactly one of jwt_key, jwt_key_env (HS256) and jwt_public_key_file (RS256)")
+		}
+		if o.TokenParam == "" && o.Cookie == "" {
+			return errors.New("mode jwt needs token_param or cookie to find the token")
+		}
+		if o.JWTClaim == "" {
+			return errors.New("jwt_claim must not be empty")
+		}
+	default:
+		return fmt.Errorf("unknown mode %q (known: plain, signed, jwt)", o.Mode)
+	}
+	if o.AllowRename {
+		return fmt.Errorf("allow_rename cannot be used with mode %s: names come from the signed identity", o.Mode)
+	}
+	return nil
+}
+
+// minSecretBytes is the shortest HMAC key accepted: 256 bits, as long as the
+// SHA-256 output, so the key is not the weak point.
+const minSecretBytes = 32
+
+// newVerifier builds the verifier of o.Mode, reading secrets from the
+// environment or files. Nil in plain mode.
+func newVerifier(o *UsernameOptions) (verifier, error) {
+	secret := func(value Secret, env, key string) ([]byte, error) {
+		s := string(value)
+		if env != "" {
+			s = os.Getenv(env)
+			if s == "" {
+				return nil, fmt.Errorf("%s_env: environment variable %s is empty or unset", key, env)
+			}
+		}
+		if len(s) < minSecretBytes {
+			return nil, fmt.Errorf("%s must be at least %d bytes (got %d)", key, minSecretBytes, len(s))
+		}
+		return []byte(s), nil
+	}
+	switch o.Mode {
+	case ModeSigned:
+		key, err := secret(o.Secret, o.SecretEnv, "secret")
+		if err != nil {
+			return nil, err
+		}
+		return &signedVerifier{cookie: o.Cookie, secret: key}, nil
+	case ModeJWT:
+		v := &jwtVerifier{param: o.TokenParam, cookie: o.Cookie, claim: o.JWTClaim}
+		method := "HS256"
+		if o.JWTPublicKeyFile != "" {
+			pemBytes, err := os.ReadFile(o.JWTPublicKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("jwt_public_key_file: %w", err)
+			}
+			pub, err := jwt.ParseRSAPublicKeyFromPEM(pemBytes)
+			if err != nil {
+				return nil, fmt.Errorf("jwt_public_key_file %s: %w", o.JWTPublicKeyFile, err)
+			}
+			v.key, method = (*rsa.PublicKey)(pub), "RS256"
+		} else {
+			key, err := secret(o.JWTKey, o.JWTKeyEnv, "jwt_key")
+			if err != nil {
+				return nil, err
+			}
+			v.key = key
+		}
+		popts := []jwt.ParserOption{
+			jwt.WithValidMethods([]string{method}),
+			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
+			jwt.WithLeeway(o.JWTLeeway),
+		}
+		if o.JWTAudience != "" {
+			popts = append(popts, jwt.WithAudience(o.JWTAudience))
+		}
+		if o.JWTIssuer != "" {
+			popts = append(popts, jwt.WithIssuer(o.JWTIssuer))
+		}
+		v.parser = jwt.NewParser(popts...)
+		return v, nil
+	}
+	return nil, nil
+}
+
+// proven returns the name ev's sender has proven, verifying it now if no
+// earlier step did. It rejects the event when the proof is missing or bad.
+func (u *Username) proven(ev *pipeline.Event) (string, error) {
+	if name, ok := ev.Sender.Value(verifiedKey{}).(string); ok {
+		return name, nil
+	}
+	raw, err := u.verifier.verify(ev.Sender)
+	if err == nil {
+		if name := CleanName(raw, u.opts.MaxLength); name != "" {
+			ev.Sender.SetValue(verifiedKey{}, name)
+			return name, nil
+		}
+		err = errors.New("the name is empty")
+	}
+	if errors.Is(err, errNoCredential) {
+		return "", pipeline.Reject(pipeline.CodeRejected, "sign in first: this room needs a signed identity (%s)", u.opts.Mode)
+	}
+	return "", pipeline.Reject(pipeline.CodeRejected, "identity refused: %v", err)
+}
+
+// compile-time check that Secret stays a JSON marshaler.
+var _ json.Marshaler = Secret("")
