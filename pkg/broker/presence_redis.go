@@ -105,9 +105,7 @@ func NewRedisPresence(opts RedisPresenceOptions) *RedisPresence {
 	if p.log == nil {
 		p.log = slog.Default()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	n, err := p.rdb.Incr(ctx, p.key("nodes:seq")).Result()
-	cancel()
+	n, err := p.claimNumber()
 	if err != nil || n <= 0 || n >= 9_000_000 {
 		r, rerr := rand.Int(rand.Reader, big.NewInt(8_000_000))
 		if rerr != nil {
@@ -120,6 +118,31 @@ func NewRedisPresence(opts RedisPresenceOptions) *RedisPresence {
 	go p.run()
 	return p
 }
+
+// claimNumber takes the next node number whose heartbeat key is free (it
+// could be taken if Redis lost nodes:seq, e.g. restarted without persistence;
+// live nodes also push nodes:seq back above their numbers, see bumpSeq).
+func (p *RedisPresence) claimNumber() (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for {
+		n, err := p.rdb.Incr(ctx, p.key("nodes:seq")).Result()
+		if err != nil {
+			return 0, err
+		}
+		ok, err := p.rdb.SetNX(ctx, p.nodeKey(strconv.FormatInt(n, 10)), "1", p.ttl).Result()
+		if err != nil || ok {
+			return n, err
+		}
+	}
+}
+
+// bumpSeq raises nodes:seq to at least ARGV[1].
+var bumpSeq = redis.NewScript(`
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+`)
 
 // Node is this node's number.
 func (p *RedisPresence) Node() int64 { return p.node }
@@ -263,6 +286,8 @@ func (p *RedisPresence) run() {
 		}
 		_ = p.rdb.SAdd(c, p.key("nodes"), me).Err()
 		if resync {
+			// Redis may have lost nodes:seq too: keep new nodes off our number.
+			_ = bumpSeq.Run(c, p.rdb, []string{p.key("nodes:seq")}, p.node).Err()
 			if p.resync(c) == nil {
 				resync = false
 			}

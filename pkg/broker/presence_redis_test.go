@@ -109,3 +109,29 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Redis loses every key (a restart without persistence): nodes write their
+// members back, and a node starting afterwards does not reuse a live number.
+func TestPresenceSurvivesLostKeys(t *testing.T) {
+	rdb, prefix := testRedis(t)
+	opts := RedisPresenceOptions{Client: rdb, KeyPrefix: prefix, TTL: 600 * time.Millisecond}
+	a, b := NewRedisPresence(opts), NewRedisPresence(opts)
+	defer a.Close()
+	defer b.Close()
+	b.Add("r", Member{ClientID: b.Node()*ClientIDSpan + 1, Username: "bob"})
+	waitFor(t, 5*time.Second, "bob listed", func() bool {
+		got, _ := a.Members(context.Background(), "r")
+		return len(got) == 1
+	})
+	keys, _ := rdb.Keys(context.Background(), prefix+"*").Result()
+	rdb.Del(context.Background(), keys...)
+	waitFor(t, 5*time.Second, "bob listed again", func() bool {
+		got, _ := a.Members(context.Background(), "r")
+		return len(got) == 1
+	})
+	c := NewRedisPresence(opts)
+	defer c.Close()
+	if c.Node() == a.Node() || c.Node() == b.Node() {
+		t.Fatalf("new node took number %d of a live node (%d, %d)", c.Node(), a.Node(), b.Node())
+	}
+}
