@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -364,8 +365,8 @@ func (b *Redis) receive() {
 		case *redis.Message:
 			b.handle(m)
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				b.confirmed(m.Channel[len(b.chanPrefix):])
+			if room, ok := strings.CutPrefix(m.Channel, b.chanPrefix); ok && m.Kind == "subscribe" {
+				b.confirmed(room)
 			}
 		}
 	}
@@ -373,10 +374,10 @@ func (b *Redis) receive() {
 
 // handle delivers one published frame to the local members.
 func (b *Redis) handle(m *redis.Message) {
-	if len(m.Payload) < 2 || len(m.Channel) < len(b.chanPrefix) {
+	room, ok := strings.CutPrefix(m.Channel, b.chanPrefix)
+	if !ok || len(m.Payload) < 2 {
 		return
 	}
-	room := m.Channel[len(b.chanPrefix):]
 	st := b.room(room)
 	if st == nil {
 		return // unsubscribed meanwhile
