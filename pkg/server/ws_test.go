@@ -398,8 +398,10 @@ func TestSlowClientDisconnectedOthersUnaffected(t *testing.T) {
 	// The stuck client was dropped: reading now drains what the kernel
 	// buffered, then the close.
 	code := stuck.closeCode()
-	if code != websocket.ClosePolicyViolation && code != -1 {
-		t.Fatalf("stuck client close code %d, want 1008 (or a cut connection)", code)
+	// A cut shows as 1006 (gorilla's CloseAbnormalClosure): when the stuck
+	// socket stays full past write_timeout, the close frame cannot be sent.
+	if code != websocket.ClosePolicyViolation && code != websocket.CloseAbnormalClosure && code != -1 {
+		t.Fatalf("stuck client close code %d, want 1008 (or a cut connection: 1006)", code)
 	}
 	if v := counterValue(t, s, `chatserver_dropped_clients_total{reason="slow"}`); v != 1 {
 		t.Fatalf("dropped slow = %v, want 1", v)
