@@ -18,6 +18,7 @@ func newServe() *cobra.Command {
 				return err
 			}
 			log := newLogger(cmd.ErrOrStderr())
+			raiseFileLimit(log)
 			srv, err := server.New(cfg, server.Options{Logger: log})
 			if err != nil {
 				return err

@@ -66,6 +66,12 @@ type WebSocket struct {
 	// Compression negotiates permessage-deflate when the client offers it.
 	// Default true.
 	Compression bool `mapstructure:"compression"`
+	// PresenceLimit bounds presence fan-out: in a room with more local members
+	// than this, online/offline events are not broadcast (each costs one frame
+	// per member, so a join storm of N members would cost N² frames); the
+	// joiner still gets its own online frame, and /api/rooms/{room}/members
+	// lists who is there. Zero means no limit. Default 1000.
+	PresenceLimit int `mapstructure:"presence_limit"`
 }
 
 // History selects the history store.
@@ -144,6 +150,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WebSocket.SendQueue < 1 {
 		return bad("websocket.send_queue", "must be at least 1, got %d", c.WebSocket.SendQueue)
+	}
+	if c.WebSocket.PresenceLimit < 0 {
+		return bad("websocket.presence_limit", "must be 0 (no limit) or more, got %d", c.WebSocket.PresenceLimit)
 	}
 	if c.WebSocket.PingInterval <= 0 {
 		return bad("websocket.ping_interval", "must be positive, got %v", c.WebSocket.PingInterval)

@@ -39,6 +39,9 @@ type Metrics struct {
 	HistoryErrors prometheus.Counter
 	// Rooms is the number of rooms with local members.
 	Rooms prometheus.Gauge
+	// PresenceSuppressed counts online/offline events not broadcast because
+	// their room was over websocket.presence_limit.
+	PresenceSuppressed prometheus.Counter
 }
 
 // New returns Metrics registered on a fresh registry that also carries the Go
@@ -75,12 +78,15 @@ func New() *Metrics {
 		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chatserver_rooms", Help: "Rooms with members on this node.",
 		}),
+		PresenceSuppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_presence_suppressed_total", Help: "Online/offline events not broadcast: room over websocket.presence_limit.",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
-		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms,
+		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms, m.PresenceSuppressed,
 	)
 	return m
 }

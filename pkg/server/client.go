@@ -30,7 +30,7 @@ var (
 // client drop live frames that its history frame already holds.
 type queued struct {
 	id string
-	pm *websocket.PreparedMessage
+	f  *outFrame
 }
 
 // client is one WebSocket connection. It implements pipeline.Sender.
@@ -148,11 +148,21 @@ func (c *client) writeLoop(stop <-chan struct{}) {
 	}
 }
 
-// writeBatch writes frames in one flush to the network.
+// writeBatch writes frames in one flush to the network. Uncompressed frames
+// are copied into the batch as encoded once for everyone; a client that
+// negotiated compression goes through gorilla with the shared compressed form.
 func (c *client) writeBatch(batch []queued) error {
+	if !c.bc.deflate {
+		c.bc.appendFrames(batch)
+		return c.bc.flush(time.Now().Add(c.srv.cfg.WebSocket.WriteTimeout))
+	}
 	c.bc.begin()
 	for _, q := range batch {
-		if err := c.ws.WritePreparedMessage(q.pm); err != nil {
+		pm, err := q.f.prepared()
+		if err == nil {
+			err = c.ws.WritePreparedMessage(pm)
+		}
+		if err != nil {
 			_ = c.bc.flush(time.Now())
 			return err
 		}
@@ -160,13 +170,9 @@ func (c *client) writeBatch(batch []queued) error {
 	return c.bc.flush(time.Now().Add(c.srv.cfg.WebSocket.WriteTimeout))
 }
 
-// sendJSON queues an already encoded frame to this client alone.
+// sendFrame queues an already encoded envelope to this client alone.
 func (c *client) sendFrame(frame []byte) error {
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, frame)
-	if err != nil {
-		return err
-	}
-	return c.enqueue(queued{pm: pm})
+	return c.enqueue(queued{f: newOutFrame(frame)})
 }
 
 // pipeline.Sender

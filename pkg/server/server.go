@@ -156,7 +156,7 @@ func (s *Server) BuildPipelines(pc pipeline.Config) (*pipeline.Pipelines, error)
 // Deps are the services this server gives plugins.
 func (s *Server) Deps() pipeline.Deps {
 	return pipeline.Deps{
-		Publisher: s.broker,
+		Publisher: presencePublisher{Broker: s.broker, s: s},
 		History:   s.store,
 		Members:   membersFunc(func(_ context.Context, room string) ([]pipeline.Member, error) { return s.hub.members(room), nil }),
 		Templates: s.templates,

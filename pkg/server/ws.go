@@ -114,10 +114,6 @@ func (s *Server) sendHistory(ctx context.Context, c *client, since string) error
 	if merr != nil {
 		return errors.Join(err, merr)
 	}
-	pm, perr := websocket.NewPreparedMessage(websocket.TextMessage, b)
-	if perr != nil {
-		return errors.Join(err, perr)
-	}
 	c.mu.Lock()
 	live := c.queue[:0:0]
 	for _, q := range c.queue {
@@ -125,7 +121,7 @@ func (s *Server) sendHistory(ctx context.Context, c *client, since string) error
 			live = append(live, q)
 		}
 	}
-	c.queue = append([]queued{{pm: pm}}, live...)
+	c.queue = append([]queued{{f: newOutFrame(b)}}, live...)
 	c.mu.Unlock()
 	return err
 }
@@ -186,6 +182,7 @@ func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in
 		Username: c.Username(),
 	}
 	ev.Envelope.Stamp(time.Now())
+	ctx = s.quietIfCrowded(ctx, c, kind, ev.Envelope.ID)
 
 	err := s.pipelines.Load().Run(ctx, ev)
 	if err == nil {
