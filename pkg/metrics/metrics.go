@@ -6,6 +6,7 @@ package metrics
 import (
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,10 @@ type Metrics struct {
 	HistoryErrors prometheus.Counter
 	// Rooms is the number of rooms with local members.
 	Rooms prometheus.Gauge
+	// stepObs caches StepSeconds' child per (pipeline, step): resolving
+	// labels hashes them, and every step of every event observes.
+	stepObs sync.Map // stepKey → prometheus.Observer
+
 	// PresenceSuppressed counts online/offline events not broadcast because
 	// their room was over websocket.presence_limit.
 	PresenceSuppressed prometheus.Counter
@@ -98,7 +103,12 @@ func (m *Metrics) Handler() http.Handler {
 
 // ObserveStep implements pipeline.Observer.
 func (m *Metrics) ObserveStep(kind pipeline.Kind, step string, d time.Duration, err error) {
-	m.StepSeconds.WithLabelValues(string(kind), step).Observe(d.Seconds())
+	key := stepKey{kind, step}
+	o, ok := m.stepObs.Load(key)
+	if !ok {
+		o, _ = m.stepObs.LoadOrStore(key, m.StepSeconds.WithLabelValues(string(kind), step))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
 	if err != nil {
 		code := pipeline.CodeInternal
 		var pe *pipeline.Error
@@ -107,6 +117,11 @@ func (m *Metrics) ObserveStep(kind pipeline.Kind, step string, d time.Duration, 
 		}
 		m.StepErrors.WithLabelValues(string(kind), step, code).Inc()
 	}
+}
+
+type stepKey struct {
+	kind pipeline.Kind
+	step string
 }
 
 var _ pipeline.Observer = (*Metrics)(nil)
