@@ -99,9 +99,10 @@ func RaiseFileLimit() (uint64, error) {
 
 // procSample is what /proc says about a process at one moment.
 type procSample struct {
-	at    time.Time
-	cpu   time.Duration // utime + stime
-	rssKB int64
+	at     time.Time
+	cpu    time.Duration // utime + stime
+	rssKB  int64
+	writes int64 // write syscalls so far (/proc/PID/io syscw; -1 if unreadable)
 }
 
 // clockTick is the unit of utime and stime in /proc/PID/stat (USER_HZ; 100 on
@@ -130,6 +131,14 @@ func readProc(pid int) (procSample, error) {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	s.cpu = time.Duration(ut+st) * clockTick
+	s.writes = -1
+	if io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, l := range strings.Split(string(io), "\n") {
+			if v, ok := strings.CutPrefix(l, "syscw:"); ok {
+				s.writes, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+		}
+	}
 	fh, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return s, err

@@ -123,6 +123,11 @@ type FanoutResult struct {
 	CPUPerDelivUS float64 `json:"server_cpu_us_per_delivery,omitempty"`
 	ServerRSSMB   float64 `json:"server_rss_mb,omitempty"`
 	RSSPerConnKB  float64 `json:"server_rss_kb_per_conn,omitempty"`
+	// ServerWrites is the server's write syscalls while measuring, and
+	// FramesPerWrite the frames it delivered (publishers' copies included)
+	// per write: how well writers batch.
+	ServerWrites   int64   `json:"server_write_syscalls,omitempty"`
+	FramesPerWrite float64 `json:"frames_per_write,omitempty"`
 	// GeneratorCPUPct is the generator's own CPU use while measuring: near
 	// 100 (one core) means the generator, not the server, was the limit.
 	GeneratorCPUPct float64 `json:"generator_cpu_pct"`
@@ -271,6 +276,12 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 		res.ServerCPUPct = 100 * cpu.Seconds() / end.at.Sub(start.at).Seconds()
 		if res.Deliveries > 0 {
 			res.CPUPerDelivUS = float64(cpu.Microseconds()) / float64(res.Deliveries)
+		}
+		if end.writes >= 0 && start.writes >= 0 && end.writes > start.writes {
+			res.ServerWrites = end.writes - start.writes
+			// Publishers get every frame too: count their deliveries.
+			all := res.Deliveries + res.Accepted*int64(cfg.Publishers)
+			res.FramesPerWrite = float64(all) / float64(res.ServerWrites)
 		}
 		res.ServerRSSMB = float64(end.rssKB) / 1024
 		res.RSSPerConnKB = float64(end.rssKB-base.rssKB) / float64(total)

@@ -18,6 +18,9 @@ func (r *FanoutResult) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "  latency ms       p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
 	if r.ServerCPUS > 0 || r.ServerRSSMB > 0 {
 		fmt.Fprintf(w, "  server CPU       %.2fs (%.0f%% of one core), %.2f µs per delivery\n", r.ServerCPUS, r.ServerCPUPct, r.CPUPerDelivUS)
+		if r.ServerWrites > 0 {
+			fmt.Fprintf(w, "  server writes    %d syscalls, %.1f frames per write\n", r.ServerWrites, r.FramesPerWrite)
+		}
 		fmt.Fprintf(w, "  server RSS       %.1f MB (%.1f KB per connection over baseline)\n", r.ServerRSSMB, r.RSSPerConnKB)
 	}
 	fmt.Fprintf(w, "  generator CPU    %.0f%% of one core\n", r.GeneratorCPUPct)

@@ -124,6 +124,17 @@ func (c *client) writeLoop(stop <-chan struct{}) {
 			stop = nil // seen; the close is now queued
 			continue
 		}
+		if fc := c.srv.flush; fc != nil {
+			// Let more frames join this write (see flushClock).
+			select {
+			case <-fc.next():
+			case <-stop:
+			}
+			select { // what woke us is about to be written
+			case <-c.wake:
+			default:
+			}
+		}
 		c.mu.Lock()
 		batch := c.queue
 		c.queue, c.spare = c.spare[:0], nil

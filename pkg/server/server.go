@@ -80,6 +80,7 @@ type Server struct {
 	pipelines atomic.Pointer[pipeline.Pipelines]
 	handler   http.Handler
 	clientSeq atomic.Int64
+	flush     *flushClock // nil: websocket.write_delay is 0
 
 	// stopping is closed at shutdown: every writer closes its client with 1001.
 	stopping chan struct{}
@@ -141,6 +142,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		WriteBufferPool:   &sync.Pool{},
 		EnableCompression: cfg.WebSocket.Compression,
 		CheckOrigin:       originChecker(cfg.Server.AllowedOrigins),
+	}
+	if d := cfg.WebSocket.WriteDelay; d > 0 {
+		s.flush = &flushClock{period: d}
 	}
 	s.handler = s.routes()
 	return s, nil
