@@ -21,6 +21,9 @@ const (
 	closeControlWindow = time.Second                    // how long a close frame may take
 )
 
+// maxSpare is the largest queue capacity a writer keeps for reuse.
+const maxSpare = 64
+
 var (
 	errClientClosed = errors.New("client is closed")
 	errClientSlow   = errors.New("client send queue is full; disconnecting it")
@@ -35,20 +38,20 @@ type queued struct {
 
 // client is one WebSocket connection. It implements pipeline.Sender.
 //
-// Exactly one goroutine reads (the HTTP handler's, in serveWS) and exactly one
+// Exactly one goroutine reads (runConn's, started by serveWS) and exactly one
 // writes (writeLoop); everyone else only appends to the queue under mu, which
 // never blocks. A full queue means the client fell behind: it is closed with
 // 1008 and the rest of the room is unaffected.
 type client struct {
-	srv    *Server
-	id     int64
-	room   string
-	ws     *websocket.Conn
-	bc     *batchConn
-	remote string
-	query  url.Values
-	cookie string // the raw Cookie header of the handshake
-	slot   int    // index in room.members, guarded by the room's lock
+	srv      *Server
+	id       int64
+	room     string
+	ws       *websocket.Conn
+	bc       *batchConn
+	remote   string
+	rawQuery string // the handshake's query, parsed on demand (plugins rarely ask)
+	cookie   string // the raw Cookie header of the handshake
+	slot     int    // index in room.members, guarded by the room's lock
 
 	mu        sync.Mutex
 	queue     []queued
@@ -144,6 +147,9 @@ func (c *client) writeLoop(stop <-chan struct{}) {
 		if len(batch) > 0 {
 			err := c.writeBatch(batch)
 			clear(batch) // drop references to the prepared messages
+			if cap(batch) > maxSpare {
+				batch = nil // a burst's queue is not kept by an idle client
+			}
 			c.mu.Lock()
 			c.spare = batch[:0]
 			c.mu.Unlock()
@@ -192,7 +198,8 @@ func (c *client) ID() int64          { return c.id }
 func (c *client) Room() string       { return c.room }
 func (c *client) RemoteAddr() string { return c.remote }
 func (c *client) Query(name string) string {
-	return c.query.Get(name)
+	q, _ := url.ParseQuery(c.rawQuery)
+	return q.Get(name)
 }
 
 func (c *client) Username() string {

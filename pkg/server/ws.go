@@ -25,8 +25,11 @@ type historyFrame struct {
 	Complete *bool             `json:"complete,omitempty"`
 }
 
-// serveWS upgrades the request and runs the connection: history, join, the
-// read loop, leave. The handler goroutine is the connection's only reader.
+// serveWS upgrades the request, sends history and runs the join, then hands
+// the connection to a reader goroutine of its own (runConn) and returns: the
+// HTTP server's per-connection state (buffers, request, its deep handler
+// stack) is released instead of being held for the connection's lifetime,
+// which is most of what an idle connection would otherwise cost.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	roomName := r.URL.Query().Get("room")
 	if roomName == "" {
@@ -40,29 +43,28 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer s.conns.Done()
 
 	hj := &hijacker{ResponseWriter: w}
 	ws, err := s.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
+		s.conns.Done()
 		return // Upgrade already answered with an HTTP error
 	}
 	c := &client{
-		srv:    s,
-		id:     s.nextClientID(),
-		room:   roomName,
-		ws:     ws,
-		bc:     hj.conn,
-		remote: r.RemoteAddr,
-		query:  r.URL.Query(),
-		cookie: r.Header.Get("Cookie"),
-		slot:   -1,
-		wake:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
+		srv:      s,
+		id:       s.nextClientID(),
+		room:     roomName,
+		ws:       ws,
+		bc:       hj.conn,
+		remote:   r.RemoteAddr,
+		rawQuery: r.URL.RawQuery,
+		cookie:   r.Header.Get("Cookie"),
+		slot:     -1,
+		wake:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
 	}
 	s.metrics.Connections.Inc()
 	s.metrics.ConnectionsTotal.Inc()
-	defer s.metrics.Connections.Dec()
 
 	ws.SetReadLimit(s.cfg.WebSocket.MaxMessageBytes)
 	idle := s.cfg.WebSocket.PingInterval + s.cfg.WebSocket.WriteTimeout
@@ -78,8 +80,19 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	go c.writeLoop(s.stopping)
 
-	ctx := context.WithoutCancel(r.Context())
+	// The connection outlives the request: its events get a context of
+	// their own (the request's is cancelled, and its values recycled, when
+	// this handler returns).
+	ctx := context.Background()
 	joined := s.runEvent(ctx, c, pipeline.Join, pipeline.Inbound{})
+	go s.runConn(ctx, c, joined)
+}
+
+// runConn is the connection's reader: the read loop, then leave. It returns
+// once the writer is done too.
+func (s *Server) runConn(ctx context.Context, c *client, joined bool) {
+	defer s.conns.Done()
+	defer s.metrics.Connections.Dec()
 	if joined {
 		s.readLoop(ctx, c)
 	} else {
