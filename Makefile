@@ -6,7 +6,7 @@ LDFLAGS  := -X github.com/chatserver/chatserver/pkg/cli.Version=$(VERSION)
 GOLANGCI := $(shell $(GO) env GOPATH)/bin/golangci-lint
 GOLANGCI_VERSION := v2.15.0
 
-.PHONY: build run test bench lint fuzz clean
+.PHONY: build run test bench loadtest lint fuzz clean
 
 build: ## build bin/chatserver
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/chatserver
@@ -20,6 +20,9 @@ test: ## vet and every test with the race detector (Redis and chromium tests inc
 
 bench: ## Go benchmarks of the pipeline and the hub
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+
+loadtest: build ## short load scenarios on loopback (fan-out to 100 members, 1,000 idle connections); see BENCHMARKS.md
+	BIN=$(BIN) scripts/loadtest.sh quick
 
 lint: $(GOLANGCI) ## golangci-lint (installed from the Go module proxy if absent)
 	$(GOLANGCI) run ./...

@@ -9,10 +9,13 @@ import (
 //
 // Without it, a writer wakes and makes one write syscall for every message
 // its client gets; in a big room that is one wake-up and one syscall per
-// delivery, most of fan-out's cost. With it, a woken writer waits for the
-// next tick of this clock, shared by every writer, and then writes everything
-// queued by then in one syscall: at R messages/s and a period of T, each
-// write carries about R·T frames. A delivery waits at most T longer.
+// delivery, most of fan-out's cost. With it, a writer woken less than a
+// period after its last write waits for the next tick of this clock, shared
+// by every writer, and then writes everything queued by then in one syscall:
+// at R messages/s and a period of T, each write carries about R·T frames,
+// and a delivery waits at most T longer. A writer that was quiet for a
+// period writes at once, so a quiet room pays neither latency nor a second
+// wake-up.
 //
 // The clock runs only while writers wait on it: the first waiter of a
 // period arms one timer, and its firing wakes them all by closing a channel.
