@@ -45,40 +45,39 @@ func (e *Envelope) jsonSize() int {
 
 const hexDigits = "0123456789abcdef"
 
-// jsonPlain marks the ASCII bytes that encoding/json copies as they are with
-// HTML escaping on: printable, except ", \, <, > and &.
-var jsonPlain = func() (t [utf8.RuneSelf]bool) {
+// jsonPlain marks the bytes that encoding/json copies as they are with HTML
+// escaping on: printable ASCII except ", \\, <, > and &. (Bytes from 0x80
+// start UTF-8 sequences, which the slow path checks.)
+var jsonPlain = func() (t [256]bool) {
 	for c := 0x20; c < utf8.RuneSelf; c++ {
 		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
 	}
 	return t
 }()
 
+// jsonEscapes are the short escapes of the ASCII bytes that are not plain;
+// the others are written as \\u00XX.
+var jsonEscapes = [utf8.RuneSelf]string{
+	'\\': `\\`, '"': `\"`, '\b': `\b`, '\f': `\f`, '\n': `\n`, '\r': `\r`, '\t': `\t`,
+	'<': `\u003c`, '>': `\u003e`, '&': `\u0026`,
+}
+
 // appendJSONString is encoding/json's appendString with escapeHTML set.
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		for i < len(s) && jsonPlain[s[i]] { // the common case: a run of plain ASCII
+			i++
+		}
+		if i >= len(s) {
+			break
+		}
 		if c := s[i]; c < utf8.RuneSelf {
-			if jsonPlain[c] {
-				i++
-				continue
-			}
 			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
+			if e := jsonEscapes[c]; e != "" {
+				b = append(b, e...)
+			} else {
 				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
 			}
 			i++
