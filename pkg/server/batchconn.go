@@ -10,10 +10,11 @@ import (
 )
 
 // batchConn wraps the connection gorilla hijacks so that a client's writer can
-// coalesce every frame queued since it last woke into one write. Gorilla writes
-// each frame with its own conn.Write — one syscall per frame and per member —
-// which caps fan-out near 160k deliveries/s per core on our machines; one write
-// per wake-up lifts that several-fold (see BENCHMARKS.md).
+// coalesce every frame queued since it last woke into one write: the shared
+// pre-encoded frames are appended to one buffer (appendFrames), and for
+// compressing clients gorilla's per-frame writes are collected the same way.
+// One syscall per frame and per member would cost more than everything else
+// in fan-out (see BENCHMARKS.md).
 //
 // Outside a batch, writes go straight through, so control frames that gorilla
 // writes from the reader goroutine (the 1009 close, close replies) are never
