@@ -6,7 +6,7 @@ LDFLAGS  := -X github.com/chatserver/chatserver/pkg/cli.Version=$(VERSION)
 GOLANGCI := $(shell $(GO) env GOPATH)/bin/golangci-lint
 GOLANGCI_VERSION := v2.15.0
 
-.PHONY: build run test bench lint fuzz clean
+.PHONY: build run test bench loadtest lint fuzz clean
 
 build: ## build bin/chatserver
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/chatserver
@@ -33,6 +33,9 @@ fuzz: ## run every fuzz target for FUZZTIME (20s) each
 		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
+
+loadtest: build ## short load scenarios on loopback (fan-out to 100 members, 1,000 idle connections); see BENCHMARKS.md
+	BIN=$(BIN) scripts/loadtest.sh quick
 
 lint: $(GOLANGCI) ## golangci-lint (installed from the Go module proxy if absent)
 	$(GOLANGCI) run ./...

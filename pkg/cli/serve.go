@@ -20,8 +20,9 @@ func newServe() *cobra.Command {
 			log := newLogger(cmd.ErrOrStderr())
 			srv, err := server.New(cfg, server.Options{Logger: log})
 			if err != nil {
-				return err
+				return err // before any log line: a bad config is one line on stderr
 			}
+			raiseFileLimit(log)
 			ctx, stop := signalContext()
 			defer stop()
 			defer watchConfig(ctx, cmd, srv, log)()

@@ -65,9 +65,21 @@ type WebSocket struct {
 	PingInterval time.Duration `mapstructure:"ping_interval"`
 	// WriteTimeout bounds one write to a client. Default 10s.
 	WriteTimeout time.Duration `mapstructure:"write_timeout"`
+	// WriteDelay is how long a client's writer may wait for more frames
+	// before writing what it has: one write syscall then carries every frame
+	// queued meanwhile, which in a busy room is most of fan-out's cost.
+	// Deliveries wait at most this much longer. Zero writes at once.
+	// Default 10ms.
+	WriteDelay time.Duration `mapstructure:"write_delay"`
 	// Compression negotiates permessage-deflate when the client offers it.
 	// Default true.
 	Compression bool `mapstructure:"compression"`
+	// PresenceLimit bounds presence fan-out: in a room with more local members
+	// than this, online/offline events are not broadcast (each costs one frame
+	// per member, so a join storm of N members would cost N² frames); the
+	// joiner still gets its own online frame, and /api/rooms/{room}/members
+	// lists who is there. Zero means no limit. Default 1000.
+	PresenceLimit int `mapstructure:"presence_limit"`
 }
 
 // History selects the history store.
@@ -208,8 +220,14 @@ func (c *Config) Validate() error {
 	if c.WebSocket.SendQueue < 1 {
 		return bad("websocket.send_queue", "must be at least 1, got %d", c.WebSocket.SendQueue)
 	}
+	if c.WebSocket.PresenceLimit < 0 {
+		return bad("websocket.presence_limit", "must be 0 (no limit) or more, got %d", c.WebSocket.PresenceLimit)
+	}
 	if c.WebSocket.PingInterval <= 0 {
 		return bad("websocket.ping_interval", "must be positive, got %v", c.WebSocket.PingInterval)
+	}
+	if c.WebSocket.WriteDelay < 0 || c.WebSocket.WriteDelay > time.Second {
+		return bad("websocket.write_delay", "must be between 0 and 1s, got %v", c.WebSocket.WriteDelay)
 	}
 	if c.WebSocket.WriteTimeout <= 0 {
 		return bad("websocket.write_timeout", "must be positive, got %v", c.WebSocket.WriteTimeout)

@@ -6,6 +6,7 @@ package metrics
 import (
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,6 +61,13 @@ type Metrics struct {
 	// Refused counts WebSocket handshakes refused before the upgrade by a
 	// limit, by reason (conns_per_ip, handshake_rate, max_rooms, room_full).
 	Refused *prometheus.CounterVec
+	// stepObs caches StepSeconds' child per (pipeline, step): resolving
+	// labels hashes them, and every step of every event observes.
+	stepObs sync.Map // stepKey → prometheus.Observer
+
+	// PresenceSuppressed counts online/offline events not broadcast because
+	// their room was over websocket.presence_limit.
+	PresenceSuppressed prometheus.Counter
 }
 
 // New returns Metrics registered on a fresh registry that also carries the Go
@@ -117,12 +125,15 @@ func New() *Metrics {
 		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatserver_refused_total", Help: "WebSocket handshakes refused by a limit, by reason.",
 		}, []string{"reason"}),
+		PresenceSuppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_presence_suppressed_total", Help: "Online/offline events not broadcast: room over websocket.presence_limit.",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
-		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms, m.Refused,
+		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms, m.Refused, m.PresenceSuppressed,
 		m.BrokerResubscribes, m.BrokerRecovered, m.BrokerFallbacks, m.BrokerLag,
 		m.HistoryQueueDepth, m.HistoryDropped,
 	)
@@ -136,7 +147,12 @@ func (m *Metrics) Handler() http.Handler {
 
 // ObserveStep implements pipeline.Observer.
 func (m *Metrics) ObserveStep(kind pipeline.Kind, step string, d time.Duration, err error) {
-	m.StepSeconds.WithLabelValues(string(kind), step).Observe(d.Seconds())
+	key := stepKey{kind, step}
+	o, ok := m.stepObs.Load(key)
+	if !ok {
+		o, _ = m.stepObs.LoadOrStore(key, m.StepSeconds.WithLabelValues(string(kind), step))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
 	if err != nil {
 		code := pipeline.CodeInternal
 		var pe *pipeline.Error
@@ -145,6 +161,11 @@ func (m *Metrics) ObserveStep(kind pipeline.Kind, step string, d time.Duration, 
 		}
 		m.StepErrors.WithLabelValues(string(kind), step, code).Inc()
 	}
+}
+
+type stepKey struct {
+	kind pipeline.Kind
+	step string
 }
 
 var _ pipeline.Observer = (*Metrics)(nil)

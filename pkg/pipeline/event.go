@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"encoding/json"
+	"sync/atomic"
 	"time"
 )
 
@@ -47,8 +48,28 @@ const DatetimeLayout = "2006-01-02 15:04:05"
 
 // Stamp sets Datetime and TS from t.
 func (e *Envelope) Stamp(t time.Time) {
-	e.Datetime = t.Format(DatetimeLayout)
+	e.Datetime = formatDatetime(t)
 	e.TS = t.UnixMilli()
+}
+
+// lastDatetime caches the formatted second most recently stamped: a busy
+// room stamps many events per second, and formatting is most of a stamp.
+var lastDatetime atomic.Pointer[stampedSecond]
+
+type stampedSecond struct {
+	unix int64
+	loc  *time.Location
+	s    string
+}
+
+func formatDatetime(t time.Time) string {
+	sec, loc := t.Unix(), t.Location()
+	if c := lastDatetime.Load(); c != nil && c.unix == sec && c.loc == loc {
+		return c.s
+	}
+	s := t.Format(DatetimeLayout)
+	lastDatetime.Store(&stampedSecond{unix: sec, loc: loc, s: s})
+	return s
 }
 
 // Inbound is one client → server frame: `{"body": "hello", "username": "alice"}`.
@@ -98,10 +119,7 @@ func (ev *Event) Frame() ([]byte, error) {
 	if ev.frame != nil && ev.encoded == ev.Envelope {
 		return ev.frame, nil
 	}
-	b, err := json.Marshal(&ev.Envelope)
-	if err != nil {
-		return nil, err
-	}
+	b := ev.Envelope.AppendJSON(make([]byte, 0, ev.Envelope.jsonSize()))
 	ev.frame, ev.encoded = b, ev.Envelope
 	return b, nil
 }

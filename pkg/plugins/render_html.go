@@ -52,6 +52,9 @@ type RenderHTML struct {
 	// base is the size of the template's output for an empty envelope, so the
 	// output buffer can be sized once per message instead of grown.
 	base int
+	// fast renders the template without html/template when it is simple
+	// enough (see fastTemplate); nil otherwise.
+	fast *fastTemplate
 }
 
 // NewRenderHTML returns a render_html plugin rendering the template named
@@ -78,7 +81,7 @@ func NewRenderHTML(opts RenderHTMLOptions, set *template.Template) (*RenderHTML,
 	if err := t.Execute(&b, &pipeline.Envelope{}); err != nil {
 		return nil, fmt.Errorf("template %q: %w", opts.Template, err)
 	}
-	return &RenderHTML{name: opts.Template, tmpl: t, base: b.Len()}, nil
+	return &RenderHTML{name: opts.Template, tmpl: t, base: b.Len(), fast: compileFast(t)}, nil
 }
 
 // Wrap implements pipeline.Plugin.
@@ -88,6 +91,10 @@ func (r *RenderHTML) Wrap(next pipeline.Handler) pipeline.Handler {
 			return next.Handle(ctx, ev)
 		}
 		e := &ev.Envelope
+		if r.fast != nil {
+			e.HTML = r.fast.render(e)
+			return next.Handle(ctx, ev)
+		}
 		var b strings.Builder
 		// Room for the fields plus a little for escaping: most messages then
 		// render with a single allocation.

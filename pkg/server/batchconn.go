@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"net"
 	"net/http"
 	"sync"
@@ -9,10 +10,11 @@ import (
 )
 
 // batchConn wraps the connection gorilla hijacks so that a client's writer can
-// coalesce every frame queued since it last woke into one write. Gorilla writes
-// each frame with its own conn.Write — one syscall per frame and per member —
-// which caps fan-out near 160k deliveries/s per core on our machines; one write
-// per wake-up lifts that several-fold (see BENCHMARKS.md).
+// coalesce every frame queued since it last woke into one write: the shared
+// pre-encoded frames are appended to one buffer (appendFrames), and for
+// compressing clients gorilla's per-frame writes are collected the same way.
+// One syscall per frame and per member would cost more than everything else
+// in fan-out (see BENCHMARKS.md).
 //
 // Outside a batch, writes go straight through, so control frames that gorilla
 // writes from the reader goroutine (the 1009 close, close replies) are never
@@ -22,7 +24,17 @@ type batchConn struct {
 	mu       sync.Mutex
 	batching bool
 	buf      *[]byte
+	// deadline is the write deadline last set on Conn; flush moves it only
+	// when it would move by more than deadlineSlack, so a busy writer does
+	// not re-arm a runtime timer on every batch.
+	deadline time.Time
+	// upgraded is set by the first write (gorilla's 101 response); deflate
+	// says whether that response accepted permessage-deflate.
+	upgraded, deflate bool
 }
+
+// deadlineSlack bounds how much earlier than asked a flush's deadline may be.
+const deadlineSlack = time.Second
 
 // batchBufs recycles batch buffers: an idle client holds none.
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -33,11 +45,36 @@ const maxPooledBatch = 256 << 10
 func (b *batchConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if !b.upgraded {
+		b.upgraded = true
+		b.deflate = bytes.Contains(p, []byte("permessage-deflate"))
+	}
 	if b.batching {
 		*b.buf = append(*b.buf, p...)
 		return len(p), nil
 	}
 	return b.Conn.Write(p)
+}
+
+// SetWriteDeadline is a no-op inside a batch: gorilla sets a deadline before
+// every frame it writes, which would arm a runtime timer per frame and per
+// member; flush sets one deadline for the whole batch instead.
+func (b *batchConn) SetWriteDeadline(t time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.batching {
+		return nil
+	}
+	b.deadline = t
+	return b.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline is tracked like SetWriteDeadline.
+func (b *batchConn) SetDeadline(t time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.deadline = t
+	return b.Conn.SetDeadline(t)
 }
 
 // begin starts collecting writes.
@@ -46,6 +83,16 @@ func (b *batchConn) begin() {
 	b.batching = true
 	if b.buf == nil {
 		b.buf = batchBufs.Get().(*[]byte)
+	}
+	b.mu.Unlock()
+}
+
+// appendFrames starts a batch holding the encoded frames of batch.
+func (b *batchConn) appendFrames(batch []queued) {
+	b.begin()
+	b.mu.Lock()
+	for _, q := range batch {
+		*b.buf = append(*b.buf, q.f.wire...)
 	}
 	b.mu.Unlock()
 }
@@ -61,7 +108,14 @@ func (b *batchConn) flush(deadline time.Time) error {
 	}
 	var err error
 	if len(*b.buf) > 0 {
-		if err = b.Conn.SetWriteDeadline(deadline); err == nil {
+		// Keep the deadline already set if it is at most a quarter of the
+		// remaining time (and at most deadlineSlack) earlier than asked.
+		slack := min(deadlineSlack, time.Until(deadline)/4)
+		if d := deadline.Sub(b.deadline); d < 0 || d > slack {
+			err = b.Conn.SetWriteDeadline(deadline)
+			b.deadline = deadline
+		}
+		if err == nil {
 			_, err = b.Conn.Write(*b.buf)
 		}
 	}

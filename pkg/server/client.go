@@ -22,6 +22,9 @@ const (
 	closeControlWindow = time.Second                    // how long a close frame may take
 )
 
+// maxSpare is the largest queue capacity a writer keeps for reuse.
+const maxSpare = 64
+
 var (
 	errClientClosed = errors.New("client is closed")
 	errClientSlow   = errors.New("client send queue is full; disconnecting it")
@@ -31,25 +34,25 @@ var (
 // client drop live frames that its history frame already holds.
 type queued struct {
 	id string
-	pm *websocket.PreparedMessage
+	f  *outFrame
 }
 
 // client is one WebSocket connection. It implements pipeline.Sender.
 //
-// Exactly one goroutine reads (the HTTP handler's, in serveWS) and exactly one
+// Exactly one goroutine reads (runConn's, started by serveWS) and exactly one
 // writes (writeLoop); everyone else only appends to the queue under mu, which
 // never blocks. A full queue means the client fell behind: it is closed with
 // 1008 and the rest of the room is unaffected.
 type client struct {
-	srv    *Server
-	id     int64
-	room   string
-	ws     *websocket.Conn
-	bc     *batchConn
-	remote string
-	query  url.Values
-	cookie string // the raw Cookie header of the handshake
-	slot   int    // index in room.members, guarded by the room's lock
+	srv      *Server
+	id       int64
+	room     string
+	ws       *websocket.Conn
+	bc       *batchConn
+	remote   string
+	rawQuery string // the handshake's query, parsed on demand (plugins rarely ask)
+	cookie   string // the raw Cookie header of the handshake
+	slot     int    // index in room.members, guarded by the room's lock
 	// present is set while the client is listed in cluster presence.
 	present atomic.Bool
 
@@ -127,6 +130,7 @@ func (c *client) writeLoop(stop <-chan struct{}) {
 	ws := c.srv.cfg.WebSocket
 	ping := time.NewTicker(ws.PingInterval)
 	defer ping.Stop()
+	var lastWrite time.Time
 	for {
 		select {
 		case <-c.wake:
@@ -140,6 +144,19 @@ func (c *client) writeLoop(stop <-chan struct{}) {
 			stop = nil // seen; the close is now queued
 			continue
 		}
+		if fc := c.srv.flush; fc != nil && time.Since(lastWrite) < fc.period {
+			// A busy client: let more frames join this write (see
+			// flushClock). A quiet one (nothing written for a period) is
+			// written to at once: no added latency, no second wake-up.
+			select {
+			case <-fc.next():
+			case <-stop:
+			}
+			select { // what woke us is about to be written
+			case <-c.wake:
+			default:
+			}
+		}
 		c.mu.Lock()
 		batch := c.queue
 		c.queue, c.spare = c.spare[:0], nil
@@ -147,8 +164,12 @@ func (c *client) writeLoop(stop <-chan struct{}) {
 		c.mu.Unlock()
 
 		if len(batch) > 0 {
+			lastWrite = time.Now()
 			err := c.writeBatch(batch)
 			clear(batch) // drop references to the prepared messages
+			if cap(batch) > maxSpare {
+				batch = nil // a burst's queue is not kept by an idle client
+			}
 			c.mu.Lock()
 			c.spare = batch[:0]
 			c.mu.Unlock()
@@ -164,11 +185,21 @@ func (c *client) writeLoop(stop <-chan struct{}) {
 	}
 }
 
-// writeBatch writes frames in one flush to the network.
+// writeBatch writes frames in one flush to the network. Uncompressed frames
+// are copied into the batch as encoded once for everyone; a client that
+// negotiated compression goes through gorilla with the shared compressed form.
 func (c *client) writeBatch(batch []queued) error {
+	if !c.bc.deflate {
+		c.bc.appendFrames(batch)
+		return c.bc.flush(time.Now().Add(c.srv.cfg.WebSocket.WriteTimeout))
+	}
 	c.bc.begin()
 	for _, q := range batch {
-		if err := c.ws.WritePreparedMessage(q.pm); err != nil {
+		pm, err := q.f.prepared()
+		if err == nil {
+			err = c.ws.WritePreparedMessage(pm)
+		}
+		if err != nil {
 			_ = c.bc.flush(time.Now())
 			return err
 		}
@@ -176,13 +207,9 @@ func (c *client) writeBatch(batch []queued) error {
 	return c.bc.flush(time.Now().Add(c.srv.cfg.WebSocket.WriteTimeout))
 }
 
-// sendJSON queues an already encoded frame to this client alone.
+// sendFrame queues an already encoded envelope to this client alone.
 func (c *client) sendFrame(frame []byte) error {
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, frame)
-	if err != nil {
-		return err
-	}
-	return c.enqueue(queued{pm: pm})
+	return c.enqueue(queued{f: newOutFrame(frame)})
 }
 
 // pipeline.Sender
@@ -191,7 +218,8 @@ func (c *client) ID() int64          { return c.id }
 func (c *client) Room() string       { return c.room }
 func (c *client) RemoteAddr() string { return c.remote }
 func (c *client) Query(name string) string {
-	return c.query.Get(name)
+	q, _ := url.ParseQuery(c.rawQuery)
+	return q.Get(name)
 }
 
 func (c *client) Username() string {

@@ -3,8 +3,6 @@ package server
 import (
 	"sync"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
@@ -80,8 +78,8 @@ func (h *hub) leave(c *client) {
 }
 
 // deliver queues frame to every local member of roomName. The frame is
-// encoded once (a PreparedMessage caches the wire bytes, and the compressed
-// bytes when a client negotiated compression) however many members there are.
+// encoded once however many members there are (see outFrame): delivery to a
+// member is an append to its queue and, at most, a wake-up of its writer.
 func (h *hub) deliver(roomName, id string, frame []byte) {
 	h.mu.RLock()
 	r := h.rooms[roomName]
@@ -89,11 +87,7 @@ func (h *hub) deliver(roomName, id string, frame []byte) {
 	if r == nil {
 		return
 	}
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, frame)
-	if err != nil {
-		return // only fails for control frames
-	}
-	q := queued{id: id, pm: pm}
+	q := queued{id: id, f: newOutFrame(frame)}
 	r.mu.RLock()
 	n := len(r.members)
 	for _, c := range r.members {
@@ -120,6 +114,19 @@ func (h *hub) members(roomName string) []pipeline.Member {
 		out = append(out, pipeline.Member{ClientID: c.id, Username: c.Username()})
 	}
 	return out
+}
+
+// size returns the number of local members of roomName.
+func (h *hub) size(roomName string) int {
+	h.mu.RLock()
+	r := h.rooms[roomName]
+	h.mu.RUnlock()
+	if r == nil {
+		return 0
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.members)
 }
 
 // count returns the number of rooms with local members.

@@ -26,8 +26,11 @@ type historyFrame struct {
 	Complete *bool             `json:"complete,omitempty"`
 }
 
-// serveWS upgrades the request and runs the connection: history, join, the
-// read loop, leave. The handler goroutine is the connection's only reader.
+// serveWS upgrades the request, sends history and runs the join, then hands
+// the connection to a reader goroutine of its own (runConn) and returns: the
+// HTTP server's per-connection state (buffers, request, its deep handler
+// stack) is released instead of being held for the connection's lifetime,
+// which is most of what an idle connection would otherwise cost.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	roomName := r.URL.Query().Get("room")
 	if roomName == "" {
@@ -41,34 +44,40 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return // refused by a limit, already answered (429/503)
 	}
-	defer release()
+	// The slot belongs to the connection, which outlives this handler: it is
+	// released here only if the connection never starts, else by runConn.
+	started := false
+	defer func() {
+		if !started {
+			release()
+		}
+	}()
 	if !s.track() {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer s.conns.Done()
 
 	hj := &hijacker{ResponseWriter: w}
 	ws, err := s.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
+		s.conns.Done()
 		return // Upgrade already answered with an HTTP error
 	}
 	c := &client{
-		srv:    s,
-		id:     s.nextClientID(),
-		room:   roomName,
-		ws:     ws,
-		bc:     hj.conn,
-		remote: r.RemoteAddr,
-		query:  r.URL.Query(),
-		cookie: r.Header.Get("Cookie"),
-		slot:   -1,
-		wake:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
+		srv:      s,
+		id:       s.nextClientID(),
+		room:     roomName,
+		ws:       ws,
+		bc:       hj.conn,
+		remote:   r.RemoteAddr,
+		rawQuery: r.URL.RawQuery,
+		cookie:   r.Header.Get("Cookie"),
+		slot:     -1,
+		wake:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
 	}
 	s.metrics.Connections.Inc()
 	s.metrics.ConnectionsTotal.Inc()
-	defer s.metrics.Connections.Dec()
 
 	ws.SetReadLimit(s.cfg.WebSocket.MaxMessageBytes)
 	idle := s.cfg.WebSocket.PingInterval + s.cfg.WebSocket.WriteTimeout
@@ -93,8 +102,22 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	go c.writeLoop(s.stopping)
 
-	ctx := context.WithoutCancel(r.Context())
+	// The connection outlives the request: its events get a context of
+	// their own (the request's is cancelled, and its values recycled, when
+	// this handler returns).
+	ctx := context.Background()
 	joined := s.runEvent(ctx, c, pipeline.Join, pipeline.Inbound{})
+	started = true
+	go s.runConn(ctx, c, joined, release)
+}
+
+// runConn is the connection's reader: the read loop, then leave. It returns
+// once the writer is done too, and then gives back the connection's slot in
+// the per-address limit (release).
+func (s *Server) runConn(ctx context.Context, c *client, joined bool, release func()) {
+	defer s.conns.Done()
+	defer release()
+	defer s.metrics.Connections.Dec()
 	if joined {
 		c.present.Store(true)
 		s.present(c)
@@ -134,10 +157,6 @@ func (s *Server) sendHistory(ctx context.Context, c *client, since string) error
 	if merr != nil {
 		return errors.Join(err, merr)
 	}
-	pm, perr := websocket.NewPreparedMessage(websocket.TextMessage, b)
-	if perr != nil {
-		return errors.Join(err, perr)
-	}
 	c.mu.Lock()
 	live := c.queue[:0:0]
 	for _, q := range c.queue {
@@ -145,7 +164,7 @@ func (s *Server) sendHistory(ctx context.Context, c *client, since string) error
 			live = append(live, q)
 		}
 	}
-	c.queue = append([]queued{{pm: pm}}, live...)
+	c.queue = append([]queued{{f: newOutFrame(b)}}, live...)
 	if !hasNewer(live, seen) {
 		c.histSeen = seen // deliveries still in flight may repeat history
 	}
@@ -232,6 +251,7 @@ func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in
 		Username: c.Username(),
 	}
 	ev.Envelope.Stamp(time.Now())
+	ctx = s.quietIfCrowded(ctx, c, kind, ev.Envelope.ID)
 
 	err := s.pipelines.Load().Run(ctx, ev)
 	if err == nil {

@@ -1,0 +1,122 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/chatserver/chatserver/pkg/bench"
+)
+
+func init() { extraCommands = append(extraCommands, newBench) }
+
+// newBench is `chatserver bench fanout|conns`: the load generator (loopback
+// targets only; every run is bounded and stops by itself).
+func newBench() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Load a local server: fan-out latency and throughput, memory per connection (loopback only)",
+		Args:  argsNone,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(newBenchFanout(), newBenchConns())
+	return cmd
+}
+
+func newBenchFanout() *cobra.Command {
+	var cfg bench.FanoutConfig
+	var jsonOnly bool
+	cmd := &cobra.Command{
+		Use:   "fanout",
+		Short: "N subscribers in one room, P publishers at a fixed total rate; loss, latency, server CPU per delivery",
+		Args:  argsNone,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext()
+			defer stop()
+			ctx, cancel := context.WithTimeout(ctx, cfg.Duration+cfg.Settle+cfg.Drain+5*time.Minute)
+			defer cancel()
+			if path := os.Getenv("CHATSERVER_BENCH_CPUPROFILE"); path != "" {
+				f, err := os.Create(path)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			res, err := bench.Fanout(ctx, cfg)
+			if err != nil {
+				return benchError(err)
+			}
+			if !jsonOnly {
+				res.WriteText(cmd.OutOrStdout())
+			}
+			return bench.WriteJSON(cmd.OutOrStdout(), res)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8000", "server HOST:PORT (loopback only)")
+	f.StringVar(&cfg.Room, "room", "bench", "room")
+	f.IntVarP(&cfg.Subscribers, "subscribers", "n", 1000, "subscribers")
+	f.IntVarP(&cfg.Publishers, "publishers", "p", 2, "publishers")
+	f.Float64VarP(&cfg.Rate, "rate", "r", 100, "messages per second, all publishers together")
+	f.DurationVarP(&cfg.Duration, "duration", "d", 10*time.Second, "how long to publish")
+	f.IntVar(&cfg.BodyBytes, "body", 40, "message body size in bytes")
+	f.DurationVar(&cfg.Settle, "settle", time.Second, "pause between the last join and the first message")
+	f.DurationVar(&cfg.Drain, "drain", 5*time.Second, "longest wait for late deliveries")
+	f.BoolVar(&cfg.Compress, "compress", false, "offer permessage-deflate")
+	f.IntVar(&cfg.PID, "pid", 0, "server PID: report its CPU per delivery and RSS from /proc")
+	f.BoolVar(&jsonOnly, "json", false, "print only the JSON line")
+	return cmd
+}
+
+func newBenchConns() *cobra.Command {
+	var cfg bench.ConnsConfig
+	var jsonOnly bool
+	cmd := &cobra.Command{
+		Use:   "conns",
+		Short: "N idle connections (a join storm into one room by default); join time, server RSS per connection",
+		Args:  argsNone,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext()
+			defer stop()
+			ctx, cancel := context.WithTimeout(ctx, cfg.Settle+cfg.Hold+10*time.Minute)
+			defer cancel()
+			res, err := bench.Conns(ctx, cfg)
+			if err != nil {
+				return benchError(err)
+			}
+			if !jsonOnly {
+				res.WriteText(cmd.OutOrStdout())
+			}
+			return bench.WriteJSON(cmd.OutOrStdout(), res)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8000", "server HOST:PORT (loopback only)")
+	f.StringVar(&cfg.Room, "room", "idle", "room (the prefix of room-0, room-1, … with --rooms)")
+	f.IntVarP(&cfg.Conns, "conns", "n", 1000, "connections")
+	f.IntVar(&cfg.Rooms, "rooms", 1, "spread the connections over this many rooms")
+	f.DurationVar(&cfg.Settle, "settle", 3*time.Second, "pause after the last join before reading the server's RSS")
+	f.DurationVar(&cfg.Hold, "hold", 0, "keep the connections open this long after measuring")
+	f.BoolVar(&cfg.Compress, "compress", false, "offer permessage-deflate")
+	f.IntVar(&cfg.PID, "pid", 0, "server PID: report its RSS per connection from /proc")
+	f.BoolVar(&jsonOnly, "json", false, "print only the JSON line")
+	return cmd
+}
+
+// benchError makes a refused scenario a usage error (exit 2); anything else
+// (the server is not there, a connection failed) is a run-time failure.
+func benchError(err error) error {
+	if errors.Is(err, bench.ErrBadConfig) {
+		return usageError{fmt.Errorf("bench: %w", err)}
+	}
+	return fmt.Errorf("bench: %w", err)
+}

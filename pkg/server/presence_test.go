@@ -1,0 +1,72 @@
+package server_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chatserver/chatserver/pkg/config"
+)
+
+// In a room over websocket.presence_limit, joins and leaves are not
+// broadcast, but the joiner still gets its own online frame; at or under the
+// limit, presence is as SPEC §5 says.
+func TestPresenceLimit(t *testing.T) {
+	s := startServer(t, func(c *config.Config) {
+		fastLimits(c)
+		c.WebSocket.PresenceLimit = 2
+	})
+	a := s.dial(t, "room=big", nil)
+	a.expect("history")
+	a.expect("online") // its own; room of 1
+	b := s.dial(t, "room=big", nil)
+	b.expect("history")
+	bOnline := b.expect("online") // room of 2: at the limit, everyone is told
+	if got := a.expect("online"); got.ClientID != bOnline.ClientID {
+		t.Fatalf("a saw online of %d, want b's (%d)", got.ClientID, bOnline.ClientID)
+	}
+	c := s.dial(t, "room=big", nil)
+	c.expect("history")
+	cOnline := c.expect("online") // room of 3: over the limit, only c is told
+	if cOnline.ClientID == 0 || cOnline.Username == "" {
+		t.Fatalf("joiner's own online frame incomplete: %s", cOnline.raw)
+	}
+	c.conn.Close() // leaving a room of 3: no offline for the others
+	// The next frame a sees must be the message, not c's online or offline.
+	b.send(map[string]any{"body": "hi"})
+	if got := a.read(); got.Type != "message" || got.Body != "hi" {
+		t.Fatalf("a got %s, want the message (no presence from a crowded room)", got.raw)
+	}
+	if v := counterValue(t, s, "chatserver_presence_suppressed_total"); v < 1 {
+		t.Fatalf("presence suppressed = %v, want at least 1 (c's join)", v)
+	}
+}
+
+// A client that negotiates permessage-deflate gets the same frames, compressed.
+func TestCompressedClientGetsFrames(t *testing.T) {
+	s := startServer(t, fastLimits)
+	d := websocket.Dialer{EnableCompression: true}
+	conn, resp, err := d.Dial(s.wsURL(""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if !strings.Contains(resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate") {
+		t.Fatal("compression not negotiated")
+	}
+	zc := &wsClient{t: t, conn: conn}
+	plain := s.dial(t, "", nil)
+	zc.expect("history")
+	zc.expect("online")
+	plain.expect("history")
+	plain.expect("online")
+	zc.expect("online")
+	body := strings.Repeat("compressible ", 100)
+	plain.send(map[string]any{"body": body})
+	for _, c := range []*wsClient{zc, plain} {
+		if got := c.next("message"); got.Body != strings.TrimSpace(body) {
+			t.Fatalf("body %q", got.Body)
+		}
+	}
+}
