@@ -371,7 +371,7 @@ func dialAll(ctx context.Context, u *url.URL, n, conc int, o dialOptions) ([]*ws
 // awaitHistory reads until the history frame, the server's first.
 func (c *wsConn) awaitHistory() error {
 	_ = c.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
-	defer c.nc.SetReadDeadline(time.Time{})
+	defer func() { _ = c.nc.SetReadDeadline(time.Time{}) }()
 	for {
 		m, err := c.readMessage()
 		if err != nil {

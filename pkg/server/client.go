@@ -59,7 +59,6 @@ type client struct {
 	mu        sync.Mutex
 	queue     []queued
 	spare     []queued // the other half of the double buffer writeLoop swaps
-	started   bool     // writeLoop runs; before that, frames wait in queue
 	closing   bool
 	closeCode int
 	closeText string
@@ -126,7 +125,7 @@ func (c *client) close(code int, text string) {
 // is closed; serveWS waits for it.
 func (c *client) writeLoop(stop <-chan struct{}) {
 	defer close(c.done)
-	defer c.bc.Conn.Close() // ends the reader too
+	defer c.bc.Close() // ends the reader too
 	ws := c.srv.cfg.WebSocket
 	ping := time.NewTicker(ws.PingInterval)
 	defer ping.Stop()

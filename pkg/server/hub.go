@@ -91,7 +91,7 @@ func (h *hub) deliver(roomName, id string, frame []byte) {
 	r.mu.RLock()
 	n := len(r.members)
 	for _, c := range r.members {
-		c.enqueue(q)
+		_ = c.enqueue(q) // a full queue cuts that client off; nobody else waits
 	}
 	r.mu.RUnlock()
 	if h.delivered != nil {

@@ -108,7 +108,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ctx := context.Background()
 	joined := s.runEvent(ctx, c, pipeline.Join, pipeline.Inbound{})
 	started = true
-	go s.runConn(ctx, c, joined, release)
+	go s.runConn(ctx, c, joined, release) //nolint:gosec // G118: the connection outlives the request, see above
 }
 
 // runConn is the connection's reader: the read loop, then leave. It returns
