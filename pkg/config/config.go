@@ -74,6 +74,10 @@ type WebSocket struct {
 	// Compression negotiates permessage-deflate when the client offers it.
 	// Default true.
 	Compression bool `mapstructure:"compression"`
+	// BinaryFrames says what a binary frame gets: "error" (the default: an
+	// `error invalid_json` frame, the connection stays open) or "close" (a
+	// 1003 close, for deployments that want such clients gone).
+	BinaryFrames string `mapstructure:"binary_frames"`
 	// PresenceLimit bounds presence fan-out: in a room with more local members
 	// than this, online/offline events are not broadcast (each costs one frame
 	// per member, so a join storm of N members would cost N² frames); the
@@ -219,6 +223,11 @@ func (c *Config) Validate() error {
 	}
 	if c.WebSocket.SendQueue < 1 {
 		return bad("websocket.send_queue", "must be at least 1, got %d", c.WebSocket.SendQueue)
+	}
+	switch c.WebSocket.BinaryFrames {
+	case "error", "close":
+	default:
+		return bad("websocket.binary_frames", "must be error or close, got %q", c.WebSocket.BinaryFrames)
 	}
 	if c.WebSocket.PresenceLimit < 0 {
 		return bad("websocket.presence_limit", "must be 0 (no limit) or more, got %d", c.WebSocket.PresenceLimit)

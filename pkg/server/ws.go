@@ -203,6 +203,11 @@ func (s *Server) readLoop(ctx context.Context, c *client) {
 			return
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(idle))
+		if mt == websocket.BinaryMessage && s.cfg.WebSocket.BinaryFrames == "close" {
+			s.metrics.Dropped.WithLabelValues("binary").Inc()
+			c.close(closeUnsupported, "binary frames are not supported")
+			return
+		}
 		in, perr := decodeInbound(mt, data)
 		if perr != nil {
 			s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()

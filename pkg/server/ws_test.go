@@ -218,6 +218,17 @@ func TestBadInputGetsErrorAndConnectionStays(t *testing.T) {
 	}
 }
 
+func TestBinaryFrameCloses1003WhenConfigured(t *testing.T) {
+	s := startServer(t, func(c *config.Config) { c.WebSocket.BinaryFrames = "close" })
+	c := s.dial(t, "", nil)
+	c.expect("history")
+	c.expect("online")
+	c.sendRaw(websocket.BinaryMessage, []byte{0xde, 0xad})
+	if code := c.closeCode(); code != websocket.CloseUnsupportedData {
+		t.Fatalf("close code %d, want 1003", code)
+	}
+}
+
 func TestRateLimited(t *testing.T) {
 	s := startServer(t, nil) // default: 5/s, burst 10
 	c := s.dial(t, "", nil)
