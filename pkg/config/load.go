@@ -111,11 +111,22 @@ func cleanDecodeError(err error) error {
 	if errors.As(err, &u) {
 		var parts []string
 		for _, e := range u.Unwrap() {
-			parts = append(parts, strings.TrimSpace(e.Error()))
+			parts = append(parts, oneLine(e.Error()))
 		}
 		return errors.New(strings.Join(parts, "; "))
 	}
-	msg := strings.ReplaceAll(err.Error(), "\n", " ")
-	msg = strings.TrimPrefix(msg, "decoding failed due to the following error(s): ")
-	return errors.New(strings.Join(strings.Fields(msg), " "))
+	msg := strings.TrimPrefix(oneLine(err.Error()), "decoding failed due to the following error(s): ")
+	return errors.New(msg)
+}
+
+// oneLine joins the lines of a (possibly nested, errors.Join-ed) message
+// with "; ", so every config error prints on one line.
+func oneLine(msg string) string {
+	var lines []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" && l != "decoding failed due to the following error(s):" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
 }
