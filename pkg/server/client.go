@@ -126,6 +126,13 @@ func (c *client) close(code int, text string) {
 func (c *client) writeLoop(stop <-chan struct{}) {
 	defer close(c.done)
 	defer c.bc.Close() // ends the reader too
+	defer func() {
+		// Whatever ended the writer, later deliveries are refused at once
+		// rather than queued for nobody (and counted as a slow client).
+		c.mu.Lock()
+		c.closing, c.queue = true, nil
+		c.mu.Unlock()
+	}()
 	ws := c.srv.cfg.WebSocket
 	ping := time.NewTicker(ws.PingInterval)
 	defer ping.Stop()
@@ -190,7 +197,7 @@ func (c *client) writeLoop(stop <-chan struct{}) {
 func (c *client) writeBatch(batch []queued) error {
 	if !c.bc.deflate {
 		c.bc.appendFrames(batch)
-		return c.bc.flush(time.Now().Add(c.srv.cfg.WebSocket.WriteTimeout))
+		return c.bc.flush(c.writeDeadline())
 	}
 	c.bc.begin()
 	for _, q := range batch {
@@ -203,7 +210,19 @@ func (c *client) writeBatch(batch []queued) error {
 			return err
 		}
 	}
-	return c.bc.flush(time.Now().Add(c.srv.cfg.WebSocket.WriteTimeout))
+	return c.bc.flush(c.writeDeadline())
+}
+
+// writeDeadline bounds one batch write: write_timeout normally, and only
+// closeControlWindow once the server is shutting down, so that a client that
+// stopped reading cannot hold a shutdown for write_timeout.
+func (c *client) writeDeadline() time.Time {
+	select {
+	case <-c.srv.stopping:
+		return time.Now().Add(closeControlWindow)
+	default:
+		return time.Now().Add(c.srv.cfg.WebSocket.WriteTimeout)
+	}
 }
 
 // sendFrame queues an already encoded envelope to this client alone.

@@ -135,3 +135,21 @@ func (h *hub) count() int {
 	defer h.mu.RUnlock()
 	return len(h.rooms)
 }
+
+// cutAll closes the network connection of every member, without a close
+// frame: shutdown's last resort for clients that did not leave in time. Their
+// reader and writer goroutines then end on their own. It returns how many.
+func (h *hub) cutAll() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := 0
+	for _, r := range h.rooms {
+		r.mu.RLock()
+		for _, c := range r.members {
+			_ = c.bc.Close()
+			n++
+		}
+		r.mu.RUnlock()
+	}
+	return n
+}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
@@ -333,13 +334,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("http: %w", err))
 			}
 		}
+		// Clients get half of what is left to close by themselves (1001,
+		// flushing their queues); the rest is the history store's (it flushes
+		// on Close). Connections still open then are cut: a client that
+		// stopped reading must not cost the store its flush.
 		done := make(chan struct{})
 		go func() { s.conns.Wait(); close(done) }()
+		clientCtx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok {
+			clientCtx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)/2))
+		}
 		select {
 		case <-done:
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("waiting for clients: %w", ctx.Err()))
+		case <-clientCtx.Done():
+			n := s.hub.cutAll()
+			s.log.Warn("clients did not close in time; their connections were cut", "clients", n)
+			select {
+			case <-done:
+			case <-ctx.Done():
+				errs = append(errs, fmt.Errorf("waiting for clients: %w", ctx.Err()))
+			}
 		}
+		cancel()
 		if p := s.pipelines.Load(); p != nil {
 			errs = append(errs, p.Close())
 		}

@@ -552,3 +552,58 @@ func counterValue(t *testing.T, s *testServer, series string) float64 {
 	}
 	return 0
 }
+
+// A client that stopped reading, whose writer is stuck in a full socket,
+// cannot hold shutdown past its budget: the server cuts it and Shutdown
+// still succeeds (serve exits 0).
+func TestShutdownCutsAClientThatStoppedReading(t *testing.T) {
+	s := startServer(t, func(c *config.Config) {
+		fastLimits(c)
+		c.WebSocket.SendQueue = 100000 // never dropped as slow: stuck in a write instead
+		c.WebSocket.WriteTimeout = 30 * time.Second
+	})
+	stuck := s.dial(t, "", nil) // never reads
+	sender := s.dial(t, "", nil)
+	sender.expect("history")
+	sender.expect("online")
+	var echoed atomic.Int64
+	go func() {
+		for {
+			_ = sender.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, b, err := sender.conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			if strings.Contains(string(b), `"type":"message"`) {
+				echoed.Add(1)
+			}
+		}
+	}()
+	// ~18 MB for the stuck client: far more than its socket buffers hold.
+	const n = 3000
+	pad := strings.Repeat("字", 1990)
+	for i := 0; i < n; i++ {
+		if err := sender.conn.WriteJSON(map[string]any{"body": fmt.Sprintf("%d %s", i, pad)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for echoed.Load() < n { // every message was fanned out, so the stuck writer is blocked
+		if time.Now().After(deadline) {
+			t.Fatalf("sender got %d of %d echoes", echoed.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_ = stuck
+
+	const budget = 3 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	defer cancel()
+	start := time.Now()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown with a stuck client: %v (after %v)", err, time.Since(start))
+	}
+	if took := time.Since(start); took >= budget {
+		t.Fatalf("shutdown took %v, budget %v", took, budget)
+	}
+}
