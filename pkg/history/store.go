@@ -59,3 +59,23 @@ func IDOf(frame []byte) string {
 	_ = json.Unmarshal(frame, &v)
 	return v.ID
 }
+
+// Valid returns the entries whose frame is a JSON value, and how many were
+// not. A shared Redis can hold a corrupted or foreign element; one such entry
+// must not cost a whole room its history frame or API answer. The common case,
+// all valid, returns entries itself without copying.
+func Valid(entries []Entry) (valid []Entry, dropped int) {
+	for i, e := range entries {
+		if json.Valid(e.Frame) {
+			continue
+		}
+		valid = append(make([]Entry, 0, len(entries)-1), entries[:i]...)
+		for _, e := range entries[i:] {
+			if json.Valid(e.Frame) {
+				valid = append(valid, e)
+			}
+		}
+		return valid, len(entries) - len(valid)
+	}
+	return entries, 0
+}

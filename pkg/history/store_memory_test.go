@@ -3,6 +3,7 @@ package history
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -77,6 +78,36 @@ func TestSince(t *testing.T) {
 		if len(got) != tt.want || complete != tt.complete {
 			t.Errorf("Since(%q) = %d entries, complete=%v; want %d, %v", tt.id, len(got), complete, tt.want, tt.complete)
 		}
+	}
+}
+
+func TestValidDropsCorruptEntries(t *testing.T) {
+	tests := []struct {
+		name    string
+		frames  []string
+		want    string
+		dropped int
+	}{
+		{"all valid", []string{`{"id":"a"}`, `{"id":"b"}`}, "a,b", 0},
+		{"one corrupt in the middle", []string{`{"id":"a"}`, `{"id":`, `{"id":"c"}`}, "a,c", 1},
+		{"corrupt first and last", []string{`garbage`, `{"id":"b"}`, "\xff"}, "b", 2},
+		{"empty", nil, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var es []Entry
+			for _, f := range tt.frames {
+				es = append(es, Entry{ID: IDOf([]byte(f)), Frame: []byte(f)})
+			}
+			got, dropped := Valid(es)
+			var ids []string
+			for _, e := range got {
+				ids = append(ids, e.ID)
+			}
+			if strings.Join(ids, ",") != tt.want || dropped != tt.dropped {
+				t.Fatalf("Valid = %v (dropped %d), want %s (dropped %d)", ids, dropped, tt.want, tt.dropped)
+			}
+		})
 	}
 }
 

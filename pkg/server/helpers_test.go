@@ -37,6 +37,12 @@ type testServer struct {
 // mutate, on a loopback port. It is shut down when the test ends.
 func startServer(t *testing.T, mutate func(*config.Config)) *testServer {
 	t.Helper()
+	return startServerWith(t, mutate, server.Options{})
+}
+
+// startServerWith is startServer with explicit Options (an injected store).
+func startServerWith(t *testing.T, mutate func(*config.Config), opts server.Options) *testServer {
+	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +50,7 @@ func startServer(t *testing.T, mutate func(*config.Config)) *testServer {
 	if mutate != nil {
 		mutate(cfg)
 	}
-	srv, err := server.New(cfg, server.Options{})
+	srv, err := server.New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

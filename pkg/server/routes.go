@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/chatserver/chatserver"
+	"github.com/chatserver/chatserver/pkg/history"
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
@@ -104,6 +105,10 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "history store unavailable")
 		return
 	}
+	entries, bad := history.Valid(entries)
+	if bad > 0 {
+		s.log.Warn("api: skipped history entries that are not JSON", "room", chi.URLParam(r, "room"), "count", bad)
+	}
 	out := make([]json.RawMessage, len(entries))
 	for i, e := range entries {
 		out[i] = e.Frame
@@ -136,10 +141,17 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, status)
 }
 
+// writeJSON encodes v before writing the status, so an encoding failure is
+// a 500 rather than a 200 with a truncated body.
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, `{"error":"internal error"}`, http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 func writeJSONError(w http.ResponseWriter, code int, msg string) {

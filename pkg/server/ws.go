@@ -148,6 +148,10 @@ func (s *Server) sendHistory(ctx context.Context, c *client, since string) error
 		entries, complete = history.Since(entries, since)
 		frame.Complete = &complete
 	}
+	entries, bad := history.Valid(entries)
+	if bad > 0 {
+		s.log.Warn("history: skipped entries that are not JSON", "room", c.room, "count", bad)
+	}
 	seen := make(map[string]struct{}, len(entries))
 	for _, e := range entries {
 		frame.Messages = append(frame.Messages, e.Frame)

@@ -17,7 +17,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/chatserver/chatserver/pkg/config"
+	"github.com/chatserver/chatserver/pkg/history"
 	"github.com/chatserver/chatserver/pkg/pipeline"
+	"github.com/chatserver/chatserver/pkg/server"
 )
 
 func TestMain(m *testing.M) {
@@ -605,5 +607,30 @@ func TestShutdownCutsAClientThatStoppedReading(t *testing.T) {
 	}
 	if took := time.Since(start); took >= budget {
 		t.Fatalf("shutdown took %v, budget %v", took, budget)
+	}
+}
+
+// One corrupted entry in a shared store must not cost the room its history.
+func TestCorruptHistoryEntryIsSkipped(t *testing.T) {
+	store := history.NewMemory(100)
+	ctx := context.Background()
+	_ = store.Append(ctx, "lobby", "a", []byte(`{"id":"a","type":"message","room":"lobby","body":"before"}`))
+	_ = store.Append(ctx, "lobby", "x", []byte(`{"id":"x","type":"mess`)) // truncated
+	_ = store.Append(ctx, "lobby", "b", []byte(`{"id":"b","type":"message","room":"lobby","body":"after"}`))
+	s := startServerWith(t, nil, server.Options{Store: store})
+
+	c := s.dial(t, "", nil)
+	h := c.expect("history")
+	if len(h.Messages) != 2 || h.Messages[0].Body != "before" || h.Messages[1].Body != "after" {
+		t.Fatalf("history frame: %s", h.raw)
+	}
+	resp, err := http.Get(s.URL + "/api/rooms/lobby/history")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"after"`) || strings.Contains(string(b), `"id":"x"`) {
+		t.Fatalf("API: %d %s", resp.StatusCode, b)
 	}
 }
