@@ -84,3 +84,11 @@ func TestExitCodesAndOneLineErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestBadTemplatesDirIsAConfigError(t *testing.T) {
+	cfg := writeConfig(t, "templates:\n  dir: /nonexistent/templates\n")
+	code, _, errs := runCLI(t, "config", "check", "--config", cfg)
+	if code != 2 || !strings.Contains(errs, "templates.dir") {
+		t.Fatalf("exit %d, stderr %q; want 2 naming templates.dir", code, errs)
+	}
+}

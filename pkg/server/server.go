@@ -116,7 +116,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	var err error
 	if s.templates, err = loadTemplates(cfg.Templates.Dir); err != nil {
-		return nil, err
+		return nil, &config.Error{Source: cfg.Source, Key: "templates.dir", Err: err}
 	}
 	s.store = opts.Store
 	if s.store == nil {
@@ -203,6 +203,13 @@ func (s *Server) Deps() pipeline.Deps {
 // SwapPipelines replaces the running pipelines. Events already inside the old
 // ones finish there; the old plugins are closed when the last of them is done.
 func (s *Server) SwapPipelines(p *pipeline.Pipelines) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed { // a reload racing shutdown: nothing will run or close p
+		_ = p.Close()
+		return
+	}
 	if old := s.pipelines.Swap(p); old != nil {
 		old.Retire()
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"time"
 	"unicode/utf8"
 
@@ -118,6 +119,16 @@ func (s *Server) runConn(ctx context.Context, c *client, joined bool, release fu
 	defer s.conns.Done()
 	defer release()
 	defer s.metrics.Connections.Dec()
+	defer func() {
+		// Plugin panics are caught per event; this catches our own, which
+		// would otherwise take the whole process down (this goroutine
+		// outlives the HTTP handler and its Recoverer). The connection goes.
+		if v := recover(); v != nil {
+			s.log.Error("connection goroutine panicked; closing the connection", "client_id", c.id, "panic", v, "stack", string(debug.Stack()))
+			_ = c.bc.Close()
+			<-c.done
+		}
+	}()
 	if joined {
 		c.present.Store(true)
 		s.present(c)
