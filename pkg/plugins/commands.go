@@ -86,7 +86,7 @@ func (c *Commands) Wrap(next pipeline.Handler) pipeline.Handler {
 			return next.Handle(ctx, ev)
 		}
 		if strings.HasPrefix(body, "//") {
-			c.setBody(ev, body[1:])
+			setBody(ev, body[1:])
 			return next.Handle(ctx, ev)
 		}
 		name, arg, _ := strings.Cut(body[1:], " ")
@@ -98,7 +98,7 @@ func (c *Commands) Wrap(next pipeline.Handler) pipeline.Handler {
 			if arg == "" {
 				return pipeline.Reject(pipeline.CodeRejected, "usage: /me ACTION")
 			}
-			c.setBody(ev, "* "+c.senderName(ev)+" "+arg)
+			setBody(ev, "* "+c.senderName(ev)+" "+arg)
 			return next.Handle(ctx, ev)
 		case "who":
 			return c.who(ctx, ev)
@@ -148,10 +148,6 @@ func (c *Commands) senderName(ev *pipeline.Event) string {
 		return ev.Sender.Username()
 	}
 	return ""
-}
-
-func (c *Commands) setBody(ev *pipeline.Event, body string) {
-	ev.In.Body, ev.Envelope.Body = body, body
 }
 
 var _ pipeline.Plugin = (*Commands)(nil)
