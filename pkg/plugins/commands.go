@@ -47,7 +47,8 @@ const commandList = "/nick NAME, /me ACTION, /who"
 // starts with "/":
 //
 //   - /nick NAME renames the sender and replies a confirmation to the sender
-//     alone; the command itself is not broadcast.
+//     alone; the command itself is not broadcast. SystemName (any case) is
+//     rejected as a reserved name.
 //   - /me ACTION turns the message into "* NAME ACTION" and lets it go on
 //     (render, history, broadcast).
 //   - /who replies the room's member list to the sender alone.
@@ -111,6 +112,9 @@ func (c *Commands) nick(ev *pipeline.Event, arg string) error {
 	name := CleanName(arg, c.max)
 	if name == "" {
 		return pipeline.Reject(pipeline.CodeRejected, "usage: /nick NAME")
+	}
+	if ReservedName(name) {
+		return pipeline.Reject(pipeline.CodeRejected, "reserved name")
 	}
 	if ev.Sender == nil {
 		return errors.New("commands: event has no sender")
