@@ -3,9 +3,12 @@
 //
 // Wire protocol (SPEC §5): the server sends one JSON envelope per frame, typed
 // history | message | online | offline | error; the page sends
-// {"body": "...", "username": "..."}. Message markup always comes from the
-// server (envelope.html, escaped by html/template); everything this script
-// builds itself uses textContent.
+// {"body": "...", "username": "..."}. The first paint is the history the server
+// rendered into the page (html/template, escaped); live messages, and those a
+// reconnect adds, use the envelope's html, rendered by the server's
+// render_html step. An envelope without html (no render_html step, or a body
+// changed after it) is built here from its fields, as templates/message.html
+// would, with textContent only: user strings never reach innerHTML.
 "use strict";
 
 // Record CSP violations so tests (and curious developers) can see them.
@@ -100,13 +103,47 @@ document.addEventListener("securitypolicyviolation", function (e) {
     if (name && user && user.textContent === name) el.classList.add("mine");
   }
 
-  // appendEnvelope inserts a message envelope's server-rendered html, unless a
-  // message with its id is already shown. It reports whether it inserted.
+  // messageElement builds a message envelope's element from its fields, with
+  // the structure and classes of templates/message.html:
+  // div.message#m{id} > span.meta > (b.user, time); span.body.
+  function messageElement(env) {
+    var el = document.createElement("div");
+    el.className = "message";
+    if (env.id) el.id = "m" + env.id;
+    el.dataset.client = String(env.client_id || 0);
+    var meta = document.createElement("span");
+    meta.className = "meta";
+    var user = document.createElement("b");
+    user.className = "user";
+    user.textContent = String(env.username || "");
+    var time = document.createElement("time");
+    time.setAttribute("datetime", String(env.datetime || ""));
+    time.textContent = String(env.datetime || "");
+    meta.appendChild(user);
+    meta.appendChild(document.createTextNode(" "));
+    meta.appendChild(time);
+    var body = document.createElement("span");
+    body.className = "body";
+    body.textContent = String(env.body || "");
+    el.appendChild(meta);
+    el.appendChild(body);
+    return el;
+  }
+
+  // appendEnvelope shows a message envelope, unless a message with its id is
+  // already shown: its server-rendered html, or, without html, an element
+  // built from its fields. It reports whether it inserted.
   function appendEnvelope(env) {
-    if (!env || typeof env.html !== "string" || !env.html) return false;
+    if (!env || env.type !== "message") return false;
     if (env.id && document.getElementById("m" + env.id)) return false;
-    inbox.insertAdjacentHTML("beforeend", env.html);
-    var el = inbox.lastElementChild;
+    var el;
+    if (typeof env.html === "string" && env.html) {
+      inbox.insertAdjacentHTML("beforeend", env.html);
+      el = inbox.lastElementChild;
+    } else {
+      el = messageElement(env);
+      inbox.appendChild(el);
+    }
     if (el && el.classList.contains("message")) markMine(el);
     return true;
   }
@@ -236,7 +273,9 @@ document.addEventListener("securitypolicyviolation", function (e) {
       case "message": {
         var stick = nearBottom() || (currentName() && env.username === currentName());
         if (appendEnvelope(env) && stick) scrollToBottom();
-        if (env.id) lastId = env.id;
+        // System replies (client_id 0) are never stored in history: resuming
+        // ?since= one of them would report a gap that is not there.
+        if (env.id && env.client_id !== 0) lastId = env.id;
         if (members.has(env.client_id) && env.username && members.get(env.client_id) !== env.username) {
           members.set(env.client_id, env.username);
           renderMembers();
@@ -260,17 +299,16 @@ document.addEventListener("securitypolicyviolation", function (e) {
     attempt = 0;
     setStatus("online", "connected");
     var msgs = (frame.messages || []).filter(function (m) {
-      return m && m.type === "message" && m.html;
+      return m && m.type === "message";
     });
     if (frame.messages && frame.messages.length) {
       var last = frame.messages[frame.messages.length - 1];
       if (last && last.id) lastId = last.id;
     }
     if (!connectedOnce) {
-      // The server rendered the history into the page; the frame is at least
-      // as new, so it replaces the list rather than duplicating it.
+      // The server rendered the history into the page from the stored fields
+      // (html/template, escaped); keep it, and add only what is newer.
       connectedOnce = true;
-      inbox.textContent = "";
       msgs.forEach(appendEnvelope);
       scrollToBottom();
     } else {

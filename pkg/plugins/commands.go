@@ -47,7 +47,8 @@ const commandList = "/nick NAME, /me ACTION, /who"
 // starts with "/":
 //
 //   - /nick NAME renames the sender and replies a confirmation to the sender
-//     alone; the command itself is not broadcast.
+//     alone; the command itself is not broadcast. SystemName (any case) is
+//     rejected as a reserved name.
 //   - /me ACTION turns the message into "* NAME ACTION" and lets it go on
 //     (render, history, broadcast).
 //   - /who replies the room's member list to the sender alone.
@@ -86,7 +87,7 @@ func (c *Commands) Wrap(next pipeline.Handler) pipeline.Handler {
 			return next.Handle(ctx, ev)
 		}
 		if strings.HasPrefix(body, "//") {
-			c.setBody(ev, body[1:])
+			setBody(ev, body[1:])
 			return next.Handle(ctx, ev)
 		}
 		name, arg, _ := strings.Cut(body[1:], " ")
@@ -98,7 +99,7 @@ func (c *Commands) Wrap(next pipeline.Handler) pipeline.Handler {
 			if arg == "" {
 				return pipeline.Reject(pipeline.CodeRejected, "usage: /me ACTION")
 			}
-			c.setBody(ev, "* "+c.senderName(ev)+" "+arg)
+			setBody(ev, "* "+c.senderName(ev)+" "+arg)
 			return next.Handle(ctx, ev)
 		case "who":
 			return c.who(ctx, ev)
@@ -111,6 +112,9 @@ func (c *Commands) nick(ev *pipeline.Event, arg string) error {
 	name := CleanName(arg, c.max)
 	if name == "" {
 		return pipeline.Reject(pipeline.CodeRejected, "usage: /nick NAME")
+	}
+	if ReservedName(name) {
+		return pipeline.Reject(pipeline.CodeRejected, "reserved name")
 	}
 	if ev.Sender == nil {
 		return errors.New("commands: event has no sender")
@@ -148,10 +152,6 @@ func (c *Commands) senderName(ev *pipeline.Event) string {
 		return ev.Sender.Username()
 	}
 	return ""
-}
-
-func (c *Commands) setBody(ev *pipeline.Event, body string) {
-	ev.In.Body, ev.Envelope.Body = body, body
 }
 
 var _ pipeline.Plugin = (*Commands)(nil)

@@ -27,6 +27,8 @@ func TestCommands(t *testing.T) {
 		{"nick renames and replies alone", "/nick  Bob\u202e ", "", "Bob", "", "you are now Bob", ""},
 		{"nick is bounded like usernames", "/nick " + strings.Repeat("x", 40), "", strings.Repeat("x", 8), "", "you are now", ""},
 		{"nick without name", "/nick   ", pipeline.CodeRejected, "alice", "", "", "usage: /nick NAME"},
+		{"nick to the reserved name", "/nick system", pipeline.CodeRejected, "alice", "", "", "reserved name"},
+		{"nick to the reserved name, any case, after cleaning", "/nick \u202eSYSTEM", pipeline.CodeRejected, "alice", "", "", "reserved name"},
 		{"me is an action, broadcast", "/me waves", "", "alice", "* alice waves", "", ""},
 		{"me without action", "/me", pipeline.CodeRejected, "alice", "", "", "usage: /me"},
 		{"who replies the members", "/who", "", "alice", "", "2 in lobby: alice, bob", ""},

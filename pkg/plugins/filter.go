@@ -72,7 +72,8 @@ func checkWord(w string) error {
 }
 
 // Filter is the filter plugin. It changes the body of message events before
-// the steps after it (render_html, history, broadcast) see it.
+// the steps after it (render_html, history, broadcast) see it. Put it before
+// render_html: placed after, it drops the html of every message it changes.
 type Filter struct {
 	words map[string]bool // lower-cased
 	mask  rune
@@ -127,8 +128,7 @@ func (f *Filter) Wrap(next pipeline.Handler) pipeline.Handler {
 			if body == "" {
 				body = ev.In.Body
 			}
-			masked := f.Mask(body)
-			ev.In.Body, ev.Envelope.Body = masked, masked
+			setBody(ev, f.Mask(body))
 		}
 		return next.Handle(ctx, ev)
 	})

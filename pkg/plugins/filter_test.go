@@ -2,6 +2,9 @@ package plugins
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,5 +99,76 @@ func TestFilterIgnoresJoin(t *testing.T) {
 	h := f.Wrap(pipeline.HandlerFunc(func(context.Context, *pipeline.Event) error { called = true; return nil }))
 	if err := h.Handle(context.Background(), ev); err != nil || !called || ev.Envelope.Body != "" {
 		t.Errorf("join: err %v, next called %v, body %q", err, called, ev.Envelope.Body)
+	}
+}
+
+// A step that changes the body after render_html drops the html rendered from
+// the old body (a stale rendering would broadcast the unmasked or original
+// text); a step that leaves the body as it was keeps it. Before render_html,
+// the html is rendered from the changed body.
+func TestBodyChangeAfterRenderHTML(t *testing.T) {
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req WebhookRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		body := req.Body
+		if strings.HasPrefix(body, "shout ") {
+			body = strings.ToUpper(body)
+		}
+		_ = json.NewEncoder(w).Encode(WebhookResponse{Action: WebhookModify, Body: body})
+	}))
+	t.Cleanup(hook.Close)
+	filter := step("filter", map[string]any{"words": []string{"darn"}})
+	webhook := step("webhook", map[string]any{"url": hook.URL})
+	commands := step("commands", nil)
+	render := step("render_html", nil)
+	tests := []struct {
+		name     string
+		steps    []pipeline.Step
+		body     string
+		wantBody string
+		wantHTML string // "" for no html key; else a substring of it
+	}{
+		{"filter after render, masked", []pipeline.Step{render, filter}, "darn it", "**** it", ""},
+		{"filter after render, clean body", []pipeline.Step{render, filter}, "fine <b>", "fine <b>", `<span class="body">fine &lt;b&gt;</span>`},
+		{"filter before render", []pipeline.Step{filter, render}, "darn it", "**** it", `<span class="body">**** it</span>`},
+		{"webhook modify after render, changed", []pipeline.Step{render, webhook}, "shout hi", "SHOUT HI", ""},
+		{"webhook modify after render, same body", []pipeline.Step{render, webhook}, "hi", "hi", `<span class="body">hi</span>`},
+		{"webhook modify before render", []pipeline.Step{webhook, render}, "shout hi", "SHOUT HI", `<span class="body">SHOUT HI</span>`},
+		{"/me after render", []pipeline.Step{render, commands}, "/me waves", "* alice waves", ""},
+		{"// after render", []pipeline.Step{render, commands}, "//x", "/x", ""},
+		{"commands after render, plain message", []pipeline.Step{render, commands}, "hello", "hello", `<span class="body">hello</span>`},
+		{"/me before render", []pipeline.Step{commands, render}, "/me waves", "* alice waves", `<span class="body">* alice waves</span>`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			deps, pub, _ := testDeps(t)
+			deps.Members = fakeMembers{}
+			steps := append([]pipeline.Step{step("username", nil), step("validate", nil)}, tt.steps...)
+			steps = append(steps, step("history", nil), step("broadcast", nil))
+			p := build(t, pipeline.Config{Message: steps}, deps)
+			s := newSender(1)
+			s.name = "alice"
+			ev := messageEvent(s, tt.body, nil)
+			if err := p.Run(context.Background(), ev); err != nil {
+				t.Fatal(err)
+			}
+			// history marks the frame kept: the one frame is broadcast and stored.
+			if len(pub.calls) != 1 || !pub.calls[0].keep {
+				t.Fatalf("published %v; want one frame, kept in history", pub.calls)
+			}
+			for _, frame := range [][]byte{pub.calls[0].frame} {
+				m := decode(t, frame)
+				if m["body"] != tt.wantBody {
+					t.Errorf("body %v, want %q", m["body"], tt.wantBody)
+				}
+				html, has := m["html"].(string)
+				switch {
+				case tt.wantHTML == "" && has:
+					t.Errorf("html %q went out with body %q; want none (stale)", html, m["body"])
+				case tt.wantHTML != "" && !strings.Contains(html, tt.wantHTML):
+					t.Errorf("html %q, want it to hold %q", html, tt.wantHTML)
+				}
+			}
+		})
 	}
 }

@@ -156,7 +156,8 @@ func (u *Username) resolve(ev *pipeline.Event) string {
 		return u.initial(ev.Sender)
 	case pipeline.Message:
 		if u.opts.AllowRename && ev.In.Username != nil {
-			if name := CleanName(*ev.In.Username, u.opts.MaxLength); name != "" {
+			// An empty or reserved name is ignored: the sender keeps theirs.
+			if name := CleanName(*ev.In.Username, u.opts.MaxLength); name != "" && !ReservedName(name) {
 				return name
 			}
 		}
@@ -172,13 +173,20 @@ func (u *Username) initial(s pipeline.Sender) string {
 	if u.opts.Cookie != "" {
 		if raw, ok := s.Cookie(u.opts.Cookie); ok {
 			if b, ok := decodeBase64(raw); ok {
-				if name := CleanName(string(b), u.opts.MaxLength); name != "" {
+				if name := CleanName(string(b), u.opts.MaxLength); name != "" && !ReservedName(name) {
 					return name
 				}
 			}
 		}
 	}
 	return CleanName(fmt.Sprintf(u.opts.GuestFormat, s.ID()), u.opts.MaxLength)
+}
+
+// ReservedName reports whether name (already cleaned, see CleanName) is one
+// members cannot take: SystemName, the name of the server's replies, in any
+// case. Plain mode refuses it for renames (`username`, /nick) and cookies.
+func ReservedName(name string) bool {
+	return strings.EqualFold(name, SystemName)
 }
 
 // decodeBase64 decodes a cookie value in any of the base64 forms browsers and

@@ -52,6 +52,9 @@ func TestUsernameJoin(t *testing.T) {
 		{"other cookie name", map[string]any{"cookie": "nick"}, map[string]string{"username": "YWxpY2U=", "nick": "Ym9i"}, "bob"},
 		{"cookies disabled", map[string]any{"cookie": ""}, map[string]string{"username": "YWxpY2U="}, "游客7"},
 		{"guest format", map[string]any{"guest_format": "guest-%d"}, nil, "guest-7"},
+		{"reserved name: guest", nil, map[string]string{"username": b64([]byte("system"))}, "游客7"},
+		{"reserved name in any case, after cleaning: guest", nil, map[string]string{"username": b64([]byte(" SyStem\u202e "))}, "游客7"},
+		{"names that only contain it are fine", nil, map[string]string{"username": b64([]byte("systems"))}, "systems"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -88,6 +91,10 @@ func TestUsernameMessage(t *testing.T) {
 		{"empty rename keeps current", map[string]any{"allow_rename": true}, "alice", "", ptr(""), "alice"},
 		{"blank rename keeps current", map[string]any{"allow_rename": true}, "alice", "", ptr(" \x00 "), "alice"},
 		{"blank rename without name: guest", map[string]any{"allow_rename": true}, "", "", ptr("  "), "游客7"},
+		{"reserved rename ignored", map[string]any{"allow_rename": true}, "alice", "", ptr("system"), "alice"},
+		{"reserved rename ignored in any case, after cleaning", map[string]any{"allow_rename": true}, "alice", "", ptr("\u202eSYSTEM\n"), "alice"},
+		{"reserved rename without name: guest", map[string]any{"allow_rename": true}, "", "", ptr("System"), "游客7"},
+		{"reserved cookie without name: guest", nil, "", "c3lzdGVt", nil, "游客7"},
 		{"no name yet: cookie", nil, "", "Ym9i", nil, "bob"},
 		{"no name, no cookie: guest", nil, "", "", nil, "游客7"},
 	}

@@ -170,7 +170,7 @@ func (w *Webhook) Wrap(next pipeline.Handler) pipeline.Handler {
 			if body == "" {
 				return pipeline.Reject(pipeline.CodeEmpty, "body is empty")
 			}
-			ev.In.Body, ev.Envelope.Body = body, body
+			setBody(ev, body) // drops html rendered from the old body
 		}
 		if resp.Reply != "" {
 			if err := w.replier.reply(ev, resp.Reply); err != nil {

@@ -15,11 +15,13 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/chatserver/chatserver/pkg/config"
+	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
 // chromiumPath is Debian's chromium. The browser tests skip without it on a
@@ -298,7 +300,7 @@ func TestBrowserChat(t *testing.T) {
 	}
 	bob.do("reloading with scripts on", scriptsDisabled(false), chromedp.Reload())
 	bob.waitFor("the connection after reload", connectedJS)
-	// The history frame replaced the server-rendered list: each message once.
+	// The history frame kept the server-rendered list: each message once.
 	if n := eval[int](bob, `document.querySelectorAll("#inbox .message").length`); n != 3 {
 		t.Errorf("B after reload shows %d messages, want 3 (duplicates?)", n)
 	}
@@ -341,6 +343,121 @@ func TestBrowserReconnect(t *testing.T) {
 	}
 	if v := eval[[]string](b, `window.__cspViolations`); len(v) != 0 {
 		t.Errorf("CSP violations: %q", v)
+	}
+}
+
+// ssrObserverJS runs before the page's scripts (on every navigation of the
+// tab): it marks the messages the server rendered into the page and counts
+// messages removed from #inbox afterwards.
+const ssrObserverJS = `window.__removedMessages = 0;
+document.addEventListener("DOMContentLoaded", function () {
+	var inbox = document.getElementById("inbox");
+	if (!inbox) return;
+	inbox.querySelectorAll(".message").forEach(function (m) { m.__ssr = true; });
+	new MutationObserver(function (records) {
+		records.forEach(function (r) {
+			r.removedNodes.forEach(function (n) {
+				if (n.classList && n.classList.contains("message")) window.__removedMessages++;
+			});
+		});
+	}).observe(inbox, {childList: true});
+});`
+
+// TestBrowserFirstPaintAndPlainMessages checks what the page does with the
+// server's first paint and with envelopes that carry no html:
+//   - the first history frame keeps the messages the server rendered into
+//     the page rather than replacing them with the envelopes' html;
+//   - a message whose body changed after render_html (filter placed after it)
+//     goes out without html, and the page builds it from its fields exactly
+//     as templates/message.html renders it, markup shown as text — live, and
+//     from the history frame of a reconnect;
+//   - a system reply (client_id 0, never stored) does not become the ?since=
+//     of a reconnect, so no false "messages may be missing" notice shows.
+func TestBrowserFirstPaintAndPlainMessages(t *testing.T) {
+	s := startServer(t, func(cfg *config.Config) {
+		cfg.Pipelines.Message = []pipeline.Step{
+			{Use: "username", With: map[string]any{"allow_rename": true}},
+			{Use: "validate"},
+			{Use: "render_html"},
+			{Use: "filter", With: map[string]any{"words": []string{"darn"}}}, // misplaced on purpose
+			{Use: "commands"},
+			{Use: "history"},
+			{Use: "broadcast"},
+		}
+	})
+	p := newCutProxy(t, strings.TrimPrefix(s.URL, "http://"))
+	browser := startBrowser(t)
+	a := newTab(t, browser, "tab A")
+	b := newTab(t, browser, "tab B")
+	b.do("observing the first paint", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: ssrObserverJS})
+		return err
+	}))
+	pageURL := s.URL + "/?room=plain"
+	a.open(pageURL)
+	b.open("http://" + p.addr() + "/?room=plain")
+
+	// A masked message has no html: B builds it from the fields.
+	const masked = `**** <b>it</b> & "so" <img src=x onerror=window.__xss=1>`
+	a.do("sending a message the filter changes", chromedp.SendKeys(chromedp.ID("message"), `darn <b>it</b> & "so" <img src=x onerror=window.__xss=1>`+kb.Enter))
+	b.waitFor("the masked message in B", messageJS(masked))
+	type built struct {
+		ID, User, Datetime, HTML string
+		Children, BodyKids       int
+		XSS                      bool
+	}
+	const builtJS = `(function () {
+		var m = ` + "%s" + `;
+		var t = m.querySelector(".meta > time");
+		return {ID: m.id, User: m.querySelector(".meta > b.user").textContent, Datetime: t ? t.getAttribute("datetime") : "",
+			HTML: m.outerHTML, Children: m.children.length, BodyKids: m.querySelector(".body").children.length,
+			XSS: typeof window.__xss !== "undefined"};
+	})()`
+	live := eval[built](b, fmt.Sprintf(builtJS, messageJS(masked)))
+	if !strings.HasPrefix(live.ID, "m") || len(live.ID) < 2 || live.User == "" || live.Datetime == "" ||
+		live.Children != 2 || live.BodyKids != 0 || live.XSS {
+		t.Fatalf("B built the html-less message wrongly: %+v", live)
+	}
+
+	// B reloads: the page's first paint is the server's rendering, kept as it
+	// is by the history frame, and identical to what B built itself.
+	b.do("reloading", chromedp.Reload())
+	b.waitFor("the connection after reload", connectedJS)
+	b.waitFor("the masked message after reload", messageJS(masked))
+	type paint struct {
+		Messages, Removed, SSR int
+	}
+	fp := eval[paint](b, `({Messages: document.querySelectorAll("#inbox .message").length, Removed: window.__removedMessages,
+		SSR: Array.from(document.querySelectorAll("#inbox .message")).filter(function (m) { return m.__ssr; }).length})`)
+	if fp.Messages != 1 || fp.Removed != 0 || fp.SSR != 1 {
+		t.Errorf("after the first history frame: %+v; want the 1 server-rendered message kept, none removed", fp)
+	}
+	if ssr := eval[built](b, fmt.Sprintf(builtJS, messageJS(masked))); ssr.HTML != live.HTML {
+		t.Errorf("built by the page:\n%s\nrendered by the server:\n%s", live.HTML, ssr.HTML)
+	}
+
+	// A system reply in B, then a cut: the reconnect resumes after the last
+	// stored message, finds it, and adds what B missed, html-less too.
+	b.do("asking /who", chromedp.SendKeys(chromedp.ID("message"), "/who"+kb.Enter))
+	b.waitFor("the system reply", `Array.from(document.querySelectorAll("#inbox .message .user")).some(function (u) { return u.textContent === "system"; })`)
+	p.cut()
+	b.waitFor("B noticing the cut", `!document.getElementById("status").classList.contains("online")`)
+	const missed = "darn, missed"
+	a.do("sending while B is away", chromedp.SendKeys(chromedp.ID("message"), missed+kb.Enter))
+	a.waitFor("A's own message", messageJS("****, missed"))
+	p.resume()
+	b.waitFor("the missed message in B", messageJS("****, missed"))
+	b.waitFor("B connected again", connectedJS)
+	if n := eval[int](b, `document.querySelectorAll("#inbox .notice.gap").length`); n != 0 {
+		t.Errorf("B shows %d \"messages may be missing\" notices after resuming; want none", n)
+	}
+	if n := eval[int](b, `document.querySelectorAll("#inbox .message").length`); n != 3 {
+		t.Errorf("B shows %d messages, want 3 (masked, system reply, missed)", n)
+	}
+	for _, tb := range []*tab{a, b} {
+		if v := eval[[]string](tb, `window.__cspViolations`); len(v) != 0 {
+			t.Errorf("%s: CSP violations: %q", tb.name, v)
+		}
 	}
 }
 
