@@ -152,8 +152,21 @@ func TestRedisSubscribeOnlyWhatIsServed(t *testing.T) {
 	if n, _ := rdb.LLen(context.Background(), a.HistoryKey("one")).Result(); n != 0 {
 		t.Fatalf("a frame published with keep=false is in the history (%d entries)", n)
 	}
+	// Redis itself must see each room with exactly the nodes that serve it;
+	// the broker's own filtering of foreign rooms would hide a subscription
+	// that was never dropped.
+	numsub := func(room string) int64 {
+		m, err := rdb.PubSubNumSub(context.Background(), prefix+"room:"+room).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m[prefix+"room:"+room]
+	}
+	if one, two := numsub("one"), numsub("two"); one != 1 || two != 1 {
+		t.Fatalf("subscribers in Redis: one=%d two=%d, want 1 and 1", one, two)
+	}
 	_ = a.Unsubscribe(context.Background(), "one")
-	time.Sleep(200 * time.Millisecond)
+	eventually(t, 5*time.Second, "Redis to drop a's subscription to one", func() bool { return numsub("one") == 0 })
 	publishN(t, b, "one", 3)
 	time.Sleep(200 * time.Millisecond)
 	if got := len(a.ids("one")); got != 1 {
