@@ -6,11 +6,16 @@
 #   scripts/loadtest.sh fanout    # fan-out at 100 and 1,000 members across rates
 #   scripts/loadtest.sh conns     # memory per idle connection at 1k, 10k, 19k
 #   scripts/loadtest.sh compress  # fan-out with and without permessage-deflate
+#   scripts/loadtest.sh redis     # fan-out, memory vs Redis history store, alternating (needs redis-server on 127.0.0.1:6379)
+#   scripts/loadtest.sh cluster   # fan-out over a 3-node cluster (Redis broker and history; needs redis-server)
 #   scripts/loadtest.sh all
 #   scripts/loadtest.sh run fanout -n 1000 -r 600 -d 10s   # any one `chatserver bench` scenario
 #
-# Each run starts a fresh server pinned to CPU 0 (taskset), with config/bench.yaml
-# (the default pipelines, rate limit raised), and prints the generator's JSON line.
+# Each run starts a fresh server pinned to CPU 0 (taskset), with CONFIG (default
+# config/bench.yaml: the default pipelines, rate limit raised), and prints the
+# generator's JSON line. Every run gets its own Redis key prefix
+# (CHATSERVER_REDIS_KEY_PREFIX=chatserver-bench-PID-N:) and its keys are deleted
+# afterwards, so runs with config/bench-redis.yaml start from an empty history.
 # BIN (default bin/chatserver) is the server; GEN (default BIN) the generator.
 # SERVER_CPU (default 0) and GEN_CPU (default: unpinned) choose the CPUs.
 set -euo pipefail
@@ -23,18 +28,60 @@ SERVER_CPU=${SERVER_CPU:-0}
 
 gen() { if [ -n "${GEN_CPU:-}" ]; then taskset -c "$GEN_CPU" "$GEN" "$@"; else "$GEN" "$@"; fi; }
 
-# run SCENARIO ARGS...: a fresh server, one generator run against it.
-run() {
-	taskset -c "$SERVER_CPU" "$BIN" serve --config config/bench.yaml --addr "127.0.0.1:$PORT" 2>>"${LOG:-/dev/null}" &
-	local pid=$!
-	for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-	if ! kill -0 "$pid" 2>/dev/null; then
-		echo "server did not start (is 127.0.0.1:$PORT free? set PORT)" >&2
+RUNS=0
+# newprefix sets PREFIX to a Redis key prefix of this run's own.
+newprefix() { RUNS=$((RUNS + 1)); PREFIX="chatserver-bench-$$-$RUNS:"; }
+# dropkeys deletes the keys under PREFIX (if redis-cli is there).
+dropkeys() {
+	if command -v redis-cli >/dev/null; then
+		redis-cli --scan --pattern "$PREFIX*" | xargs -r redis-cli del >/dev/null || true
+	fi
+}
+
+# waitport PORT PID: until 127.0.0.1:PORT accepts; fails if PID exits.
+waitport() {
+	for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && break; sleep 0.1; done
+	if ! kill -0 "$2" 2>/dev/null; then
+		echo "server did not start (is 127.0.0.1:$1 free? set PORT)" >&2
 		return 1
 	fi
+}
+
+# run SCENARIO ARGS...: a fresh server, one generator run against it.
+run() {
+	newprefix
+	CHATSERVER_REDIS_KEY_PREFIX=$PREFIX taskset -c "$SERVER_CPU" "$BIN" serve --config "${CONFIG:-config/bench.yaml}" --addr "127.0.0.1:$PORT" 2>>"${LOG:-/dev/null}" &
+	local pid=$!
+	waitport "$PORT" "$pid" || { dropkeys; return 1; }
 	timeout 600 bash -c "$(declare -f gen); GEN_CPU='${GEN_CPU:-}' GEN='$GEN' gen bench $* --addr 127.0.0.1:$PORT --pid $pid --json" || echo "{\"failed\": \"$*\"}"
 	kill "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
+	dropkeys
+}
+
+# cluster SCENARIO ARGS...: three fresh nodes (config/bench-cluster.yaml: Redis
+# broker and history, one key prefix) on ports PORT, PORT+1, PORT+2, pinned to
+# SERVER_CPU; one generator run spreading its members over the three.
+cluster() {
+	newprefix
+	local pids=() addrs=() p
+	for i in 0 1 2; do
+		p=$((PORT + i))
+		CHATSERVER_REDIS_KEY_PREFIX=$PREFIX taskset -c "$SERVER_CPU" "$BIN" serve --config config/bench-cluster.yaml --addr "127.0.0.1:$p" 2>>"${LOG:-/dev/null}" &
+		pids+=($!)
+		addrs+=("127.0.0.1:$p")
+	done
+	local ok=1
+	for i in 0 1 2; do waitport $((PORT + i)) "${pids[$i]}" || ok=0; done
+	if [ "$ok" = 1 ]; then
+		local a; a=$(IFS=,; echo "${addrs[*]}")
+		local ps; ps=$(IFS=,; echo "${pids[*]}")
+		timeout 600 bash -c "$(declare -f gen); GEN_CPU='${GEN_CPU:-}' GEN='$GEN' gen bench $* --addr $a --pid $ps --json" || echo "{\"failed\": \"$*\"}"
+	fi
+	kill "${pids[@]}" 2>/dev/null || true
+	wait "${pids[@]}" 2>/dev/null || true
+	dropkeys
+	[ "$ok" = 1 ]
 }
 
 case "${1:-quick}" in
@@ -53,6 +100,21 @@ compress)
 	run fanout -n 1000 -r 600 -d 10s
 	run fanout -n 1000 -r 600 -d 10s --compress
 	;;
+redis)
+	# memory and Redis history store alternating, three runs each per rate.
+	for r in ${RATES:-600 1000 1500}; do
+		for _ in 1 2 3; do
+			CONFIG=config/bench.yaml run fanout -n 1000 -r $r -d 10s
+			CONFIG=config/bench-redis.yaml run fanout -n 1000 -r $r -d 10s
+		done
+	done
+	;;
+cluster)
+	# 999 members, 333 per node; the 2 publishers on nodes 1 and 2.
+	for r in 300 600; do
+		for _ in 1 2 3; do cluster fanout -n 999 -r $r -d 10s; done
+	done
+	;;
 all)
 	"$0" fanout; "$0" conns; "$0" compress
 	;;
@@ -60,7 +122,11 @@ run)
 	shift
 	run "$@"
 	;;
+run-cluster)
+	shift
+	cluster "$@"
+	;;
 *)
-	echo "usage: $0 quick|fanout|conns|compress|all|run SCENARIO [FLAGS]" >&2; exit 2
+	echo "usage: $0 quick|fanout|conns|compress|redis|cluster|all|run SCENARIO [FLAGS]|run-cluster SCENARIO [FLAGS]" >&2; exit 2
 	;;
 esac

@@ -156,6 +156,27 @@ func readProc(pid int) (procSample, error) {
 	return s, sc.Err()
 }
 
+// readProcs samples every process of pids and sums them: CPU, RSS and
+// write syscalls (-1 if any is unreadable). No pids: the zero sample.
+func readProcs(pids []int) (procSample, error) {
+	sum := procSample{at: time.Now()}
+	for _, pid := range pids {
+		s, err := readProc(pid)
+		if err != nil {
+			return sum, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		sum.cpu += s.cpu
+		sum.rssKB += s.rssKB
+		if s.writes < 0 || sum.writes < 0 {
+			sum.writes = -1
+		} else {
+			sum.writes += s.writes
+		}
+		sum.at = s.at
+	}
+	return sum, nil
+}
+
 // selfCPU is the CPU time this process used so far.
 func selfCPU() time.Duration {
 	var ru syscall.Rusage

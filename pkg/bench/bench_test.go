@@ -6,11 +6,17 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chatserver/chatserver/pkg/config"
 	_ "github.com/chatserver/chatserver/pkg/plugins"
@@ -20,6 +26,13 @@ import (
 // startServer runs a real server (the default config, changed by mutate) on
 // a loopback port for the test.
 func startServer(t *testing.T, mutate func(*config.Config)) string {
+	t.Helper()
+	return startServerWrapped(t, mutate, nil)
+}
+
+// startServerWrapped is startServer with the server's handler wrapped by wrap
+// (nil: not wrapped).
+func startServerWrapped(t *testing.T, mutate func(*config.Config), wrap func(http.Handler) http.Handler) string {
 	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
@@ -32,7 +45,11 @@ func startServer(t *testing.T, mutate func(*config.Config)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv.Handler())
+	h := srv.Handler()
+	if wrap != nil {
+		h = wrap(h)
+	}
+	ts := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -217,5 +234,108 @@ func TestSourceIPs(t *testing.T) {
 	}
 	if len(seen) != 3 || !seen["127.0.0.1"] || !seen["127.0.0.3"] {
 		t.Fatalf("source addresses %v", seen)
+	}
+}
+
+func TestSpread(t *testing.T) {
+	// 7 subscribers and 2 publishers over 3 servers: subscribers 0,1,2,0,1,2,0;
+	// publishers 0,1.
+	var got []int
+	for i := 0; i < 9; i++ {
+		got = append(got, Spread(i, 7, 3))
+	}
+	if want := []int{0, 1, 2, 0, 1, 2, 0, 0, 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Spread over 3: %v, want %v", got, want)
+	}
+	for i := 0; i < 9; i++ {
+		if Spread(i, 7, 1) != 0 || Spread(i, 7, 0) != 0 {
+			t.Fatal("one server (or none given) takes every connection")
+		}
+	}
+}
+
+// countJoins wraps a server's handler, counting WebSocket handshakes.
+func countJoins(n *atomic.Int64) func(http.Handler) http.Handler {
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/chatsocket" {
+				n.Add(1)
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+}
+
+// Two independent servers (local brokers): subscribers and publishers are
+// spread over both, so each subscriber gets exactly the messages of the
+// publisher on its own server, i.e. half of what a single room would give.
+func TestFanoutSpreadsOverServers(t *testing.T) {
+	var joinsA, joinsB atomic.Int64
+	a := startServerWrapped(t, noRateLimit, countJoins(&joinsA))
+	b := startServerWrapped(t, noRateLimit, countJoins(&joinsB))
+	res, err := Fanout(context.Background(), FanoutConfig{
+		Addrs: []string{a, b}, Subscribers: 6, Publishers: 2, Rate: 100, Duration: 300 * time.Millisecond,
+		Settle: 50 * time.Millisecond, Drain: 2 * time.Second, PIDs: []int{os.Getpid(), os.Getpid()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if joinsA.Load() != 4 || joinsB.Load() != 4 {
+		t.Fatalf("handshakes per server %d, %d; want 4, 4 (3 subscribers and 1 publisher each)", joinsA.Load(), joinsB.Load())
+	}
+	// 30 messages, alternating publishers: 15 per server, each to its 3 subscribers.
+	if res.Servers != 2 || res.ServerProcs != 2 || res.Accepted != 30 || res.Deliveries != 90 || res.Duplicates != 0 || res.Lost != 90 {
+		t.Fatalf("servers %d, procs %d, accepted %d, deliveries %d, dups %d, lost %d; want 2, 2, 30, 90, 0, 90",
+			res.Servers, res.ServerProcs, res.Accepted, res.Deliveries, res.Duplicates, res.Lost)
+	}
+}
+
+// Three nodes of one cluster (Redis broker and history under a key prefix of
+// the test's own, in this process): every subscriber, whichever node it is
+// on, gets every message exactly once. Skipped without a Redis on
+// 127.0.0.1:6379.
+func TestFanoutOverClusterNodes(t *testing.T) {
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:6379", time.Second); err != nil {
+		t.Skip("no Redis on 127.0.0.1:6379:", err)
+	} else {
+		c.Close()
+	}
+	prefix := fmt.Sprintf("chatserver-benchtest-%d-%d:", os.Getpid(), time.Now().UnixNano())
+	t.Cleanup(func() { dropRedisKeys(t, prefix) })
+	node := func(cfg *config.Config) {
+		noRateLimit(cfg)
+		cfg.Broker.Type = "redis"
+		cfg.History.Store = "redis"
+		cfg.Redis.URL = "redis://127.0.0.1:6379/0"
+		cfg.Redis.KeyPrefix = prefix
+	}
+	var addrs []string
+	for i := 0; i < 3; i++ {
+		addrs = append(addrs, startServer(t, node))
+	}
+	res, err := Fanout(context.Background(), FanoutConfig{
+		Addrs: addrs, Subscribers: 6, Publishers: 2, Rate: 100, Duration: 300 * time.Millisecond,
+		Settle: 100 * time.Millisecond, Drain: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Servers != 3 || res.Accepted != 30 || res.Expected != 180 || res.Deliveries != 180 || res.Lost != 0 || res.Duplicates != 0 {
+		t.Fatalf("servers %d, accepted %d, expected %d, deliveries %d, lost %d, dups %d; want 3, 30, 180, 180, 0, 0",
+			res.Servers, res.Accepted, res.Expected, res.Deliveries, res.Lost, res.Duplicates)
+	}
+}
+
+// dropRedisKeys deletes every key under prefix.
+func dropRedisKeys(t *testing.T, prefix string) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	ctx := context.Background()
+	iter := rdb.Scan(ctx, 0, prefix+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		rdb.Del(ctx, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Logf("deleting %s*: %v", prefix, err)
 	}
 }

@@ -21,6 +21,11 @@ import (
 type FanoutConfig struct {
 	// Addr is the server's HOST:PORT; it must be a loopback address.
 	Addr string
+	// Addrs, if not empty, replaces Addr with several servers (the nodes of
+	// one cluster), all loopback: subscribers are spread over them round-robin
+	// (subscriber i on Addrs[i % len]) and so are publishers (publisher j on
+	// Addrs[j % len]). See Spread.
+	Addrs []string
 	// Room is the room to load. Default "bench".
 	Room string
 	// Subscribers is the number of listening members. Default 1000.
@@ -46,6 +51,9 @@ type FanoutConfig struct {
 	// PID, if not zero, is the server's process: its CPU time and RSS are
 	// sampled from /proc.
 	PID int
+	// PIDs are more server processes (a cluster's nodes): CPU time, write
+	// syscalls and RSS are summed over PID and PIDs.
+	PIDs []int
 	// DialConcurrency bounds simultaneous handshakes. Default 100.
 	DialConcurrency int
 }
@@ -128,6 +136,10 @@ type FanoutResult struct {
 	// per write: how well writers batch.
 	ServerWrites   int64   `json:"server_write_syscalls,omitempty"`
 	FramesPerWrite float64 `json:"frames_per_write,omitempty"`
+	// Servers is how many servers the members were spread over, and
+	// ServerProcs how many processes' CPU and RSS were summed.
+	Servers     int `json:"servers"`
+	ServerProcs int `json:"server_procs,omitempty"`
 	// GeneratorCPUPct is the generator's own CPU use while measuring: near
 	// 100 (one core) means the generator, not the server, was the limit.
 	GeneratorCPUPct float64 `json:"generator_cpu_pct"`
@@ -149,13 +161,21 @@ type subscriber struct {
 // Fanout runs the scenario and returns what it measured. It stops by itself:
 // after Duration of sending and at most Drain of waiting; ctx ends it sooner.
 func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
-	if err := cfg.defaults(); err != nil {
-		return nil, err
-	}
-	u, err := target(cfg.Addr, cfg.Room, nil)
+	err := cfg.defaults()
 	if err != nil {
 		return nil, err
 	}
+	addrs := cfg.Addrs
+	if len(addrs) == 0 {
+		addrs = []string{cfg.Addr}
+	}
+	urls := make([]*url.URL, len(addrs))
+	for i, a := range addrs {
+		if urls[i], err = target(a, cfg.Room, nil); err != nil {
+			return nil, err
+		}
+	}
+	pids := cfg.pids()
 	if _, err := RaiseFileLimit(); err != nil {
 		return nil, fmt.Errorf("raising the file limit: %w", err)
 	}
@@ -164,15 +184,15 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	run := hex.EncodeToString(runID[:])
 	maxMsgs := int64(math.Ceil(cfg.Rate*cfg.Duration.Seconds())) + int64(cfg.Publishers)
 
-	base, err := readProc(cfg.PID)
+	base, err := readProcs(pids)
 	if err != nil {
-		return nil, fmt.Errorf("reading /proc for --pid %d: %w", cfg.PID, err)
+		return nil, fmt.Errorf("reading /proc for --pid: %w", err)
 	}
 	total := cfg.Subscribers + cfg.Publishers
 	// Subscribers read whatever the server wrote in one wake-up in one read.
 	opts := dialOptions{compress: cfg.Compress, readBuffer: 16 << 10}
 	joinStart := time.Now()
-	conns, err := dialAll(ctx, u, total, cfg.DialConcurrency, opts)
+	conns, err := dialAll(ctx, func(i int) *url.URL { return urls[Spread(i, cfg.Subscribers, len(urls))] }, total, cfg.DialConcurrency, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +205,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	res := &FanoutResult{
 		Scenario: "fanout", Subscribers: cfg.Subscribers, Publishers: cfg.Publishers, Rate: cfg.Rate,
 		DurationS: cfg.Duration.Seconds(), Compress: cfg.Compress, JoinS: joinTime.Seconds(),
+		Servers: len(urls), ServerProcs: len(pids),
 	}
 	for _, c := range conns {
 		if c.deflated {
@@ -219,7 +240,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	}); err != nil {
 		return nil, err
 	}
-	start, err := readProc(cfg.PID)
+	start, err := readProcs(pids)
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +260,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	end, err := readProc(cfg.PID)
+	end, err := readProcs(pids)
 	if err != nil {
 		return nil, err
 	}
@@ -270,7 +291,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	res.MsgsPerS = float64(published) / sendTime.Seconds()
 	res.DeliveriesPS = float64(res.Deliveries) / sendTime.Seconds()
 	res.Latency = hist.summary()
-	if cfg.PID != 0 {
+	if len(pids) > 0 {
 		cpu := end.cpu - start.cpu
 		res.ServerCPUS = cpu.Seconds()
 		res.ServerCPUPct = 100 * cpu.Seconds() / end.at.Sub(start.at).Seconds()
@@ -322,10 +343,35 @@ func settle(ctx context.Context, min time.Duration, count func() int64) error {
 	return nil
 }
 
-// dialAll opens n connections to u, at most conc at a time, and waits for
-// each one's history frame (it is then in the room). On error it closes what
-// it opened.
-func dialAll(ctx context.Context, u *url.URL, n, conc int, o dialOptions) ([]*wsConn, error) {
+// pids is PID and PIDs, without zeros.
+func (c *FanoutConfig) pids() []int {
+	var p []int
+	for _, pid := range append([]int{c.PID}, c.PIDs...) {
+		if pid != 0 {
+			p = append(p, pid)
+		}
+	}
+	return p
+}
+
+// Spread is the server (an index into FanoutConfig.Addrs) of connection i of
+// a fan-out run with subs subscribers over n servers: subscribers (i < subs)
+// round-robin from server 0, then publishers round-robin from server 0, so
+// each server gets an equal share of both (±1).
+func Spread(i, subs, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	if i < subs {
+		return i % n
+	}
+	return (i - subs) % n
+}
+
+// dialAll opens n connections, connection i to u(i), at most conc at a time,
+// and waits for each one's history frame (it is then in the room). On error
+// it closes what it opened.
+func dialAll(ctx context.Context, u func(i int) *url.URL, n, conc int, o dialOptions) ([]*wsConn, error) {
 	conns := make([]*wsConn, n)
 	errs := make(chan error, n)
 	sem := make(chan struct{}, conc)
@@ -341,7 +387,7 @@ func dialAll(ctx context.Context, u *url.URL, n, conc int, o dialOptions) ([]*ws
 			defer func() { <-sem; wg.Done() }()
 			oi := o
 			oi.localIP = sourceIP(i, n)
-			c, err := dialWS(u, oi)
+			c, err := dialWS(u(i), oi)
 			if err == nil {
 				err = c.awaitHistory()
 				if err != nil {

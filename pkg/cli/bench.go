@@ -31,6 +31,8 @@ func newBench() *cobra.Command {
 func newBenchFanout() *cobra.Command {
 	var cfg bench.FanoutConfig
 	var jsonOnly bool
+	var addrs []string
+	var pids []int
 	cmd := &cobra.Command{
 		Use:   "fanout",
 		Short: "N subscribers in one room, P publishers at a fixed total rate; loss, latency, server CPU per delivery",
@@ -51,6 +53,12 @@ func newBenchFanout() *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
+			if len(addrs) == 1 {
+				cfg.Addr = addrs[0]
+			} else {
+				cfg.Addrs = addrs
+			}
+			cfg.PIDs = pids
 			res, err := bench.Fanout(ctx, cfg)
 			if err != nil {
 				return benchError(err)
@@ -62,7 +70,7 @@ func newBenchFanout() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8000", "server HOST:PORT (loopback only)")
+	f.StringSliceVar(&addrs, "addr", []string{"127.0.0.1:8000"}, "server HOST:PORT (loopback only); several (repeated or comma-separated: the nodes of a cluster) spread subscribers and publishers round-robin over them")
 	f.StringVar(&cfg.Room, "room", "bench", "room")
 	f.IntVarP(&cfg.Subscribers, "subscribers", "n", 1000, "subscribers")
 	f.IntVarP(&cfg.Publishers, "publishers", "p", 2, "publishers")
@@ -72,7 +80,7 @@ func newBenchFanout() *cobra.Command {
 	f.DurationVar(&cfg.Settle, "settle", time.Second, "pause between the last join and the first message")
 	f.DurationVar(&cfg.Drain, "drain", 5*time.Second, "longest wait for late deliveries")
 	f.BoolVar(&cfg.Compress, "compress", false, "offer permessage-deflate")
-	f.IntVar(&cfg.PID, "pid", 0, "server PID: report its CPU per delivery and RSS from /proc")
+	f.IntSliceVar(&pids, "pid", nil, "server PID: report its CPU per delivery and RSS from /proc; several (repeated or comma-separated: a cluster's nodes) are summed")
 	f.BoolVar(&jsonOnly, "json", false, "print only the JSON line")
 	return cmd
 }
