@@ -32,11 +32,11 @@ func benchClient(s *Server, id int64, room string) *client {
 
 // a typical message envelope as broadcast (~450 bytes).
 var benchFrame = []byte(`{"id":"0192f0c4-7e17-46eb-9f1e-11f5707ea0ec","type":"message","room":"bench","client_id":7,` +
-	`"username":"alice","body":"hello, this is a forty byte message body","html":"\u003cdiv class=\"message\" ` +
-	`id=\"m0192f0c4-7e17-46eb-9f1e-11f5707ea0ec\" data-client=\"7\"\u003e\u003cspan class=\"meta\"\u003e\u003cb ` +
-	`class=\"user\"\u003ealice\u003c/b\u003e \u003ctime datetime=\"2026-11-25 21:04:05\"\u003e2026-11-25 21:04:05` +
-	`\u003c/time\u003e\u003c/span\u003e\u003cspan class=\"body\"\u003ehello, this is a forty byte message body` +
-	`\u003c/span\u003e\u003c/div\u003e","datetime":"2026-11-25 21:04:05","ts":1764104645123}`)
+	`"username":"alice","body":"hello, this is a forty byte message body","html":"<div class=\"message\" ` +
+	`id=\"m0192f0c4-7e17-46eb-9f1e-11f5707ea0ec\" data-client=\"7\"><span class=\"meta\"><b ` +
+	`class=\"user\">alice</b> <time datetime=\"2026-11-25 21:04:05\">2026-11-25 21:04:05` +
+	`</time></span><span class=\"body\">hello, this is a forty byte message body` +
+	`</span></div>","datetime":"2026-11-25 21:04:05","ts":1764104645123}`)
 
 // BenchmarkHubDeliver fans one message out to 1,000 in-memory members: the
 // work a publish costs the server before the writers run (frame encoding

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -168,10 +169,16 @@ func (s *Server) sendHistory(ctx context.Context, c *client, since string) error
 		frame.Messages = append(frame.Messages, e.Frame)
 		seen[e.ID] = struct{}{}
 	}
-	b, merr := json.Marshal(frame)
-	if merr != nil {
+	// Encoded without HTML escaping, like every envelope (see
+	// pipeline.Envelope.AppendJSON): the messages inside stay byte for byte
+	// the frames that were broadcast.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if merr := enc.Encode(frame); merr != nil {
 		return errors.Join(err, merr)
 	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	c.mu.Lock()
 	live := c.queue[:0:0]
 	for _, q := range c.queue {

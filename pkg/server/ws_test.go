@@ -75,6 +75,21 @@ func TestJoinMessageLeave(t *testing.T) {
 		}
 	}
 
+	// Frames are not HTML-escaped JSON (SPEC §5's example has plain tags),
+	// and a later joiner's history frame holds the broadcast bytes exactly.
+	alice.send(map[string]any{"body": "once more"})
+	live := alice.expect("message").raw
+	bob.expect("message")
+	if !strings.Contains(string(live), `"html":"<div class=\"message\"`) || strings.Contains(string(live), `\u003c`) {
+		t.Errorf("frame is HTML-escaped JSON: %s", live)
+	}
+	late := s.dial(t, "", nil)
+	if h := late.expect("history"); !strings.Contains(string(h.raw), string(live)) {
+		t.Errorf("history frame does not embed the broadcast bytes %s:\n%s", live, h.raw)
+	}
+	alice.expect("online")
+	bob.expect("online")
+
 	// A rename in the message, as the seed does.
 	bob.send(map[string]any{"body": "hi", "username": "bob"})
 	if m := alice.expect("message"); m.Username != "bob" {
