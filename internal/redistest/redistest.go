@@ -148,3 +148,18 @@ func (s *Server) Kill() {
 	_ = s.cmd.Wait()
 	s.cmd = nil
 }
+
+// Client returns a client of the shared Redis and a key prefix unique to the
+// test (see Prefix: skipped without Redis outside CI, failed in CI). The client
+// is closed when the test ends.
+func Client(t testing.TB) (*redis.Client, string) {
+	t.Helper()
+	prefix := Prefix(t)
+	opt, err := redis.ParseURL(SharedURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb, prefix
+}

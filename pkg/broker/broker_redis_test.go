@@ -94,7 +94,7 @@ func idOf(frame string) string { return frame[len(`{"id":"`) : len(`{"id":"`)+36
 // frame exactly once (its own included, only from the subscription), all in
 // one order, and that order is the history's.
 func TestRedisFanOutExactlyOnceSameOrder(t *testing.T) {
-	rdb, prefix := sharedRedis(t)
+	rdb, prefix := redistest.Client(t)
 	nodes := []*node{newNode(t, rdb, prefix), newNode(t, rdb, prefix), newNode(t, rdb, prefix)}
 	for _, n := range nodes {
 		n.join(t, "lobby")
@@ -137,7 +137,7 @@ func TestRedisFanOutExactlyOnceSameOrder(t *testing.T) {
 // A node receives only rooms it has members in; after Unsubscribe nothing
 // more arrives; frames not kept stay out of the history.
 func TestRedisSubscribeOnlyWhatIsServed(t *testing.T) {
-	rdb, prefix := sharedRedis(t)
+	rdb, prefix := redistest.Client(t)
 	a, b := newNode(t, rdb, prefix), newNode(t, rdb, prefix)
 	a.join(t, "one")
 	b.join(t, "two")
@@ -179,7 +179,7 @@ func TestRedisSubscribeOnlyWhatIsServed(t *testing.T) {
 
 // The history list is trimmed to the configured size.
 func TestRedisHistoryTrimmed(t *testing.T) {
-	rdb, prefix := sharedRedis(t)
+	rdb, prefix := redistest.Client(t)
 	b := broker.NewRedis(broker.RedisOptions{Client: rdb, KeyPrefix: prefix, HistorySize: 5,
 		Deliver: func(string, string, []byte) {}})
 	defer b.Close()
@@ -297,7 +297,7 @@ func TestRedisRestart(t *testing.T) {
 
 // Close stops every goroutine the broker started.
 func TestRedisCloseLeavesNoGoroutines(t *testing.T) {
-	rdb, prefix := sharedRedis(t)
+	rdb, prefix := redistest.Client(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	b := broker.NewRedis(broker.RedisOptions{Client: rdb, KeyPrefix: prefix, Deliver: func(string, string, []byte) {}})
 	_ = b.Subscribe(context.Background(), "r")

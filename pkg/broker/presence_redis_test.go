@@ -7,22 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/chatserver/chatserver/internal/redistest"
 )
-
-func testRedis(t *testing.T) (*redis.Client, string) {
-	t.Helper()
-	prefix := redistest.Prefix(t)
-	opt, err := redis.ParseURL(redistest.SharedURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
-	return rdb, prefix
-}
 
 // die stops p's heartbeat without the cleanup Close does: a node killed.
 func (p *RedisPresence) die() {
@@ -30,7 +16,7 @@ func (p *RedisPresence) die() {
 }
 
 func TestPresenceAcrossNodesAndExpiry(t *testing.T) {
-	rdb, prefix := testRedis(t)
+	rdb, prefix := redistest.Client(t)
 	var mu sync.Mutex
 	var expired []Member
 	opts := RedisPresenceOptions{Client: rdb, KeyPrefix: prefix, TTL: 600 * time.Millisecond,
@@ -83,7 +69,7 @@ func TestPresenceAcrossNodesAndExpiry(t *testing.T) {
 }
 
 func TestPresenceCloseRemovesNode(t *testing.T) {
-	rdb, prefix := testRedis(t)
+	rdb, prefix := redistest.Client(t)
 	a := NewRedisPresence(RedisPresenceOptions{Client: rdb, KeyPrefix: prefix})
 	b := NewRedisPresence(RedisPresenceOptions{Client: rdb, KeyPrefix: prefix})
 	defer a.Close()
@@ -113,7 +99,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // Redis loses every key (a restart without persistence): nodes write their
 // members back, and a node starting afterwards does not reuse a live number.
 func TestPresenceSurvivesLostKeys(t *testing.T) {
-	rdb, prefix := testRedis(t)
+	rdb, prefix := redistest.Client(t)
 	opts := RedisPresenceOptions{Client: rdb, KeyPrefix: prefix, TTL: 600 * time.Millisecond}
 	a, b := NewRedisPresence(opts), NewRedisPresence(opts)
 	defer a.Close()

@@ -5,24 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/chatserver/chatserver/internal/redistest"
 )
-
-// sharedRedis returns a client of the shared Redis and a key prefix unique
-// to the test (skipped without Redis outside CI, failed in CI).
-func sharedRedis(t *testing.T) (*redis.Client, string) {
-	t.Helper()
-	prefix := redistest.Prefix(t)
-	opt, err := redis.ParseURL(redistest.SharedURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
-	return rdb, prefix
-}
 
 // eventually polls cond every 10ms until it holds or d passes.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {

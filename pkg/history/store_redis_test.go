@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/chatserver/chatserver/internal/testutil"
 	"log/slog"
 	"strings"
 	"sync"
@@ -214,7 +215,7 @@ func TestRedisBadURL(t *testing.T) {
 func TestRedisOutage(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.StartServer(t)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	s := openRedis(t, srv.URL(), "t:", func(o *history.RedisOptions) {
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		o.OpTimeout = 500 * time.Millisecond
@@ -254,7 +255,7 @@ func TestRedisOutage(t *testing.T) {
 func TestRedisUnreachableAtStart(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.NewServer(t) // port reserved, not started
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	s := openRedis(t, srv.URL(), "t:", func(o *history.RedisOptions) {
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
@@ -277,7 +278,7 @@ func TestRedisUnreachableAtStart(t *testing.T) {
 func TestRedisQueueOverflow(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.NewServer(t)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	var dropped, depth atomic.Int64
 	s := openRedis(t, srv.URL(), "t:", func(o *history.RedisOptions) {
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -352,24 +353,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // quietRedis routes go-redis's own dial logs (which the store's logs

@@ -5,10 +5,10 @@
 package cluster_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/chatserver/chatserver/internal/testutil"
 	"net"
 	"net/http"
 	"os"
@@ -70,24 +70,7 @@ type node struct {
 	name string
 	addr string
 	cmd  *exec.Cmd
-	log  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log  *testutil.SyncBuffer
 }
 
 func freePort(t *testing.T) string {
@@ -135,7 +118,7 @@ pipelines:
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n := &node{t: t, name: name, addr: addr, log: &syncBuffer{}}
+	n := &node{t: t, name: name, addr: addr, log: &testutil.SyncBuffer{}}
 	n.cmd = exec.Command(binary, "serve", "--config", file)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {
@@ -301,13 +284,15 @@ func TestThreeNodes(t *testing.T) {
 	nodes := []*node{startNode(t, "node1", prefix), startNode(t, "node2", prefix), startNode(t, "node3", prefix)}
 
 	const room = "lobby"
-	clients := []*client{
-		dial(t, nodes[0], "alice", "room="+room),
-		dial(t, nodes[1], "bob", "room="+room),
-		dial(t, nodes[2], "carol", "room="+room),
-	}
-	for _, c := range clients {
+	// A member has joined once its own online arrives (its node is then
+	// subscribed to the room); presence events reach it from then on. So each
+	// client waits for that before the next one dials.
+	var clients []*client
+	for i, name := range []string{"alice", "bob", "carol"} {
+		c := dial(t, nodes[i], name, "room="+room)
 		c.history()
+		eventually(t, 5*time.Second, name+" to see its own online", func() bool { return len(c.of("online")) >= 1 })
+		clients = append(clients, c)
 	}
 
 	// Members of every node are listed by every node; client ids are unique.
