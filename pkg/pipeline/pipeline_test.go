@@ -207,14 +207,6 @@ func TestRegisterPanicsOnMisuse(t *testing.T) {
 }
 
 func TestStepTimeoutCancelsContext(t *testing.T) {
-	Register(Spec{Name: "test_wait_ctx", New: func(any, Deps) (Plugin, error) {
-		return PluginFunc(func(next Handler) Handler {
-			return HandlerFunc(func(ctx context.Context, ev *Event) error {
-				<-ctx.Done()
-				return ctx.Err()
-			})
-		}), nil
-	}})
 	p, err := Build(Config{Message: []Step{step("test_wait_ctx", nil)}}, Deps{}, BuildOptions{EventTimeout: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -226,16 +218,26 @@ func TestStepTimeoutCancelsContext(t *testing.T) {
 
 type closeCounter struct{ n atomic.Int32 }
 
-func (c *closeCounter) Wrap(next Handler) Handler { return next }
-func (c *closeCounter) Close() error              { c.n.Add(1); return nil }
+// retireProbe hands TestRetireWaitsForEventsInFlight's counter and channels to
+// the plugins below, which are registered once (Register panics on a second
+// call, and -count=N runs a test N times).
+var retireProbe struct {
+	cc               *closeCounter
+	entered, release chan struct{}
+}
 
-// A retired pipeline closes its plugins only when the event inside it is done.
-func TestRetireWaitsForEventsInFlight(t *testing.T) {
-	cc := &closeCounter{}
-	release := make(chan struct{})
-	entered := make(chan struct{})
-	Register(Spec{Name: "test_closer", New: func(any, Deps) (Plugin, error) { return cc, nil }})
+func init() {
+	Register(Spec{Name: "test_wait_ctx", New: func(any, Deps) (Plugin, error) {
+		return PluginFunc(func(next Handler) Handler {
+			return HandlerFunc(func(ctx context.Context, ev *Event) error {
+				<-ctx.Done()
+				return ctx.Err()
+			})
+		}), nil
+	}})
+	Register(Spec{Name: "test_closer", New: func(any, Deps) (Plugin, error) { return retireProbe.cc, nil }})
 	Register(Spec{Name: "test_block", New: func(any, Deps) (Plugin, error) {
+		entered, release := retireProbe.entered, retireProbe.release
 		return PluginFunc(func(next Handler) Handler {
 			return HandlerFunc(func(ctx context.Context, ev *Event) error {
 				close(entered)
@@ -244,6 +246,17 @@ func TestRetireWaitsForEventsInFlight(t *testing.T) {
 			})
 		}), nil
 	}})
+}
+
+func (c *closeCounter) Wrap(next Handler) Handler { return next }
+func (c *closeCounter) Close() error              { c.n.Add(1); return nil }
+
+// A retired pipeline closes its plugins only when the event inside it is done.
+func TestRetireWaitsForEventsInFlight(t *testing.T) {
+	cc := &closeCounter{}
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	retireProbe.cc, retireProbe.entered, retireProbe.release = cc, entered, release
 	p, err := Build(Config{Message: []Step{step("test_closer", nil), step("test_block", nil)}}, Deps{}, BuildOptions{})
 	if err != nil {
 		t.Fatal(err)
