@@ -8,7 +8,11 @@ import "context"
 
 // DeliverFunc hands a frame to the local members of room. The hub implements
 // it; it must not block on any client.
-type DeliverFunc func(room, id string, frame []byte)
+//
+// kept says whether the frame is in the room's history: a joining client
+// drops live frames its history frame already holds, and only a kept frame
+// that is not among them proves that everything after it is new.
+type DeliverFunc func(room, id string, frame []byte, kept bool)
 
 // Broker publishes frames to rooms.
 //

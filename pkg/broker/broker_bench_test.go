@@ -35,7 +35,7 @@ func BenchmarkPublish(b *testing.B) {
 		b.Run(st.name, func(b *testing.B) {
 			store, flush := st.open(b)
 			defer store.Close()
-			l := broker.NewLocal(store, func(string, string, []byte) {}, slog.New(slog.DiscardHandler))
+			l := broker.NewLocal(store, func(string, string, []byte, bool) {}, slog.New(slog.DiscardHandler))
 			var room atomic.Int64
 			b.ReportAllocs()
 			b.ResetTimer()

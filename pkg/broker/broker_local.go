@@ -50,7 +50,7 @@ func (l *Local) Publish(ctx context.Context, room, id string, frame []byte, keep
 			}
 		}
 	}
-	l.deliver(room, id, frame)
+	l.deliver(room, id, frame, keep && l.store != nil)
 	return nil
 }
 

@@ -190,7 +190,7 @@ func (b *Redis) Publish(ctx context.Context, room, id string, frame []byte, keep
 	if st := b.room(room); st != nil {
 		st.mu.Lock()
 		if st.seen.add(id) {
-			b.opts.Deliver(room, id, frame)
+			b.opts.Deliver(room, id, frame, keep && b.opts.Store != nil)
 		}
 		st.mu.Unlock()
 	}
@@ -395,7 +395,7 @@ func (b *Redis) handle(m *redis.Message) {
 		if kept {
 			st.lastKept = id
 		}
-		b.opts.Deliver(room, id, frame)
+		b.opts.Deliver(room, id, frame, kept)
 	}
 	st.mu.Unlock()
 }
@@ -454,7 +454,7 @@ func (b *Redis) recover(room string, st *redisRoom) {
 	n := 0
 	for _, e := range missed {
 		if st.seen.add(e.ID) {
-			b.opts.Deliver(room, e.ID, e.Frame)
+			b.opts.Deliver(room, e.ID, e.Frame, true)
 			n++
 		}
 		st.lastKept = e.ID

@@ -35,7 +35,7 @@ func BenchmarkRedisFanOut(b *testing.B) {
 		defer rdb.Close()
 		bs[i] = broker.NewRedis(broker.RedisOptions{Client: rdb, KeyPrefix: prefix, HistorySize: 100,
 			Log:     slog.New(slog.DiscardHandler),
-			Deliver: func(string, string, []byte) { delivered.Add(1) }})
+			Deliver: func(string, string, []byte, bool) { delivered.Add(1) }})
 		defer bs[i].Close()
 		for r := range rooms {
 			_ = bs[i].Subscribe(context.Background(), fmt.Sprint("room", r))

@@ -33,7 +33,7 @@ func newNode(t *testing.T, rdb *redis.Client, prefix string) *node {
 	n := &node{got: map[string][]string{}}
 	n.Redis = broker.NewRedis(broker.RedisOptions{
 		Client: rdb, KeyPrefix: prefix, HistorySize: 1000,
-		Deliver: func(room, id string, _ []byte) {
+		Deliver: func(room, id string, _ []byte, _ bool) {
 			n.mu.Lock()
 			n.got[room] = append(n.got[room], id)
 			n.mu.Unlock()
@@ -181,7 +181,7 @@ func TestRedisSubscribeOnlyWhatIsServed(t *testing.T) {
 func TestRedisHistoryTrimmed(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	b := broker.NewRedis(broker.RedisOptions{Client: rdb, KeyPrefix: prefix, HistorySize: 5,
-		Deliver: func(string, string, []byte) {}})
+		Deliver: func(string, string, []byte, bool) {}})
 	defer b.Close()
 	for i := range 12 {
 		id := uuid.NewString()
@@ -299,7 +299,7 @@ func TestRedisRestart(t *testing.T) {
 func TestRedisCloseLeavesNoGoroutines(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	b := broker.NewRedis(broker.RedisOptions{Client: rdb, KeyPrefix: prefix, Deliver: func(string, string, []byte) {}})
+	b := broker.NewRedis(broker.RedisOptions{Client: rdb, KeyPrefix: prefix, Deliver: func(string, string, []byte, bool) {}})
 	_ = b.Subscribe(context.Background(), "r")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -33,8 +33,9 @@ var (
 // queued is one frame waiting in a client's queue. The id lets a joining
 // client drop live frames that its history frame already holds.
 type queued struct {
-	id string
-	f  *outFrame
+	id   string
+	f    *outFrame
+	kept bool // the frame is in the room's history (see broker.DeliverFunc)
 }
 
 // client is one WebSocket connection. It implements pipeline.Sender.
@@ -65,10 +66,11 @@ type client struct {
 	username  string
 	values    map[any]any
 	// histSeen holds the ids of the history frame until the first live
-	// frame newer than the history arrives: a message appended to history
-	// before the history was read but delivered after it is dropped, not
-	// sent twice. (The room's frames arrive in history order, so once a
-	// newer one came, no older one can follow.)
+	// kept frame newer than the history arrives: a message appended to
+	// history before the history was read but delivered after it is
+	// dropped, not sent twice. (Kept frames arrive in history order, so once
+	// a newer one came, no older one can follow. Frames that are not kept —
+	// online, offline — prove nothing: they are never in the history.)
 	histSeen map[string]struct{}
 
 	wake chan struct{} // capacity 1: "the queue or closing changed"
@@ -87,7 +89,9 @@ func (c *client) enqueue(q queued) error {
 			c.mu.Unlock()
 			return nil
 		}
-		c.histSeen = nil
+		if q.kept {
+			c.histSeen = nil
+		}
 	}
 	if len(c.queue) >= c.srv.cfg.WebSocket.SendQueue {
 		c.closing, c.closeCode, c.closeText = true, closePolicy, "send queue full: client too slow"

@@ -80,14 +80,14 @@ func (h *hub) leave(c *client) {
 // deliver queues frame to every local member of roomName. The frame is
 // encoded once however many members there are (see outFrame): delivery to a
 // member is an append to its queue and, at most, a wake-up of its writer.
-func (h *hub) deliver(roomName, id string, frame []byte) {
+func (h *hub) deliver(roomName, id string, frame []byte, kept bool) {
 	h.mu.RLock()
 	r := h.rooms[roomName]
 	h.mu.RUnlock()
 	if r == nil {
 		return
 	}
-	q := queued{id: id, f: newOutFrame(frame)}
+	q := queued{id: id, f: newOutFrame(frame), kept: kept}
 	r.mu.RLock()
 	n := len(r.members)
 	for _, c := range r.members {
@@ -111,7 +111,12 @@ func (h *hub) members(roomName string) []pipeline.Member {
 	defer r.mu.RUnlock()
 	out := make([]pipeline.Member, 0, len(r.members))
 	for _, c := range r.members {
-		out = append(out, pipeline.Member{ClientID: c.id, Username: c.Username()})
+		c.mu.Lock()
+		handshaking, name := c.bc == nil, c.username
+		c.mu.Unlock()
+		if !handshaking { // a client whose 101 is not written yet is not a member to others
+			out = append(out, pipeline.Member{ClientID: c.id, Username: name})
+		}
 	}
 	return out
 }
@@ -146,8 +151,13 @@ func (h *hub) cutAll() int {
 	for _, r := range h.rooms {
 		r.mu.RLock()
 		for _, c := range r.members {
-			_ = c.bc.Close()
-			n++
+			c.mu.Lock()
+			bc := c.bc // nil while its handshake is still being written
+			c.mu.Unlock()
+			if bc != nil {
+				_ = bc.Close()
+				n++
+			}
 		}
 		r.mu.RUnlock()
 	}

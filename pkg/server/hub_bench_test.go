@@ -53,7 +53,7 @@ func BenchmarkHubDeliver(b *testing.B) {
 	cpu := cpuTime()
 	n := 0
 	for b.Loop() {
-		s.hub.deliver("bench", "id", benchFrame)
+		s.hub.deliver("bench", "id", benchFrame, true)
 		if n++; n%64 == 0 { // drain, as writers would
 			for _, c := range clients {
 				c.mu.Lock()

@@ -59,18 +59,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	hj := &hijacker{ResponseWriter: w}
-	ws, err := s.upgrader.Upgrade(hj, r, nil)
-	if err != nil {
-		s.conns.Done()
-		return // Upgrade already answered with an HTTP error
-	}
 	c := &client{
 		srv:      s,
 		id:       s.nextClientID(),
 		room:     roomName,
-		ws:       ws,
-		bc:       hj.conn,
 		remote:   r.RemoteAddr,
 		rawQuery: r.URL.RawQuery,
 		cookie:   r.Header.Get("Cookie"),
@@ -78,6 +70,33 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 	}
+	// Join the room before the handshake completes: a client that has its
+	// 101 receives every frame published after it (they wait in its queue
+	// until the writer starts), and the history read below covers what came
+	// before; frames queued meanwhile that the history holds are dropped.
+	s.hub.join(c)
+	s.metrics.Rooms.Set(float64(s.hub.count()))
+	if sw, ok := s.broker.(subscriptionWaiter); ok {
+		// A clustered broker subscribes asynchronously: wait (bounded) so
+		// that live delivery starts before the history read and the 101.
+		wctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		if err := sw.WaitSubscribed(wctx, roomName); err != nil {
+			s.log.Warn("room subscription not confirmed in time", "room", roomName, "err", err)
+		}
+		cancel()
+	}
+
+	hj := &hijacker{ResponseWriter: w}
+	ws, err := s.upgrader.Upgrade(hj, r, nil)
+	if err != nil {
+		s.hub.leave(c)
+		s.metrics.Rooms.Set(float64(s.hub.count()))
+		s.conns.Done()
+		return // Upgrade already answered with an HTTP error
+	}
+	c.mu.Lock() // shutdown's cutAll may look at bc from now on
+	c.ws, c.bc = ws, hj.conn
+	c.mu.Unlock()
 	s.metrics.Connections.Inc()
 	s.metrics.ConnectionsTotal.Inc()
 
@@ -86,19 +105,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	_ = ws.SetReadDeadline(time.Now().Add(idle))
 	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(idle)) })
 
-	// Join the room before reading history, so nothing published in between is
-	// missed; frames queued meanwhile that history already holds are dropped.
-	s.hub.join(c)
-	s.metrics.Rooms.Set(float64(s.hub.count()))
-	if w, ok := s.broker.(subscriptionWaiter); ok {
-		// A clustered broker subscribes asynchronously: wait (bounded) so the
-		// history read below and live delivery overlap rather than leave a gap.
-		wctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		if err := w.WaitSubscribed(wctx, roomName); err != nil {
-			s.log.Warn("room subscription not confirmed in time", "room", roomName, "err", err)
-		}
-		cancel()
-	}
 	if err := s.sendHistory(r.Context(), c, r.URL.Query().Get("since")); err != nil {
 		s.log.Error("reading history for a new client", "room", roomName, "err", err)
 	}
@@ -194,11 +200,11 @@ func (s *Server) sendHistory(ctx context.Context, c *client, since string) error
 	return err
 }
 
-// hasNewer reports whether a queued room frame is not in the history: then
+// hasNewer reports whether a queued kept frame is not in the history: then
 // everything delivered later is newer too.
 func hasNewer(live []queued, seen map[string]struct{}) bool {
 	for _, q := range live {
-		if _, ok := seen[q.id]; !ok && q.id != "" {
+		if _, ok := seen[q.id]; !ok && q.id != "" && q.kept {
 			return true
 		}
 	}
