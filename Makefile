@@ -2,7 +2,8 @@
 GO       ?= go
 BIN      ?= bin/chatserver
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X github.com/chatserver/chatserver/pkg/cli.Version=$(VERSION)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+LDFLAGS  := -X github.com/chatserver/chatserver/pkg/cli.Version=$(VERSION) -X github.com/chatserver/chatserver/pkg/cli.Commit=$(COMMIT)
 GOLANGCI := $(shell $(GO) env GOPATH)/bin/golangci-lint
 GOLANGCI_VERSION := v2.15.0
 

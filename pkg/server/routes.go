@@ -20,6 +20,7 @@ import (
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer, securityHeaders)
+	r.Use(middleware.GetHead) // HEAD works wherever GET does (load balancers, monitors)
 	r.Get("/", s.servePage)
 	r.Get("/chatsocket", s.serveWS)
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })

@@ -649,3 +649,18 @@ func TestCorruptHistoryEntryIsSkipped(t *testing.T) {
 		t.Fatalf("API: %d %s", resp.StatusCode, b)
 	}
 }
+
+// Load balancers and monitors probe with HEAD.
+func TestHeadWorksWhereGetDoes(t *testing.T) {
+	s := startServer(t, nil)
+	for _, path := range []string{"/", "/healthz", "/readyz", "/api/rooms/lobby/history"} {
+		resp, err := http.Head(s.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("HEAD %s: %d", path, resp.StatusCode)
+		}
+	}
+}
