@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"html/template"
+	"strings"
 	"sync"
 	"testing"
 
@@ -161,3 +162,27 @@ func decode(t *testing.T, frame []byte) map[string]any {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// checkBuild builds a pipeline whose kind pipeline is the one step use with
+// options with, and checks the outcome: no error when wantErr is "", else an
+// error containing wantErr.
+func checkBuild(t *testing.T, kind pipeline.Kind, use string, with map[string]any, deps pipeline.Deps, wantErr string) {
+	t.Helper()
+	var cfg pipeline.Config
+	st := []pipeline.Step{step(use, with)}
+	switch kind {
+	case pipeline.Join:
+		cfg.Join = st
+	case pipeline.Leave:
+		cfg.Leave = st
+	default:
+		cfg.Message = st
+	}
+	_, err := pipeline.Build(cfg, deps, pipeline.BuildOptions{})
+	switch {
+	case wantErr == "" && err != nil:
+		t.Fatalf("unexpected error: %v", err)
+	case wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)):
+		t.Fatalf("error %v, want one containing %q", err, wantErr)
+	}
+}

@@ -94,16 +94,7 @@ func TestHistoryOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := pipeline.Build(pipeline.Config{Message: []pipeline.Step{step("history", tt.with)}}, tt.deps, pipeline.BuildOptions{})
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
-			}
+			checkBuild(t, pipeline.Message, "history", tt.with, tt.deps, tt.wantErr)
 		})
 	}
 }

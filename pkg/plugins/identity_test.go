@@ -240,13 +240,7 @@ func TestUsernameIdentityOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := pipeline.Build(pipeline.Config{Join: []pipeline.Step{step("username", tt.with)}}, pipeline.Deps{}, pipeline.BuildOptions{})
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Fatalf("unexpected error: %v", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
-			}
+			checkBuild(t, pipeline.Join, "username", tt.with, pipeline.Deps{}, tt.wantErr)
 		})
 	}
 }

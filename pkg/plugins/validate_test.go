@@ -90,16 +90,7 @@ func TestValidateOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := pipeline.Build(pipeline.Config{Message: []pipeline.Step{step("validate", tt.with)}}, pipeline.Deps{}, pipeline.BuildOptions{})
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
-			}
+			checkBuild(t, pipeline.Message, "validate", tt.with, pipeline.Deps{}, tt.wantErr)
 		})
 	}
 }
