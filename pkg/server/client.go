@@ -40,10 +40,15 @@ type queued struct {
 
 // client is one WebSocket connection. It implements pipeline.Sender.
 //
-// Exactly one goroutine reads (runConn's, started by serveWS) and exactly one
+// Exactly one goroutine reads (runConn's, started by serveWS) and at most one
 // writes (writeLoop); everyone else only appends to the queue under mu, which
 // never blocks. A full queue means the client fell behind: it is closed with
 // 1008 and the rest of the room is unaffected.
+//
+// The writer runs only while there is something to write: enqueue starts it
+// (kick) and it returns after a short linger without work. A chat connection
+// is idle most of its life, and a parked writer would cost it a goroutine
+// stack, half of what an idle connection costs (BENCHMARKS.md).
 type client struct {
 	srv      *Server
 	id       int64
@@ -56,6 +61,9 @@ type client struct {
 	slot     int    // index in room.members, guarded by the room's lock
 	// present is set while the client is listed in cluster presence.
 	present atomic.Bool
+	// lastWrite is when the writer last wrote frames. Only the writer uses
+	// it; successive writers are ordered by mu (writing).
+	lastWrite time.Time
 
 	mu        sync.Mutex
 	queue     []queued
@@ -63,8 +71,14 @@ type client struct {
 	closing   bool
 	closeCode int
 	closeText string
-	username  string
-	values    map[any]any
+	// canWrite is set once the 101 is written and the history frame heads
+	// the queue (start); writing while a writeLoop runs; finished once it
+	// closed the connection (finish), after which no writer starts.
+	canWrite, writing, finished bool
+	pingDue                     bool        // the writer is to send a ping
+	pinger                      *time.Timer // sets pingDue every ping_interval
+	username                    string
+	values                      map[any]any
 	// histSeen holds the ids of the history frame until the first live
 	// kept frame newer than the history arrives: a message appended to
 	// history before the history was read but delivered after it is
@@ -73,8 +87,23 @@ type client struct {
 	// online, offline — prove nothing: they are never in the history.)
 	histSeen map[string]struct{}
 
-	wake chan struct{} // capacity 1: "the queue or closing changed"
-	done chan struct{} // closed when writeLoop returns
+	wake chan struct{} // capacity 1: "the queue or closing changed", to a running writer
+	done chan struct{} // closed by finish
+}
+
+// A writer with nothing to write returns after lingerTicks ticks of the
+// server's linger clock (period lingerPeriod): a busy client keeps its writer,
+// an idle one gives it up within 50-100 ms. The linger clock is not the flush
+// clock: idle writers arming that one would move its ticks and shrink the
+// batches busy writers make.
+const (
+	lingerTicks  = 2
+	lingerPeriod = 50 * time.Millisecond
+)
+
+func newClient(s *Server, id int64, room string) *client {
+	return &client{srv: s, id: id, room: room, slot: -1,
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // enqueue appends a frame for the writer. It never blocks.
@@ -95,86 +124,114 @@ func (c *client) enqueue(q queued) error {
 	}
 	if len(c.queue) >= c.srv.cfg.WebSocket.SendQueue {
 		c.closing, c.closeCode, c.closeText = true, closePolicy, "send queue full: client too slow"
+		c.kickLocked()
 		c.mu.Unlock()
 		c.srv.metrics.Dropped.WithLabelValues("slow").Inc()
 		c.srv.log.Warn("disconnecting slow client", "client_id", c.id, "room", c.room)
-		c.signal()
 		return errClientSlow
 	}
 	c.queue = append(c.queue, q)
+	c.kickLocked()
 	c.mu.Unlock()
-	c.signal()
 	return nil
 }
 
-func (c *client) signal() {
-	select {
-	case c.wake <- struct{}{}:
+// kickLocked gets the queue written: it wakes the running writer or starts
+// one. c.mu must be held.
+func (c *client) kickLocked() {
+	switch {
+	case c.writing:
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	case c.canWrite && !c.finished:
+		c.writing = true
+		go c.writeLoop()
+	}
+}
+
+// start lets writers run, once the handshake is written and the history
+// frame heads the queue, and starts the pings.
+func (c *client) start() {
+	c.mu.Lock()
+	c.canWrite = true
+	c.pinger = time.AfterFunc(c.srv.cfg.WebSocket.PingInterval, c.ping)
+	c.kickLocked()
+	c.mu.Unlock()
+	select { // joined as shutdown began: Shutdown's closeAll may have missed it
+	case <-c.srv.stopping:
+		c.close(closeGoingAway, "server shutting down")
 	default:
 	}
+}
+
+// ping has the writer send a ping, and re-arms itself.
+func (c *client) ping() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.finished {
+		return
+	}
+	c.pingDue = true
+	c.kickLocked()
+	c.pinger.Reset(c.srv.cfg.WebSocket.PingInterval)
 }
 
 // close asks the writer to flush what is queued, send a close frame with code
 // and text, and close the connection. The first close wins.
 func (c *client) close(code int, text string) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if !c.closing {
 		c.closing, c.closeCode, c.closeText = true, code, text
 	}
-	c.mu.Unlock()
-	c.signal()
+	c.kickLocked()
 }
 
-// writeLoop is the connection's only writer. It returns after the connection
-// is closed; serveWS waits for it.
-func (c *client) writeLoop(stop <-chan struct{}) {
-	defer close(c.done)
-	defer c.bc.Close() // ends the reader too
-	defer func() {
-		// Whatever ended the writer, later deliveries are refused at once
-		// rather than queued for nobody (and counted as a slow client).
-		c.mu.Lock()
-		c.closing, c.queue = true, nil
-		c.mu.Unlock()
-	}()
-	ws := c.srv.cfg.WebSocket
-	ping := time.NewTicker(ws.PingInterval)
-	defer ping.Stop()
-	var lastWrite time.Time
+// writeLoop is the connection's only writer while it runs (see kick). It
+// writes what is queued, pings when a ping is due, and returns once the
+// connection is closed (see finish) or when the client has had nothing to
+// write for lingerTicks ticks of the server's linger clock: an idle
+// connection holds no writer goroutine, and so no stack.
+func (c *client) writeLoop() {
+	fc, linger := c.srv.flush, c.srv.linger
+	idleTicks := 0
 	for {
-		select {
-		case <-c.wake:
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(ws.WriteTimeout)); err != nil {
+		c.mu.Lock()
+		if len(c.queue) == 0 && !c.closing && !c.pingDue {
+			if idleTicks >= lingerTicks {
+				c.writing = false
+				c.mu.Unlock()
 				return
 			}
-			continue
-		case <-stop:
-			c.close(closeGoingAway, "server shutting down")
-			stop = nil // seen; the close is now queued
-			continue
-		}
-		if fc := c.srv.flush; fc != nil && time.Since(lastWrite) < fc.period {
-			// A busy client: let more frames join this write (see
-			// flushClock). A quiet one (nothing written for a period) is
-			// written to at once: no added latency, no second wake-up.
+			c.mu.Unlock()
 			select {
-			case <-fc.next():
-			case <-stop:
-			}
-			select { // what woke us is about to be written
 			case <-c.wake:
-			default:
+			case <-linger.next():
+				idleTicks++
 			}
+			continue
 		}
+		c.mu.Unlock()
+		idleTicks = 0
+		c.pace(fc)
+
 		c.mu.Lock()
 		batch := c.queue
 		c.queue, c.spare = c.spare[:0], nil
-		closing, code, text := c.closing, c.closeCode, c.closeText
+		closing, code, text, ping := c.closing, c.closeCode, c.closeText, c.pingDue
+		c.pingDue = false
 		c.mu.Unlock()
 
+		if ping {
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, c.writeDeadline()); err != nil {
+				c.finish()
+				return
+			}
+		}
 		if len(batch) > 0 {
-			lastWrite = time.Now()
+			c.lastWrite = time.Now()
 			err := c.writeBatch(batch)
 			clear(batch) // drop references to the prepared messages
 			if cap(batch) > maxSpare {
@@ -184,15 +241,49 @@ func (c *client) writeLoop(stop <-chan struct{}) {
 			c.spare = batch[:0]
 			c.mu.Unlock()
 			if err != nil {
+				c.finish()
 				return
 			}
 		}
 		if closing {
 			_ = c.ws.WriteControl(websocket.CloseMessage,
 				websocket.FormatCloseMessage(code, text), time.Now().Add(closeControlWindow))
+			c.finish()
 			return
 		}
 	}
+}
+
+// pace makes a busy writer wait for the next tick of the flush clock, so that
+// more frames join its next write (see flushClock). A writer that has not
+// written for a period writes at once: no added latency, no second wake-up.
+func (c *client) pace(fc *flushClock) {
+	if fc == nil || time.Since(c.lastWrite) >= fc.period {
+		return
+	}
+	select {
+	case <-fc.next():
+	case <-c.srv.stopping:
+	}
+	select { // what woke us is about to be written
+	case <-c.wake:
+	default:
+	}
+}
+
+// finish ends the connection after its last write: later deliveries are
+// refused at once rather than queued for nobody (and counted as a slow
+// client), no writer starts again, and the reader's next read fails.
+func (c *client) finish() {
+	c.mu.Lock()
+	c.closing, c.queue, c.spare = true, nil, nil
+	c.writing, c.finished = false, true
+	if c.pinger != nil {
+		c.pinger.Stop()
+	}
+	c.mu.Unlock()
+	_ = c.bc.Close()
+	close(c.done)
 }
 
 // writeBatch writes frames in one flush to the network. Uncompressed frames

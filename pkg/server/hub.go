@@ -141,6 +141,20 @@ func (h *hub) count() int {
 	return len(h.rooms)
 }
 
+// closeAll asks every member's writer to close with code and text, after
+// what is queued.
+func (h *hub) closeAll(code int, text string) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, r := range h.rooms {
+		r.mu.RLock()
+		for _, c := range r.members {
+			c.close(code, text)
+		}
+		r.mu.RUnlock()
+	}
+}
+
 // cutAll closes the network connection of every member, without a close
 // frame: shutdown's last resort for clients that did not leave in time. Their
 // reader and writer goroutines then end on their own. It returns how many.

@@ -27,7 +27,7 @@ func benchServer(b *testing.B) *Server {
 }
 
 func benchClient(s *Server, id int64, room string) *client {
-	return &client{srv: s, id: id, room: room, slot: -1, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	return newClient(s, id, room)
 }
 
 // a typical message envelope as broadcast (~450 bytes).

@@ -88,8 +88,10 @@ type Server struct {
 	presence clusterPresence
 	rdb      *redis.Client
 	flush    *flushClock // nil: websocket.write_delay is 0
+	linger   *flushClock // times idle writers' exit (see client.writeLoop)
 
-	// stopping is closed at shutdown: every writer closes its client with 1001.
+	// stopping is closed at shutdown (then closeAll sends every client 1001):
+	// writers stop pacing, shorten their deadlines, and late joiners close.
 	stopping chan struct{}
 	mu       sync.Mutex
 	closed   bool
@@ -150,6 +152,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		EnableCompression: cfg.WebSocket.Compression,
 		CheckOrigin:       originChecker(cfg.Server.AllowedOrigins),
 	}
+	s.linger = &flushClock{period: lingerPeriod}
 	if d := cfg.WebSocket.WriteDelay; d > 0 {
 		s.flush = &flushClock{period: d}
 	}
@@ -334,6 +337,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		srv := s.httpSrv
 		s.mu.Unlock()
 		close(s.stopping)
+		s.hub.closeAll(closeGoingAway, "server shutting down")
 
 		var errs []error
 		if srv != nil {

@@ -59,17 +59,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	c := &client{
-		srv:      s,
-		id:       s.nextClientID(),
-		room:     roomName,
-		remote:   r.RemoteAddr,
-		rawQuery: r.URL.RawQuery,
-		cookie:   r.Header.Get("Cookie"),
-		slot:     -1,
-		wake:     make(chan struct{}, 1),
-		done:     make(chan struct{}),
-	}
+	c := newClient(s, s.nextClientID(), roomName)
+	c.remote, c.rawQuery, c.cookie = r.RemoteAddr, r.URL.RawQuery, r.Header.Get("Cookie")
 	// Join the room before the handshake completes: a client that has its
 	// 101 receives every frame published after it (they wait in its queue
 	// until the writer starts), and the history read below covers what came
@@ -108,7 +99,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err := s.sendHistory(r.Context(), c, r.URL.Query().Get("since")); err != nil {
 		s.log.Error("reading history for a new client", "room", roomName, "err", err)
 	}
-	go c.writeLoop(s.stopping)
+	c.start()
 
 	// The connection outlives the request: its events get a context of
 	// their own (the request's is cancelled, and its values recycled, when
@@ -132,6 +123,7 @@ func (s *Server) runConn(ctx context.Context, c *client, joined bool, release fu
 		// outlives the HTTP handler and its Recoverer). The connection goes.
 		if v := recover(); v != nil {
 			s.log.Error("connection goroutine panicked; closing the connection", "client_id", c.id, "panic", v, "stack", string(debug.Stack()))
+			c.close(websocket.CloseInternalServerErr, "internal error")
 			_ = c.bc.Close()
 			<-c.done
 		}
