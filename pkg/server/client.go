@@ -201,7 +201,9 @@ func (c *client) writeLoop() {
 		c.mu.Lock()
 		if len(c.queue) == 0 && !c.closing && !c.pingDue {
 			if idleTicks >= lingerTicks {
-				c.writing = false
+				// An idle client keeps no queue either: the next frame
+				// allocates a small one.
+				c.writing, c.queue, c.spare = false, nil, nil
 				c.mu.Unlock()
 				return
 			}

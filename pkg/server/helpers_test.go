@@ -35,13 +35,13 @@ type testServer struct {
 
 // startServer runs a server with the embedded default config, changed by
 // mutate, on a loopback port. It is shut down when the test ends.
-func startServer(t *testing.T, mutate func(*config.Config)) *testServer {
+func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 	t.Helper()
 	return startServerWith(t, mutate, server.Options{})
 }
 
 // startServerWith is startServer with explicit Options (an injected store).
-func startServerWith(t *testing.T, mutate func(*config.Config), opts server.Options) *testServer {
+func startServerWith(t testing.TB, mutate func(*config.Config), opts server.Options) *testServer {
 	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {

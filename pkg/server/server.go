@@ -145,9 +145,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.Limits.HandshakeTimeout,
-		// Clients send little: a small read buffer, instead of keeping the
-		// HTTP server's 4 KB one, is a quarter of an idle connection's cost.
-		ReadBufferSize:    readBufferSize,
+		// ReadBufferSize stays 0: gorilla then reads through the buffer our
+		// hijacker gives it (readBufferSize bytes; see hijacker.Hijack).
 		WriteBufferPool:   &sync.Pool{},
 		EnableCompression: cfg.WebSocket.Compression,
 		CheckOrigin:       originChecker(cfg.Server.AllowedOrigins),
@@ -160,9 +159,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// readBufferSize is each connection's read buffer; bigger frames (up to
+// readBufferSize is each connection's read buffer. Clients send little: a
+// small buffer, instead of keeping the HTTP server's 4 KB one, is a large
+// part of what an idle connection costs; bigger frames (up to
 // websocket.max_message_bytes) are read through it in pieces.
-const readBufferSize = 1024
+const readBufferSize = 512
 
 // newStore opens the history store the config names. A Redis store does not
 // wait for Redis: it connects in the background (see history.Redis).

@@ -94,7 +94,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.cfg.WebSocket.MaxMessageBytes)
 	idle := s.cfg.WebSocket.PingInterval + s.cfg.WebSocket.WriteTimeout
 	_ = ws.SetReadDeadline(time.Now().Add(idle))
-	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(idle)) })
+	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(idle)) }) // and see waitReadable
 
 	if err := s.sendHistory(r.Context(), c, r.URL.Query().Get("since")); err != nil {
 		s.log.Error("reading history for a new client", "room", roomName, "err", err)
@@ -208,8 +208,14 @@ func hasNewer(live []queued, seen map[string]struct{}) bool {
 // stays open (SPEC §5), except for frames over the size limit (1009).
 func (s *Server) readLoop(ctx context.Context, c *client) {
 	idle := s.cfg.WebSocket.PingInterval + s.cfg.WebSocket.WriteTimeout
+	onPong := func() { _ = c.ws.SetReadDeadline(time.Now().Add(idle)) }
 	for {
-		mt, data, err := c.ws.ReadMessage()
+		err := c.bc.waitReadable(onPong)
+		var mt int
+		var data []byte
+		if err == nil {
+			mt, data, err = c.ws.ReadMessage()
+		}
 		if err != nil {
 			var ne net.Error
 			switch {
