@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -56,5 +57,72 @@ func TestIdleConnectionsHoldNoWriter(t *testing.T) {
 				waitWriters(t, 0)
 			}
 		})
+	}
+}
+
+// Writers come and go (a writer returns after a linger without frames; the
+// next frame starts another): messages sent in bursts with pauses around the
+// flush tick (10 ms) and the linger (50-100 ms) reach every member, each
+// sender's in order, none twice — a lost wake-up would leave frames queued.
+func TestWritersRestartLosingNothing(t *testing.T) {
+	s := startServer(t, func(c *config.Config) {
+		fastLimits(c)
+		c.WebSocket.PresenceLimit = 1 // only messages after the joins
+	})
+	const senders, receivers, perSender = 3, 3, 40
+	pauses := []time.Duration{0, 0, 0, 3 * time.Millisecond, 12 * time.Millisecond, 70 * time.Millisecond, 130 * time.Millisecond}
+	var rs []*wsClient
+	for range receivers {
+		rs = append(rs, joined(t, s, ""))
+	}
+	ss := make([]*wsClient, senders)
+	for i := range ss {
+		ss[i] = joined(t, s, "")
+	}
+	ids := map[int64]int{} // sender client id -> index
+	for i, c := range ss {
+		hello := fmt.Sprint("hello ", i)
+		c.send(map[string]string{"body": hello})
+		for f := c.next("message"); ; f = c.next("message") {
+			if f.Body == hello {
+				ids[f.ClientID] = i
+				break
+			}
+		}
+	}
+	for _, r := range rs {
+		for range senders {
+			r.next("message") // the hellos
+		}
+	}
+	done := make(chan struct{})
+	for i, c := range ss {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for n := range perSender {
+				if err := c.conn.WriteJSON(map[string]string{"body": fmt.Sprint(n)}); err != nil {
+					t.Errorf("sender %d: %v", i, err)
+					return
+				}
+				time.Sleep(pauses[(n*7+i*3)%len(pauses)])
+			}
+		}()
+	}
+	for _, r := range rs {
+		next := make([]int, senders)
+		for range senders * perSender {
+			f := r.next("message")
+			i, ok := ids[f.ClientID]
+			if !ok {
+				t.Fatalf("message from unknown client %d", f.ClientID)
+			}
+			if want := fmt.Sprint(next[i]); f.Body != want {
+				t.Fatalf("from sender %d: got %q, want %q", i, f.Body, want)
+			}
+			next[i]++
+		}
+	}
+	for range senders {
+		<-done
 	}
 }
