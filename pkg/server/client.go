@@ -36,6 +36,9 @@ type queued struct {
 	id   string
 	f    *outFrame
 	kept bool // the frame is in the room's history (see broker.DeliverFunc)
+	// presence marks an online/offline frame, which has its own allowance
+	// in the queue (see enqueue).
+	presence bool
 }
 
 // client is one WebSocket connection. It implements pipeline.Sender.
@@ -67,6 +70,7 @@ type client struct {
 
 	mu        sync.Mutex
 	queue     []queued
+	others    int      // frames in queue that are not presence
 	spare     []queued // the other half of the double buffer writeLoop swaps
 	closing   bool
 	closeCode int
@@ -107,6 +111,15 @@ func newClient(s *Server, id int64, room string) *client {
 }
 
 // enqueue appends a frame for the writer. It never blocks.
+//
+// A client is too slow, and is cut off, when websocket.send_queue frames
+// wait for it. Presence frames (online/offline) are not counted there: they
+// have an allowance of their own, websocket.presence_limit more frames
+// (presenceAllowance). A join storm sends every member one online frame per
+// joiner, up to presence_limit of them, faster than any client reads; a
+// member that keeps up with messages is not cut off for presence it could
+// not have avoided. (With presence_limit 0, no limit, the allowance is
+// defaultPresenceAllowance.)
 func (c *client) enqueue(q queued) error {
 	c.mu.Lock()
 	if c.closing {
@@ -122,7 +135,11 @@ func (c *client) enqueue(q queued) error {
 			c.histSeen = nil
 		}
 	}
-	if len(c.queue) >= c.srv.cfg.WebSocket.SendQueue {
+	full := c.others >= c.srv.cfg.WebSocket.SendQueue
+	if q.presence {
+		full = len(c.queue) >= c.srv.cfg.WebSocket.SendQueue+c.srv.presenceAllowance
+	}
+	if full {
 		c.closing, c.closeCode, c.closeText = true, closePolicy, "send queue full: client too slow"
 		c.kickLocked()
 		c.mu.Unlock()
@@ -131,10 +148,17 @@ func (c *client) enqueue(q queued) error {
 		return errClientSlow
 	}
 	c.queue = append(c.queue, q)
+	if !q.presence {
+		c.others++
+	}
 	c.kickLocked()
 	c.mu.Unlock()
 	return nil
 }
+
+// defaultPresenceAllowance is the presence allowance when presence_limit is
+// 0 (see enqueue).
+const defaultPresenceAllowance = 1000
 
 // kickLocked gets the queue written: it wakes the running writer or starts
 // one. c.mu must be held.
@@ -221,7 +245,7 @@ func (c *client) writeLoop() {
 
 		c.mu.Lock()
 		batch := c.queue
-		c.queue, c.spare = c.spare[:0], nil
+		c.queue, c.spare, c.others = c.spare[:0], nil, 0
 		closing, code, text, ping := c.closing, c.closeCode, c.closeText, c.pingDue
 		c.pingDue = false
 		c.mu.Unlock()
@@ -278,7 +302,7 @@ func (c *client) pace(fc *flushClock) {
 // client), no writer starts again, and the reader's next read fails.
 func (c *client) finish() {
 	c.mu.Lock()
-	c.closing, c.queue, c.spare = true, nil, nil
+	c.closing, c.queue, c.spare, c.others = true, nil, nil, 0
 	c.writing, c.finished = false, true
 	if c.pinger != nil {
 		c.pinger.Stop()

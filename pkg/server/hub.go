@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"sync"
 
 	"github.com/chatserver/chatserver/pkg/pipeline"
@@ -87,7 +88,7 @@ func (h *hub) deliver(roomName, id string, frame []byte, kept bool) {
 	if r == nil {
 		return
 	}
-	q := queued{id: id, f: newOutFrame(frame), kept: kept}
+	q := queued{id: id, f: newOutFrame(frame), kept: kept, presence: isPresence(frame)}
 	r.mu.RLock()
 	n := len(r.members)
 	for _, c := range r.members {
@@ -177,3 +178,16 @@ func (h *hub) cutAll() int {
 	}
 	return n
 }
+
+// isPresence reports whether frame is an online or offline envelope. Inside a
+// JSON string a quote is escaped, so these bytes can only be the envelope's
+// own type field.
+func isPresence(frame []byte) bool {
+	head := frame[:min(len(frame), presenceScan)]
+	return bytes.Contains(head, []byte(`"type":"online"`)) || bytes.Contains(head, []byte(`"type":"offline"`))
+}
+
+// presenceScan is how far into a frame isPresence looks: the type field
+// follows the id (pipeline.Envelope.AppendJSON), which is short (a UUID,
+// unless a plugin set another).
+const presenceScan = 256

@@ -89,6 +89,9 @@ type Server struct {
 	rdb      *redis.Client
 	flush    *flushClock // nil: websocket.write_delay is 0
 	linger   *flushClock // times idle writers' exit (see client.writeLoop)
+	// presenceAllowance is how many presence frames may wait for a client
+	// beyond websocket.send_queue (see client.enqueue).
+	presenceAllowance int
 
 	// stopping is closed at shutdown (then closeAll sends every client 1001):
 	// writers stop pacing, shorten their deadlines, and late joiners close.
@@ -152,6 +155,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		CheckOrigin:       originChecker(cfg.Server.AllowedOrigins),
 	}
 	s.linger = &flushClock{period: lingerPeriod}
+	s.presenceAllowance = cfg.WebSocket.PresenceLimit
+	if s.presenceAllowance == 0 {
+		s.presenceAllowance = defaultPresenceAllowance
+	}
 	if d := cfg.WebSocket.WriteDelay; d > 0 {
 		s.flush = &flushClock{period: d}
 	}

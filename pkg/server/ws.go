@@ -185,6 +185,12 @@ func (s *Server) sendHistory(ctx context.Context, c *client, since string) error
 		}
 	}
 	c.queue = append([]queued{{f: newOutFrame(b)}}, live...)
+	c.others = 0
+	for _, q := range c.queue {
+		if !q.presence {
+			c.others++
+		}
+	}
 	if !hasNewer(live, seen) {
 		c.histSeen = seen // deliveries still in flight may repeat history
 	}

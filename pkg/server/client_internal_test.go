@@ -1,0 +1,84 @@
+package server
+
+import (
+	"testing"
+
+	"github.com/chatserver/chatserver/pkg/config"
+)
+
+func TestIsPresence(t *testing.T) {
+	tests := []struct {
+		frame string
+		want  bool
+	}{
+		{`{"id":"0192f0c4-7e17-46eb-9f1e-11f5707ea0ec","type":"online","room":"r","client_id":1}`, true},
+		{`{"id":"0192f0c4-7e17-46eb-9f1e-11f5707ea0ec","type":"offline","room":"r","client_id":1}`, true},
+		{`{"id":"0192f0c4-7e17-46eb-9f1e-11f5707ea0ec","type":"message","room":"r","body":"x"}`, false},
+		// the words inside a string are escaped, so they never match
+		{`{"id":"1","type":"message","room":"r","body":"\"type\":\"online\""}`, false},
+		{`{"type":"history","room":"r","messages":[]}`, false},
+		{``, false},
+	}
+	for _, tt := range tests {
+		if got := isPresence([]byte(tt.frame)); got != tt.want {
+			t.Errorf("isPresence(%s) = %v, want %v", tt.frame, got, tt.want)
+		}
+	}
+}
+
+// The send queue bounds messages; presence has an allowance of
+// presence_limit frames beyond it (see client.enqueue). The client has no
+// writer here (it never started), so nothing drains its queue.
+func TestEnqueueAllowsAPresenceBurst(t *testing.T) {
+	const sendQueue, presenceLimit = 4, 10
+	online := queued{id: "p", f: newOutFrame([]byte(`{"id":"p","type":"online"}`)), presence: true}
+	message := queued{id: "m", f: newOutFrame([]byte(`{"id":"m","type":"message"}`)), kept: true}
+	tests := []struct {
+		name      string
+		presence  int // presence frames queued first
+		messages  int // then messages
+		wantSlow  bool
+		wantQueue int
+	}{
+		{"messages up to send_queue", 0, sendQueue, false, sendQueue},
+		{"one message more is too slow", 0, sendQueue + 1, true, 0},
+		{"a presence burst within the allowance", sendQueue + presenceLimit, 0, false, sendQueue + presenceLimit},
+		{"one presence frame more is too slow", sendQueue + presenceLimit + 1, 0, true, 0},
+		{"messages after a presence burst", presenceLimit, sendQueue, false, presenceLimit + sendQueue},
+		{"too many messages after a presence burst", presenceLimit, sendQueue + 1, true, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := config.Load("", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.WebSocket.SendQueue, cfg.WebSocket.PresenceLimit = sendQueue, presenceLimit
+			s, err := New(cfg, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			c := newClient(s, 1, "r")
+			var last error
+			for range tt.presence {
+				if err := c.enqueue(online); err != nil && last == nil {
+					last = err
+				}
+			}
+			for range tt.messages {
+				if err := c.enqueue(message); err != nil && last == nil {
+					last = err
+				}
+			}
+			if slow := last == errClientSlow; slow != tt.wantSlow {
+				t.Fatalf("first error %v, want slow=%v", last, tt.wantSlow)
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if !tt.wantSlow && len(c.queue) != tt.wantQueue {
+				t.Errorf("queue holds %d frames, want %d", len(c.queue), tt.wantQueue)
+			}
+		})
+	}
+}
