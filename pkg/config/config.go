@@ -58,7 +58,8 @@ type WebSocket struct {
 	// connection with 1009. Default 8192.
 	MaxMessageBytes int64 `mapstructure:"max_message_bytes"`
 	// SendQueue is the number of frames buffered per client; a client whose
-	// queue is full is disconnected (1008). Default 256.
+	// queue is full is disconnected (1008). Online/offline frames have an
+	// allowance of PresenceLimit more (join storms). Default 256.
 	SendQueue int `mapstructure:"send_queue"`
 	// PingInterval is how often the server pings; a client silent for
 	// PingInterval+WriteTimeout is closed. Default 25s.
