@@ -65,9 +65,16 @@ func TestIdleConnectionsHoldNoWriter(t *testing.T) {
 // flush tick (10 ms) and the linger (50-100 ms) reach every member, each
 // sender's in order, none twice — a lost wake-up would leave frames queued.
 func TestWritersRestartLosingNothing(t *testing.T) {
+	for _, delay := range []time.Duration{0, 10 * time.Millisecond} {
+		t.Run("write_delay="+delay.String(), func(t *testing.T) { writersRestart(t, delay) })
+	}
+}
+
+func writersRestart(t *testing.T, delay time.Duration) {
 	s := startServer(t, func(c *config.Config) {
 		fastLimits(c)
 		c.WebSocket.PresenceLimit = 1 // only messages after the joins
+		c.WebSocket.WriteDelay = delay
 	})
 	const senders, receivers, perSender = 3, 3, 40
 	pauses := []time.Duration{0, 0, 0, 3 * time.Millisecond, 12 * time.Millisecond, 70 * time.Millisecond, 130 * time.Millisecond}
@@ -104,7 +111,7 @@ func TestWritersRestartLosingNothing(t *testing.T) {
 					t.Errorf("sender %d: %v", i, err)
 					return
 				}
-				time.Sleep(pauses[(n*7+i*3)%len(pauses)])
+				time.Sleep(pauses[(n*3+i)%len(pauses)])
 			}
 		}()
 	}
