@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,5 +234,36 @@ func TestTLSServesWSS(t *testing.T) {
 		t.Fatal("plain ws:// upgraded on the TLS port")
 	} else if resp != nil {
 		resp.Body.Close()
+	}
+}
+
+// Control frames from the client, as the reader's wait (waitReadable) and
+// gorilla share them: unsolicited pongs (taken off the socket by the server)
+// are ignored, a ping is answered with its payload, and messages still flow.
+func TestClientPingsAndPongs(t *testing.T) {
+	s := startServer(t, nil)
+	c := joined(t, s, "")
+	pongs := make(chan string, 1)
+	c.conn.SetPongHandler(func(p string) error { pongs <- p; return nil })
+	deadline := time.Now().Add(5 * time.Second)
+	for _, p := range []string{"", "x", strings.Repeat("p", 125)} {
+		if err := c.conn.WriteControl(websocket.PongMessage, []byte(p), deadline); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.conn.WriteControl(websocket.PingMessage, []byte("are you there"), deadline); err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]string{"body": "after the control frames"})
+	if f := c.next("message"); f.Body != "after the control frames" { // reading runs the pong handler
+		t.Fatalf("got %q", f.Body)
+	}
+	select {
+	case p := <-pongs:
+		if p != "are you there" {
+			t.Errorf("pong payload %q, want the ping's", p)
+		}
+	default:
+		t.Error("no pong for the ping")
 	}
 }
