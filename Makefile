@@ -19,7 +19,8 @@ test: ## vet and every test with the race detector (Redis and chromium tests inc
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# GODEBUG as chatserver runs (cli.Main sets it): idle connections' stacks depend on it.
+# GODEBUG: new goroutines start at 2 KB, as idle readers do in a server full of them (in a
+# test binary the adaptive start would follow the test's own goroutines; BENCHMARKS.md).
 bench: ## Go benchmarks of the pipeline, the hub and idle connections
 	GODEBUG=adaptivestackstart=0 $(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 

@@ -41,10 +41,8 @@ func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
 // Main runs the command line with args and returns the exit code. Errors are
-// printed to stderr on one line, never as a stack trace. Call it first thing
-// in main: it sets GODEBUG=adaptivestackstart=0 (see smallStacks).
+// printed to stderr on one line, never as a stack trace.
 func Main(args []string) int {
-	smallStacks()
 	return run(args, os.Stdout, os.Stderr)
 }
 

@@ -92,20 +92,3 @@ func TestBadTemplatesDirIsAConfigError(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q; want 2 naming templates.dir", code, errs)
 	}
 }
-
-func TestSmallStacks(t *testing.T) {
-	tests := []struct{ godebug, want string }{
-		{"", "adaptivestackstart=0"},
-		{"http2debug=1", "http2debug=1,adaptivestackstart=0"},
-		{"adaptivestackstart=1", "adaptivestackstart=1"}, // the operator's choice stands
-	}
-	for _, tt := range tests {
-		t.Run(tt.godebug, func(t *testing.T) {
-			t.Setenv("GODEBUG", tt.godebug)
-			smallStacks()
-			if got := os.Getenv("GODEBUG"); got != tt.want {
-				t.Errorf("GODEBUG = %q, want %q", got, tt.want)
-			}
-		})
-	}
-}

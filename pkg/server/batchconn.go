@@ -3,13 +3,11 @@ package server
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"net"
 	"net/http"
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // batchConn wraps the connection gorilla hijacks so that a client's writer can
@@ -153,95 +151,10 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if rw.Reader.Buffered() > 0 {
 		return h.conn, rw, nil
 	}
-	if sc, ok := c.(syscall.Conn); ok {
-		h.conn.raw, _ = sc.SyscallConn() // nil for TLS: waitReadable then returns at once
-	}
+	switch sc := c.(type) {
+	case *net.TCPConn, *net.UnixConn: // plain sockets: no read-ahead of their own to miss
+		h.conn.raw, _ = sc.(syscall.Conn).SyscallConn()
+	} // anything else (TLS): raw stays nil and waitReadable returns at once
 	h.conn.br = bufio.NewReaderSize(h.conn, readBufferSize)
 	return h.conn, bufio.NewReadWriter(h.conn.br, rw.Writer), nil
-}
-
-// waitReadable returns when the client has sent something other than a pong:
-// a frame for ReadMessage, an error, or the end of the connection. Pongs that
-// arrive while gorilla has nothing buffered are read and handled here
-// (onPong), and the wait goes on; an expired read deadline or a closed
-// connection is returned as the error.
-//
-// It exists for the reader's stack. A connection is idle most of its life,
-// and a goroutine parked deep in ReadMessage (gorilla, bufio, net, poll)
-// needs a 4 KB stack, while one parked here fits in the minimum 2 KB; a
-// stack, once grown, is not shrunk back while its goroutine parks this deep.
-// gorilla handles pongs only inside ReadMessage, so an idle member would
-// otherwise enter it at the first pong (after ping_interval) and stay there.
-//
-// Frames are only peeked at until one is known to be a complete pong, so a
-// frame that is not one is left whole for gorilla. Without a raw socket
-// (TLS) it returns at once.
-func (b *batchConn) waitReadable(onPong func()) error {
-	if b.raw == nil || b.br == nil {
-		return nil
-	}
-	for b.br.Buffered() == 0 { // gorilla is between frames, with nothing read ahead
-		pong := false
-		var rerr error
-		err := b.raw.Read(func(fd uintptr) bool {
-			pong, rerr = takePong(int(fd))
-			return !errors.Is(rerr, syscall.EAGAIN)
-		})
-		switch {
-		case err != nil:
-			return err // deadline, or closed
-		case rerr != nil || !pong:
-			return nil // ReadMessage reads the frame, or reports the error
-		}
-		onPong()
-	}
-	return nil
-}
-
-// takePong reads a pong frame from socket fd if one is there whole, and
-// reports whether it did; anything else stays unread. EAGAIN: nothing to read.
-func takePong(fd int) (bool, error) {
-	var hdr [2]byte
-	n, err := recv(fd, hdr[:], syscall.MSG_PEEK)
-	if err != nil || n < len(hdr) {
-		return false, err
-	}
-	size, ok := pongSize(hdr)
-	if !ok {
-		return false, nil
-	}
-	frame := make([]byte, size) // once per ping_interval: off the stack, which must stay small
-	if n, err = recv(fd, frame, syscall.MSG_PEEK); err != nil || n < size {
-		return false, nil // not all there yet: ReadMessage waits for it
-	}
-	if n, err = recv(fd, frame, 0); err != nil || n != size {
-		return false, errPongRead
-	}
-	return true, nil
-}
-
-var errPongRead = errors.New("websocket: a peeked pong frame could not be read")
-
-// recv is recv(2) with MSG_DONTWAIT added to flags. It calls the system
-// directly because syscall.Recvfrom's frame (it converts a source address)
-// would, on its own, grow the reader's stack past its minimum.
-func recv(fd int, p []byte, flags int) (int, error) {
-	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(fd),
-		uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)),
-		uintptr(flags|syscall.MSG_DONTWAIT), 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}
-
-// pongSize reports whether a frame header (its first two bytes) starts a
-// client's pong (RFC 6455 §5.2: FIN, opcode 0xA, masked, payload of at most
-// 125 bytes), and the whole frame's size: header, mask key and payload.
-func pongSize(hdr [2]byte) (int, bool) {
-	const finPong, masked, lenMask = 0x80 | 0xA, 0x80, 0x7F
-	if hdr[0] != finPong || hdr[1]&masked == 0 || int(hdr[1]&lenMask) > 125 {
-		return 0, false
-	}
-	return 2 + 4 + int(hdr[1]&lenMask), true
 }

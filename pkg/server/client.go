@@ -115,7 +115,8 @@ func newClient(s *Server, id int64, room string) *client {
 // A client is too slow, and is cut off, when websocket.send_queue frames
 // wait for it. Presence frames (online/offline) are not counted there: they
 // have an allowance of their own, websocket.presence_limit more frames
-// (presenceAllowance). A join storm sends every member one online frame per
+// (presenceAllowance), so the queue holds at most send_queue frames that are
+// not presence and send_queue+presence_limit in all. A join storm sends every member one online frame per
 // joiner, up to presence_limit of them, faster than any client reads; a
 // member that keeps up with messages is not cut off for presence it could
 // not have avoided. (With presence_limit 0, no limit, the allowance is
@@ -135,11 +136,8 @@ func (c *client) enqueue(q queued) error {
 			c.histSeen = nil
 		}
 	}
-	full := c.others >= c.srv.cfg.WebSocket.SendQueue
-	if q.presence {
-		full = len(c.queue) >= c.srv.cfg.WebSocket.SendQueue+c.srv.presenceAllowance
-	}
-	if full {
+	sendQueue := c.srv.cfg.WebSocket.SendQueue
+	if len(c.queue) >= sendQueue+c.srv.presenceAllowance || !q.presence && c.others >= sendQueue {
 		c.closing, c.closeCode, c.closeText = true, closePolicy, "send queue full: client too slow"
 		c.kickLocked()
 		c.mu.Unlock()

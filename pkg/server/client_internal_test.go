@@ -1,6 +1,9 @@
 package server
 
 import (
+	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/chatserver/chatserver/pkg/config"
@@ -16,6 +19,10 @@ func TestIsPresence(t *testing.T) {
 		{`{"id":"0192f0c4-7e17-46eb-9f1e-11f5707ea0ec","type":"message","room":"r","body":"x"}`, false},
 		// the words inside a string are escaped, so they never match
 		{`{"id":"1","type":"message","room":"r","body":"\"type\":\"online\""}`, false},
+		{`{"id":"\"type\":\"online\"","type":"message","room":"r"}`, false},
+		// however long the id a plugin set
+		{`{"id":"` + strings.Repeat("x", 1000) + `","type":"offline","room":"r"}`, true},
+		{`{"id":"1","type":"onlineish","room":"r"}`, false},
 		{`{"type":"history","room":"r","messages":[]}`, false},
 		{``, false},
 	}
@@ -46,6 +53,7 @@ func TestEnqueueAllowsAPresenceBurst(t *testing.T) {
 		{"one presence frame more is too slow", sendQueue + presenceLimit + 1, 0, true, 0},
 		{"messages after a presence burst", presenceLimit, sendQueue, false, presenceLimit + sendQueue},
 		{"too many messages after a presence burst", presenceLimit, sendQueue + 1, true, 0},
+		{"a message after a full presence allowance", sendQueue + presenceLimit, 1, true, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,5 +88,14 @@ func TestEnqueueAllowsAPresenceBurst(t *testing.T) {
 				t.Errorf("queue holds %d frames, want %d", len(c.queue), tt.wantQueue)
 			}
 		})
+	}
+}
+
+// The writer tests count goroutines by this name in stack dumps (see
+// writers in client_test.go); a rename must not leave them counting nothing.
+func TestWriterLoopName(t *testing.T) {
+	name := runtime.FuncForPC(reflect.ValueOf((*client).writeLoop).Pointer()).Name()
+	if !strings.HasSuffix(name, "/pkg/server.(*client).writeLoop") {
+		t.Fatalf("writeLoop is %q: update writers() in client_test.go", name)
 	}
 }

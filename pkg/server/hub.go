@@ -180,14 +180,13 @@ func (h *hub) cutAll() int {
 }
 
 // isPresence reports whether frame is an online or offline envelope. Inside a
-// JSON string a quote is escaped, so these bytes can only be the envelope's
-// own type field.
+// JSON string a quote is escaped, so the first `"type":"` is the envelope's
+// own type field (pipeline.Envelope.AppendJSON; envelopes hold no objects).
 func isPresence(frame []byte) bool {
-	head := frame[:min(len(frame), presenceScan)]
-	return bytes.Contains(head, []byte(`"type":"online"`)) || bytes.Contains(head, []byte(`"type":"offline"`))
+	i := bytes.Index(frame, []byte(`"type":"`))
+	if i < 0 {
+		return false
+	}
+	rest := frame[i+len(`"type":"`):]
+	return bytes.HasPrefix(rest, []byte(`online"`)) || bytes.HasPrefix(rest, []byte(`offline"`))
 }
-
-// presenceScan is how far into a frame isPresence looks: the type field
-// follows the id (pipeline.Envelope.AppendJSON), which is short (a UUID,
-// unless a plugin set another).
-const presenceScan = 256

@@ -19,9 +19,11 @@ import (
 // GCs, which also shrink idle stacks). The clients are bare sockets that did
 // a WebSocket handshake and read nothing, so that almost all of what is
 // counted is the server's (their net.Conn, a few hundred bytes, is in the
-// heap figure). Run it as the server runs, with GODEBUG=adaptivestackstart=0
-// (see cli.Main); RSS per connection at 10,000 connections is measured by
-// `chatserver bench conns` (BENCHMARKS.md).
+// heap figure). Run it with GODEBUG=adaptivestackstart=0 (make bench does):
+// new goroutines then start at 2 KB, as idle readers do in a server full of
+// them, where the adaptive start follows their own average; in a test binary
+// it would follow the test's goroutines. RSS per connection at 10,000
+// connections is measured by `chatserver bench conns` (BENCHMARKS.md).
 func BenchmarkIdleConnections(b *testing.B) {
 	const conns = 500
 	s := startServer(b, func(c *config.Config) {

@@ -237,9 +237,9 @@ func TestTLSServesWSS(t *testing.T) {
 	}
 }
 
-// Control frames from the client, as the reader's wait (waitReadable) and
-// gorilla share them: unsolicited pongs (taken off the socket by the server)
-// are ignored, a ping is answered with its payload, and messages still flow.
+// Control frames from the client, end to end: unsolicited pongs are ignored,
+// a ping is answered with its payload, and messages still flow. (Which of the
+// reader's wait and gorilla handles which frame is TestWaitReadable's part.)
 func TestClientPingsAndPongs(t *testing.T) {
 	s := startServer(t, nil)
 	c := joined(t, s, "")

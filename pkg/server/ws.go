@@ -123,8 +123,10 @@ func (s *Server) runConn(ctx context.Context, c *client, joined bool, release fu
 		// outlives the HTTP handler and its Recoverer). The connection goes.
 		if v := recover(); v != nil {
 			s.log.Error("connection goroutine panicked; closing the connection", "client_id", c.id, "panic", v, "stack", string(debug.Stack()))
+			// The writer's deadline bounds the close; the leave pipeline is
+			// skipped: it might be what panicked.
 			c.close(websocket.CloseInternalServerErr, "internal error")
-			_ = c.bc.Close()
+			s.leaveRoom(c)
 			<-c.done
 		}
 	}()
@@ -136,16 +138,22 @@ func (s *Server) runConn(ctx context.Context, c *client, joined bool, release fu
 		c.close(closePolicy, "join refused")
 	}
 
-	s.hub.leave(c)
-	if c.present.Swap(false) && s.presence != nil {
-		s.presence.Remove(c.room, c.id)
-	}
-	s.metrics.Rooms.Set(float64(s.hub.count()))
+	s.leaveRoom(c)
 	if joined {
 		s.runEvent(ctx, c, pipeline.Leave, pipeline.Inbound{})
 	}
 	c.close(websocket.CloseNormalClosure, "")
 	<-c.done
+}
+
+// leaveRoom takes c out of its room here and in cluster presence. It may run
+// twice for one client (a panic after it): both steps are idempotent.
+func (s *Server) leaveRoom(c *client) {
+	s.hub.leave(c)
+	if c.present.Swap(false) && s.presence != nil {
+		s.presence.Remove(c.room, c.id)
+	}
+	s.metrics.Rooms.Set(float64(s.hub.count()))
 }
 
 // sendHistory puts the history frame at the head of c's queue, dropping live

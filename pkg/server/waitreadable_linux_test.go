@@ -1,0 +1,196 @@
+//go:build linux && (amd64 || arm64)
+
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestPongSize(t *testing.T) {
+	tests := []struct {
+		name string
+		hdr  [2]byte
+		size int
+		ok   bool
+	}{
+		{"masked pong, empty", [2]byte{0x8A, 0x80}, 6, true},
+		{"masked pong, 125 bytes", [2]byte{0x8A, 0x80 | 125}, 131, true},
+		{"pong with a 16-bit length", [2]byte{0x8A, 0x80 | 126}, 0, false},
+		{"unmasked pong", [2]byte{0x8A, 4}, 0, false},
+		{"pong without FIN", [2]byte{0x0A, 0x84}, 0, false},
+		{"pong with RSV1", [2]byte{0xCA, 0x84}, 0, false},
+		{"ping", [2]byte{0x89, 0x84}, 0, false},
+		{"text", [2]byte{0x81, 0x84}, 0, false},
+		{"close", [2]byte{0x88, 0x82}, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			size, ok := pongSize(tt.hdr)
+			if size != tt.size || ok != tt.ok {
+				t.Errorf("pongSize(%#x) = %d, %v; want %d, %v", tt.hdr, size, ok, tt.size, tt.ok)
+			}
+		})
+	}
+}
+
+// takePong on a real socket: a whole pong is consumed and nothing after it;
+// anything else (a partial pong, a data frame) is left for gorilla, byte for
+// byte.
+func TestTakePong(t *testing.T) {
+	pong := []byte{0x8A, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2}
+	text := []byte{0x81, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2}
+	tests := []struct {
+		name string
+		sent []byte
+		took bool
+		left []byte
+		err  error
+	}{
+		{"nothing", nil, false, nil, syscall.EAGAIN},
+		{"a pong", pong, true, nil, nil},
+		{"a pong, then text", append(append([]byte{}, pong...), text...), true, text, nil},
+		{"half a pong", pong[:4], false, pong[:4], nil},
+		{"one byte", pong[:1], false, pong[:1], nil},
+		{"text", text, false, text, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client, server := tcpPair(t)
+			if len(tt.sent) > 0 {
+				if _, err := client.Write(tt.sent); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(20 * time.Millisecond) // delivered on loopback
+			}
+			raw, err := server.(*net.TCPConn).SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var took bool
+			var terr error
+			if err := raw.Control(func(fd uintptr) { took, terr = takePong(int(fd)) }); err != nil {
+				t.Fatal(err)
+			}
+			if took != tt.took || terr != tt.err { //nolint:errorlint // an errno is returned as is
+				t.Fatalf("takePong = %v, %v; want %v, %v", took, terr, tt.took, tt.err)
+			}
+			_ = client.Close()
+			left, _ := io.ReadAll(server)
+			if !bytes.Equal(left, tt.left) {
+				t.Errorf("left unread %q, want %q", left, tt.left)
+			}
+		})
+	}
+}
+
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// waitReadable on a real socket, as the reader uses it: pongs are handled
+// (onPong) and consumed, and it returns, with the bytes intact for gorilla,
+// at the first thing that is not a whole pong — a text frame, or a pong
+// whose rest has not arrived; a read deadline ends the wait with a timeout.
+func TestWaitReadable(t *testing.T) {
+	pong := []byte{0x8A, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2}
+	text := []byte{0x81, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2}
+	cat := func(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
+	tests := []struct {
+		name  string
+		sent  []byte
+		pongs int
+		next  []byte // what gorilla reads next
+	}{
+		{"two pongs, then text", cat(pong, pong, text), 2, text},
+		{"text at once", text, 0, text},
+		{"a pong, then half a pong", cat(pong, pong[:3]), 1, pong[:3]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client, server := tcpPair(t)
+			b := &batchConn{Conn: server}
+			b.raw, _ = server.(*net.TCPConn).SyscallConn()
+			b.br = bufio.NewReaderSize(b, readBufferSize)
+			if _, err := client.Write(tt.sent); err != nil {
+				t.Fatal(err)
+			}
+			_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
+			pongs := 0
+			if err := b.waitReadable(func() { pongs++ }); err != nil {
+				t.Fatal(err)
+			}
+			if pongs != tt.pongs {
+				t.Errorf("%d pongs handled, want %d", pongs, tt.pongs)
+			}
+			got := make([]byte, len(tt.next))
+			if _, err := io.ReadFull(b.br, got); err != nil || !bytes.Equal(got, tt.next) {
+				t.Errorf("next bytes %q (%v), want %q", got, err, tt.next)
+			}
+		})
+	}
+	t.Run("nothing sent: the deadline ends the wait", func(t *testing.T) {
+		_, server := tcpPair(t)
+		b := &batchConn{Conn: server}
+		b.raw, _ = server.(*net.TCPConn).SyscallConn()
+		b.br = bufio.NewReaderSize(b, readBufferSize)
+		_ = server.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		err := b.waitReadable(func() { t.Error("a pong out of nothing") })
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("got %v, want a timeout", err)
+		}
+	})
+	t.Run("a pong split over two writes is taken whole", func(t *testing.T) {
+		client, server := tcpPair(t)
+		b := &batchConn{Conn: server}
+		b.raw, _ = server.(*net.TCPConn).SyscallConn()
+		b.br = bufio.NewReaderSize(b, readBufferSize)
+		_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := client.Write(pong[:4]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		// Half a pong: the wait returns and ReadMessage would read it; a
+		// reader that is already waiting when the rest comes takes it whole.
+		if err := b.waitReadable(func() { t.Error("half a pong handled") }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.Write(append(pong[4:], text...)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		pongs := 0
+		if err := b.waitReadable(func() { pongs++ }); err != nil {
+			t.Fatal(err)
+		}
+		if pongs != 1 {
+			t.Fatalf("%d pongs handled, want 1", pongs)
+		}
+		got := make([]byte, len(text))
+		if _, err := io.ReadFull(b.br, got); err != nil || !bytes.Equal(got, text) {
+			t.Errorf("next bytes %q (%v), want %q", got, err, text)
+		}
+	})
+}

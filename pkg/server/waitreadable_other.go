@@ -1,0 +1,8 @@
+//go:build !(linux && (amd64 || arm64))
+
+package server
+
+// waitReadable returns at once where the pong-taking wait is not built (it
+// calls recvfrom directly; see waitreadable_linux.go): the reader then parks
+// in gorilla's ReadMessage, as it does over TLS, on a 4 KB stack.
+func (b *batchConn) waitReadable(func()) error { return nil }
