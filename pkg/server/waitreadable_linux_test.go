@@ -129,14 +129,10 @@ func TestWaitReadable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			client, server := tcpPair(t)
-			b := &batchConn{Conn: server}
-			b.raw, _ = server.(*net.TCPConn).SyscallConn()
-			b.br = bufio.NewReaderSize(b, readBufferSize)
+			client, b := hijacked(t, 5*time.Second)
 			if _, err := client.Write(tt.sent); err != nil {
 				t.Fatal(err)
 			}
-			_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
 			pongs := 0
 			if err := b.waitReadable(func() { pongs++ }); err != nil {
 				t.Fatal(err)
@@ -151,11 +147,7 @@ func TestWaitReadable(t *testing.T) {
 		})
 	}
 	t.Run("nothing sent: the deadline ends the wait", func(t *testing.T) {
-		_, server := tcpPair(t)
-		b := &batchConn{Conn: server}
-		b.raw, _ = server.(*net.TCPConn).SyscallConn()
-		b.br = bufio.NewReaderSize(b, readBufferSize)
-		_ = server.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, b := hijacked(t, 50*time.Millisecond)
 		err := b.waitReadable(func() { t.Error("a pong out of nothing") })
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
@@ -163,11 +155,7 @@ func TestWaitReadable(t *testing.T) {
 		}
 	})
 	t.Run("a pong split over two writes is taken whole", func(t *testing.T) {
-		client, server := tcpPair(t)
-		b := &batchConn{Conn: server}
-		b.raw, _ = server.(*net.TCPConn).SyscallConn()
-		b.br = bufio.NewReaderSize(b, readBufferSize)
-		_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
+		client, b := hijacked(t, 5*time.Second)
 		if _, err := client.Write(pong[:4]); err != nil {
 			t.Fatal(err)
 		}
@@ -193,4 +181,16 @@ func TestWaitReadable(t *testing.T) {
 			t.Errorf("next bytes %q (%v), want %q", got, err, text)
 		}
 	})
+}
+
+// hijacked is a batchConn set up as Hijack sets one up, on the server end of
+// a loopback pair whose reads time out after timeout, and the client end.
+func hijacked(t *testing.T, timeout time.Duration) (net.Conn, *batchConn) {
+	t.Helper()
+	client, server := tcpPair(t)
+	b := &batchConn{Conn: server}
+	b.raw, _ = server.(*net.TCPConn).SyscallConn()
+	b.br = bufio.NewReaderSize(b, readBufferSize)
+	_ = server.SetReadDeadline(time.Now().Add(timeout))
+	return client, b
 }
