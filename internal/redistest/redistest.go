@@ -104,8 +104,11 @@ func StartServer(t testing.TB) *Server {
 	return s
 }
 
+// Addr is the server's host:port.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
+
 // URL is the server's redis:// URL.
-func (s *Server) URL() string { return "redis://127.0.0.1:" + strconv.Itoa(s.Port) + "/0" }
+func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 
 // Start runs redis-server on s.Port (no persistence) and waits until it
 // answers PING.
@@ -121,7 +124,7 @@ func (s *Server) Start() {
 		s.t.Fatalf("redistest: starting redis-server: %v", err)
 	}
 	s.cmd = cmd
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(s.Port), MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

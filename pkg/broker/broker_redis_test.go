@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/chatserver/chatserver/internal/redistest"
+	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/broker"
 )
 
@@ -108,7 +109,7 @@ func TestRedisFanOutExactlyOnceSameOrder(t *testing.T) {
 	wg.Wait()
 	total := per * len(nodes)
 	for i, n := range nodes {
-		eventually(t, 5*time.Second, fmt.Sprintf("node %d to receive %d frames", i, total), func() bool {
+		testutil.Eventually(t, 5*time.Second, fmt.Sprintf("node %d to receive %d frames", i, total), func() bool {
 			return len(n.ids("lobby")) >= total
 		})
 	}
@@ -145,7 +146,7 @@ func TestRedisSubscribeOnlyWhatIsServed(t *testing.T) {
 	if err := b.Publish(context.Background(), "one", id, frameOf(id, 0), false); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a to get the frame", func() bool { return len(a.ids("one")) == 1 })
+	testutil.Eventually(t, 5*time.Second, "a to get the frame", func() bool { return len(a.ids("one")) == 1 })
 	if len(b.ids("one")) != 0 {
 		t.Fatal("b got a frame of a room it does not serve")
 	}
@@ -166,7 +167,7 @@ func TestRedisSubscribeOnlyWhatIsServed(t *testing.T) {
 		t.Fatalf("subscribers in Redis: one=%d two=%d, want 1 and 1", one, two)
 	}
 	_ = a.Unsubscribe(context.Background(), "one")
-	eventually(t, 5*time.Second, "Redis to drop a's subscription to one", func() bool { return numsub("one") == 0 })
+	testutil.Eventually(t, 5*time.Second, "Redis to drop a's subscription to one", func() bool { return numsub("one") == 0 })
 	publishN(t, b, "one", 3)
 	time.Sleep(200 * time.Millisecond)
 	if got := len(a.ids("one")); got != 1 {
@@ -199,13 +200,13 @@ func TestRedisHistoryTrimmed(t *testing.T) {
 // published meanwhile from the history: exactly once, in order.
 func TestRedisRecoversAfterConnectionDrop(t *testing.T) {
 	srv := redistest.StartServer(t)
-	rdb := redis.NewClient(&redis.Options{Addr: addrOf(srv)})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rdb.Close()
 	a, b := newNode(t, rdb, "p:"), newNode(t, rdb, "p:")
 	a.join(t, "lobby")
 	b.join(t, "lobby")
 	before := publishN(t, a, "lobby", 3)
-	eventually(t, 5*time.Second, "live frames", func() bool { return len(b.ids("lobby")) == 3 })
+	testutil.Eventually(t, 5*time.Second, "live frames", func() bool { return len(b.ids("lobby")) == 3 })
 
 	// One transaction: drop every pub/sub connection, then append 5 frames
 	// to the history that no subscriber gets live.
@@ -225,7 +226,7 @@ func TestRedisRecoversAfterConnectionDrop(t *testing.T) {
 	}
 	want := append(slices.Clone(before), missed...)
 	for name, n := range map[string]*node{"a": a, "b": b} {
-		eventually(t, 10*time.Second, name+" to recover", func() bool { return len(n.ids("lobby")) >= len(want) })
+		testutil.Eventually(t, 10*time.Second, name+" to recover", func() bool { return len(n.ids("lobby")) >= len(want) })
 		if got := n.ids("lobby"); !slices.Equal(got, want) {
 			t.Fatalf("%s delivered %v, want %v", name, got, want)
 		}
@@ -237,7 +238,7 @@ func TestRedisRecoversAfterConnectionDrop(t *testing.T) {
 	after := publishN(t, b, "lobby", 2)
 	want = append(want, after...)
 	for name, n := range map[string]*node{"a": a, "b": b} {
-		eventually(t, 5*time.Second, name+" to get live frames", func() bool { return len(n.ids("lobby")) >= len(want) })
+		testutil.Eventually(t, 5*time.Second, name+" to get live frames", func() bool { return len(n.ids("lobby")) >= len(want) })
 		time.Sleep(50 * time.Millisecond)
 		if got := n.ids("lobby"); !slices.Equal(got, want) {
 			t.Fatalf("%s delivered %v, want %v", name, got, want)
@@ -250,14 +251,14 @@ func TestRedisRecoversAfterConnectionDrop(t *testing.T) {
 // nodes resubscribe and fan-out works again across nodes.
 func TestRedisRestart(t *testing.T) {
 	srv := redistest.StartServer(t)
-	rdb := redis.NewClient(&redis.Options{Addr: addrOf(srv), DialTimeout: 300 * time.Millisecond,
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 300 * time.Millisecond,
 		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
 	defer rdb.Close()
 	a, b := newNode(t, rdb, "p:"), newNode(t, rdb, "p:")
 	a.join(t, "lobby")
 	b.join(t, "lobby")
 	publishN(t, a, "lobby", 2)
-	eventually(t, 5*time.Second, "live frames", func() bool { return len(b.ids("lobby")) == 2 })
+	testutil.Eventually(t, 5*time.Second, "live frames", func() bool { return len(b.ids("lobby")) == 2 })
 
 	srv.Kill()
 	start := time.Now()
@@ -271,7 +272,7 @@ func TestRedisRestart(t *testing.T) {
 
 	// A room first joined while Redis is down does not keep its joiner
 	// waiting for a confirmation that cannot come.
-	eventually(t, 5*time.Second, "the broker to notice Redis is down", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the broker to notice Redis is down", func() bool {
 		_ = b.Subscribe(context.Background(), "new")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -281,10 +282,10 @@ func TestRedisRestart(t *testing.T) {
 
 	srv.Start()
 	for name, n := range map[string]*node{"a": a, "b": b} {
-		eventually(t, 10*time.Second, name+" to resubscribe", func() bool { return n.resubs.Load() >= 1 })
+		testutil.Eventually(t, 10*time.Second, name+" to resubscribe", func() bool { return n.resubs.Load() >= 1 })
 	}
 	var last string
-	eventually(t, 10*time.Second, "fan-out across nodes after the restart", func() bool {
+	testutil.Eventually(t, 10*time.Second, "fan-out across nodes after the restart", func() bool {
 		last = publishN(t, b, "lobby", 1)[0]
 		time.Sleep(50 * time.Millisecond)
 		ids := a.ids("lobby")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chatserver/chatserver/internal/redistest"
+	"github.com/chatserver/chatserver/internal/testutil"
 )
 
 // die stops p's heartbeat without the cleanup Close does: a node killed.
@@ -39,23 +40,23 @@ func TestPresenceAcrossNodesAndExpiry(t *testing.T) {
 	want := []Member{{idA, "alice"}, {idB, "bob"}}
 	slices.SortFunc(want, func(x, y Member) int { return int(x.ClientID/ClientIDSpan - y.ClientID/ClientIDSpan) })
 	for _, p := range []*RedisPresence{a, b} {
-		waitFor(t, 5*time.Second, "members on both nodes", func() bool {
+		testutil.Eventually(t, 5*time.Second, "members on both nodes", func() bool {
 			got, err := p.Members(context.Background(), "lobby")
 			return err == nil && slices.Equal(got, want)
 		})
 	}
 	b.Add("lobby", Member{ClientID: idB, Username: "bobby"}) // a rename
-	waitFor(t, 5*time.Second, "the rename", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the rename", func() bool {
 		got, _ := a.Members(context.Background(), "lobby")
 		return slices.Contains(got, Member{idB, "bobby"})
 	})
 
 	b.die()
-	waitFor(t, 5*time.Second, "b's members to expire", func() bool {
+	testutil.Eventually(t, 5*time.Second, "b's members to expire", func() bool {
 		got, _ := a.Members(context.Background(), "lobby")
 		return slices.Equal(got, []Member{{idA, "alice"}})
 	})
-	waitFor(t, 5*time.Second, "b's members to be reaped", func() bool {
+	testutil.Eventually(t, 5*time.Second, "b's members to be reaped", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(expired) == 1
@@ -74,7 +75,7 @@ func TestPresenceCloseRemovesNode(t *testing.T) {
 	b := NewRedisPresence(RedisPresenceOptions{Client: rdb, KeyPrefix: prefix})
 	defer a.Close()
 	b.Add("r", Member{ClientID: 7, Username: "x"})
-	waitFor(t, 5*time.Second, "b's member", func() bool {
+	testutil.Eventually(t, 5*time.Second, "b's member", func() bool {
 		got, _ := a.Members(context.Background(), "r")
 		return len(got) == 1
 	})
@@ -82,17 +83,6 @@ func TestPresenceCloseRemovesNode(t *testing.T) {
 	got, _ := a.Members(context.Background(), "r")
 	if len(got) != 0 {
 		t.Fatalf("after a graceful close a still lists %v", got)
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -105,13 +95,13 @@ func TestPresenceSurvivesLostKeys(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	b.Add("r", Member{ClientID: b.Node()*ClientIDSpan + 1, Username: "bob"})
-	waitFor(t, 5*time.Second, "bob listed", func() bool {
+	testutil.Eventually(t, 5*time.Second, "bob listed", func() bool {
 		got, _ := a.Members(context.Background(), "r")
 		return len(got) == 1
 	})
 	keys, _ := rdb.Keys(context.Background(), prefix+"*").Result()
 	rdb.Del(context.Background(), keys...)
-	waitFor(t, 5*time.Second, "bob listed again", func() bool {
+	testutil.Eventually(t, 5*time.Second, "bob listed again", func() bool {
 		got, _ := a.Members(context.Background(), "r")
 		return len(got) == 1
 	})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/chatserver/chatserver/internal/testutil"
 	"log/slog"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/chatserver/chatserver/internal/redistest"
+	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/history"
 )
 
@@ -231,7 +231,7 @@ func TestRedisOutage(t *testing.T) {
 	if _, err := s.Recent(ctx, "lobby", 0); err == nil {
 		t.Fatal("Recent succeeded with Redis down")
 	}
-	waitFor(t, "a retry logged", func() bool { return strings.Contains(logs.String(), "retrying") })
+	testutil.Eventually(t, 10*time.Second, "a retry logged", func() bool { return strings.Contains(logs.String(), "retrying") })
 
 	srv.Start()
 	flush(t, s)
@@ -260,7 +260,7 @@ func TestRedisUnreachableAtStart(t *testing.T) {
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
 	appendN(t, s, "lobby", 0, 5)
-	waitFor(t, "a retry logged", func() bool { return strings.Contains(logs.String(), "retrying") })
+	testutil.Eventually(t, 10*time.Second, "a retry logged", func() bool { return strings.Contains(logs.String(), "retrying") })
 	if err := s.Ping(ctx); err == nil || !strings.Contains(err.Error(), "redis") {
 		t.Fatalf("Ping = %v, want an error naming redis", err)
 	}
@@ -341,17 +341,6 @@ func TestRedisCloseGivesUp(t *testing.T) {
 	}
 	if dropped.Load() != 3 {
 		t.Fatalf("dropped %d, want 3", dropped.Load())
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/chatserver/chatserver/internal/redistest"
+	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/broker"
 	"github.com/chatserver/chatserver/pkg/config"
 )
@@ -66,7 +68,7 @@ func TestClusterInProcess(t *testing.T) {
 	want := []member{{aliceOnline.ClientID, "alice"}, {bobOnline.ClientID, "bob"}}
 	slices.SortFunc(want, func(x, y member) int { return int(x.ClientID/broker.ClientIDSpan - y.ClientID/broker.ClientIDSpan) })
 	for _, s := range []*testServer{a, b} {
-		eventually(t, "both members with their new names on every node", func() bool {
+		testutil.Eventually(t, 15*time.Second, "both members with their new names on every node", func() bool {
 			code, body := httpGet(t, s.URL+"/api/rooms/lobby/members")
 			var ms []member
 			return code == 200 && json.Unmarshal([]byte(body), &ms) == nil && slices.Equal(ms, want)

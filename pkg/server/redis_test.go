@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatserver/chatserver/internal/redistest"
+	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/config"
 )
 
@@ -53,17 +54,6 @@ func apiHistory(t *testing.T, s *testServer) []string {
 		out[i] = e.Body
 	}
 	return out
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func bodies(from, to int) string {
@@ -132,7 +122,7 @@ func TestRedisOutageLiveChatGoesOn(t *testing.T) {
 	a.send(map[string]any{"body": "m0"})
 	b.next("message")
 	// The API shows queued entries too; wait until m0 is in Redis.
-	eventually(t, "m0 written", func() bool {
+	testutil.Eventually(t, 15*time.Second, "m0 written", func() bool {
 		_, metrics := httpGet(t, s.URL+"/metrics")
 		return strings.Contains(metrics, "chatserver_history_queue_depth 0")
 	})
@@ -156,13 +146,13 @@ func TestRedisOutageLiveChatGoesOn(t *testing.T) {
 	}
 
 	rs.Start() // same port, empty (no persistence)
-	eventually(t, "readyz 200", func() bool { code, _ := httpGet(t, s.URL+"/readyz"); return code == 200 })
-	eventually(t, "the outage's messages in history", func() bool {
+	testutil.Eventually(t, 15*time.Second, "readyz 200", func() bool { code, _ := httpGet(t, s.URL+"/readyz"); return code == 200 })
+	testutil.Eventually(t, 15*time.Second, "the outage's messages in history", func() bool {
 		return strings.Join(apiHistory(t, s), ",") == bodies(1, 30)
 	})
 	// The API shows queued entries too: the writer may still be in its retry
 	// backoff (up to 5 s) when they appear there.
-	eventually(t, "the queue written to Redis", func() bool {
+	testutil.Eventually(t, 15*time.Second, "the queue written to Redis", func() bool {
 		_, metrics := httpGet(t, s.URL+"/metrics")
 		return strings.Contains(metrics, "chatserver_history_queue_depth 0")
 	})
@@ -195,8 +185,8 @@ func TestStartWithRedisUnreachable(t *testing.T) {
 		t.Fatalf("live chat: %s", m.raw)
 	}
 	rs.Start()
-	eventually(t, "readyz 200", func() bool { code, _ := httpGet(t, s.URL+"/readyz"); return code == 200 })
-	eventually(t, "m0 in history", func() bool { return strings.Join(apiHistory(t, s), ",") == "m0" })
+	testutil.Eventually(t, 15*time.Second, "readyz 200", func() bool { code, _ := httpGet(t, s.URL+"/readyz"); return code == 200 })
+	testutil.Eventually(t, 15*time.Second, "m0 in history", func() bool { return strings.Join(apiHistory(t, s), ",") == "m0" })
 }
 
 func grepLines(s, sub string) string {

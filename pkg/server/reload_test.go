@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"github.com/chatserver/chatserver/internal/testutil"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/config"
 	"github.com/chatserver/chatserver/pkg/server"
 )
@@ -33,17 +33,6 @@ func writeConfig(t *testing.T, path, text string) {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -82,7 +71,7 @@ func TestWatchConfigHotReloadsPipelines(t *testing.T) {
 		_ = srv.Shutdown(sctx)
 		ts.Close()
 	})
-	waitFor(t, "the watcher to start", func() bool { return strings.Contains(logs.String(), "watching config") })
+	testutil.Eventually(t, 5*time.Second, "the watcher to start", func() bool { return strings.Contains(logs.String(), "watching config") })
 
 	c := s.dial(t, "", nil)
 	c.expect("history")
@@ -99,7 +88,7 @@ func TestWatchConfigHotReloadsPipelines(t *testing.T) {
 	// Add a filter step: the same connection sees the next message filtered.
 	old := srv.Pipelines()
 	writeConfig(t, path, fmt.Sprintf(reloadBase, "    - use: filter\n      with: { words: [darn] }\n"))
-	waitFor(t, "the new pipelines", func() bool { return srv.Pipelines() != old })
+	testutil.Eventually(t, 5*time.Second, "the new pipelines", func() bool { return srv.Pipelines() != old })
 	if got := say("darn it"); got != "**** it" {
 		t.Errorf("after reload: %q, want the filter applied", got)
 	}
@@ -112,7 +101,7 @@ func TestWatchConfigHotReloadsPipelines(t *testing.T) {
 		running := srv.Pipelines()
 		n := strings.Count(logs.String(), "config reload refused")
 		writeConfig(t, path, bad.text)
-		waitFor(t, bad.name+" to be refused", func() bool { return strings.Count(logs.String(), "config reload refused") > n })
+		testutil.Eventually(t, 5*time.Second, bad.name+" to be refused", func() bool { return strings.Count(logs.String(), "config reload refused") > n })
 		if !strings.Contains(logs.String(), bad.log) {
 			t.Errorf("%s: log lacks %q:\n%s", bad.name, bad.log, logs)
 		}
@@ -126,5 +115,5 @@ func TestWatchConfigHotReloadsPipelines(t *testing.T) {
 
 	// A change outside pipelines: is not applied, and the log says so.
 	writeConfig(t, path, strings.Replace(fmt.Sprintf(reloadBase, ""), "server: {", "history: { size: 5 }\nserver: {", 1))
-	waitFor(t, "the restart warning", func() bool { return strings.Contains(logs.String(), "need a restart") })
+	testutil.Eventually(t, 5*time.Second, "the restart warning", func() bool { return strings.Contains(logs.String(), "need a restart") })
 }

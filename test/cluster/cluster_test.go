@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/chatserver/chatserver/internal/testutil"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatserver/chatserver/internal/redistest"
+	"github.com/chatserver/chatserver/internal/testutil"
 )
 
 const redisAddr = "127.0.0.1:6379"
@@ -268,17 +268,6 @@ func ids(es []envelope) []string {
 	return out
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestThreeNodes(t *testing.T) {
 	prefix := redistest.Prefix(t)
 	nodes := []*node{startNode(t, "node1", prefix), startNode(t, "node2", prefix), startNode(t, "node3", prefix)}
@@ -291,14 +280,14 @@ func TestThreeNodes(t *testing.T) {
 	for i, name := range []string{"alice", "bob", "carol"} {
 		c := dial(t, nodes[i], name, "room="+room)
 		c.history()
-		eventually(t, 5*time.Second, name+" to see its own online", func() bool { return len(c.of("online")) >= 1 })
+		testutil.Eventually(t, 5*time.Second, name+" to see its own online", func() bool { return len(c.of("online")) >= 1 })
 		clients = append(clients, c)
 	}
 
 	// Members of every node are listed by every node; client ids are unique.
 	var ms []member
 	for _, n := range nodes {
-		eventually(t, 5*time.Second, n.name+" to list 3 members", func() bool {
+		testutil.Eventually(t, 5*time.Second, n.name+" to list 3 members", func() bool {
 			ms = n.members(room)
 			return len(ms) == 3
 		})
@@ -314,7 +303,7 @@ func TestThreeNodes(t *testing.T) {
 	// after it, whatever node they are on.
 	for i, c := range clients {
 		want := len(clients) - i
-		eventually(t, 5*time.Second, fmt.Sprintf("%s to see %d onlines", c.name, want), func() bool {
+		testutil.Eventually(t, 5*time.Second, fmt.Sprintf("%s to see %d onlines", c.name, want), func() bool {
 			return len(c.of("online")) >= want
 		})
 	}
@@ -334,7 +323,7 @@ func TestThreeNodes(t *testing.T) {
 	wg.Wait()
 	total := per * len(clients)
 	for _, c := range clients {
-		eventually(t, 10*time.Second, c.name+" to receive every message", func() bool { return len(c.of("message")) >= total })
+		testutil.Eventually(t, 10*time.Second, c.name+" to receive every message", func() bool { return len(c.of("message")) >= total })
 	}
 	time.Sleep(200 * time.Millisecond) // a duplicate would have arrived by now
 	order := ids(clients[0].of("message"))
@@ -363,7 +352,7 @@ func TestThreeNodes(t *testing.T) {
 		clients[0].send(fmt.Sprintf("while bob is away %d", i))
 		clients[2].send(fmt.Sprintf("carol while bob is away %d", i))
 	}
-	eventually(t, 10*time.Second, "alice to get the messages sent during the outage", func() bool {
+	testutil.Eventually(t, 10*time.Second, "alice to get the messages sent during the outage", func() bool {
 		return len(clients[0].of("message")) >= total+6
 	})
 	for _, e := range clients[0].of("message")[total:] {
@@ -382,7 +371,7 @@ func TestThreeNodes(t *testing.T) {
 
 	// Node 2's members expire (node_ttl 2s) and offline goes out for bob's
 	// old connection; bob's new connection is listed.
-	eventually(t, 10*time.Second, "node 2's members to expire", func() bool {
+	testutil.Eventually(t, 10*time.Second, "node 2's members to expire", func() bool {
 		for _, m := range nodes[0].members(room) {
 			if m.ClientID == bobID {
 				return false
@@ -391,7 +380,7 @@ func TestThreeNodes(t *testing.T) {
 		return true
 	})
 	for _, c := range []*client{clients[0], clients[2]} {
-		eventually(t, 10*time.Second, c.name+" to get bob's offline", func() bool {
+		testutil.Eventually(t, 10*time.Second, c.name+" to get bob's offline", func() bool {
 			for _, e := range c.of("offline") {
 				if e.ClientID == bobID {
 					return true

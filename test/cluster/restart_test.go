@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatserver/chatserver/internal/redistest"
+	"github.com/chatserver/chatserver/internal/testutil"
 )
 
 // metric reads one sample of the node's /metrics (0 when absent).
@@ -56,7 +57,7 @@ func lastBody(c *client) string {
 // while they were cut off, and fan-out goes on across nodes.
 func TestRedisDropAndRestart(t *testing.T) {
 	rs := redistest.StartServer(t)
-	raddr := fmt.Sprintf("127.0.0.1:%d", rs.Port)
+	raddr := rs.Addr()
 	prefix := "test:restart:" + uuid.NewString()[:8] + ":"
 	n1, n2 := startNodeOn(t, "node1", prefix, raddr), startNodeOn(t, "node2", prefix, raddr)
 	const room = "lobby"
@@ -64,7 +65,7 @@ func TestRedisDropAndRestart(t *testing.T) {
 	a.history()
 	b.history()
 	a.send("hello")
-	eventually(t, 5*time.Second, "bob to get hello", func() bool { return lastBody(b) == "hello" })
+	testutil.Eventually(t, 5*time.Second, "bob to get hello", func() bool { return lastBody(b) == "hello" })
 
 	// Drop every pub/sub connection, and in the same transaction keep 3
 	// messages in the history that nobody receives live.
@@ -87,7 +88,7 @@ func TestRedisDropAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []*client{a, b} {
-		eventually(t, 10*time.Second, c.name+" to recover the missed messages", func() bool {
+		testutil.Eventually(t, 10*time.Second, c.name+" to recover the missed messages", func() bool {
 			return lastBody(c) == "missed 2"
 		})
 		got := ids(c.of("message"))
@@ -103,20 +104,20 @@ func TestRedisDropAndRestart(t *testing.T) {
 
 	// Redis killed: readiness says so, each node's chat goes on locally.
 	rs.Kill()
-	eventually(t, 10*time.Second, "node1 to report not ready", func() bool { return n1.ready() == http.StatusServiceUnavailable })
+	testutil.Eventually(t, 10*time.Second, "node1 to report not ready", func() bool { return n1.ready() == http.StatusServiceUnavailable })
 	a.send("alone")
-	eventually(t, 10*time.Second, "alice to get her message with Redis down", func() bool { return lastBody(a) == "alone" })
+	testutil.Eventually(t, 10*time.Second, "alice to get her message with Redis down", func() bool { return lastBody(a) == "alone" })
 
 	// Redis back: both nodes resubscribe and fan-out works across nodes again.
 	rs.Start()
 	for _, n := range []*node{n1, n2} {
-		eventually(t, 15*time.Second, n.name+" to resubscribe", func() bool {
+		testutil.Eventually(t, 15*time.Second, n.name+" to resubscribe", func() bool {
 			return n.metric("chatserver_broker_resubscribes_total") >= 2 && n.ready() == http.StatusOK
 		})
 	}
 	b.send("back")
 	for _, c := range []*client{a, b} {
-		eventually(t, 10*time.Second, c.name+" to get a message after the restart", func() bool { return lastBody(c) == "back" })
+		testutil.Eventually(t, 10*time.Second, c.name+" to get a message after the restart", func() bool { return lastBody(c) == "back" })
 	}
 	if n1.metric("chatserver_broker_fallbacks_total") < 1 {
 		t.Errorf("node1 counted no fallback publish")
