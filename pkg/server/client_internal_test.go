@@ -57,16 +57,9 @@ func TestEnqueueAllowsAPresenceBurst(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := config.Load("", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.WebSocket.SendQueue, cfg.WebSocket.PresenceLimit = sendQueue, presenceLimit
-			s, err := New(cfg, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s := newTestServer(t, func(c *config.Config) {
+				c.WebSocket.SendQueue, c.WebSocket.PresenceLimit = sendQueue, presenceLimit
+			})
 			c := newClient(s, 1, "r")
 			var last error
 			for range tt.presence {

@@ -90,16 +90,9 @@ func FuzzMessagePipeline(f *testing.F) {
 	f.Add("%3D%3D", []byte(`{"body": " \t\n "}`))
 	f.Add("5byg5LiJ", []byte(`{"body": "`+strings.Repeat("字", 2001)+`"}`))
 	f.Add("\"\"", []byte("{\"body\": \"\xed\xa0\x80\"}"))
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	cfg.Pipelines.Message[2].With = map[string]any{"rate": 1e9, "burst": 1 << 30} // fuzz the content, not the limiter
-	s, err := New(cfg, Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { _ = s.Close() })
+	s := newTestServer(f, func(c *config.Config) {
+		c.Pipelines.Message[2].With = map[string]any{"rate": 1e9, "burst": 1 << 30} // fuzz the content, not the limiter
+	})
 	var seq int64
 	f.Fuzz(func(t *testing.T, cookie string, data []byte) {
 		seq++

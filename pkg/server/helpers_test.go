@@ -43,6 +43,23 @@ func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 // startServerWith is startServer with explicit Options (an injected store).
 func startServerWith(t testing.TB, mutate func(*config.Config), opts server.Options) *testServer {
 	t.Helper()
+	srv := newServer(t, mutate, opts)
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		ts.Close()
+	})
+	return &testServer{Server: srv, URL: ts.URL, ts: ts}
+}
+
+// newServer builds a server from the embedded default config, changed by
+// mutate. The caller serves and shuts it down.
+func newServer(t testing.TB, mutate func(*config.Config), opts server.Options) *server.Server {
+	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -54,16 +71,7 @@ func startServerWith(t testing.TB, mutate func(*config.Config), opts server.Opti
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		ts.Close()
-	})
-	return &testServer{Server: srv, URL: ts.URL, ts: ts}
+	return srv
 }
 
 // fastLimits raises the rate limit so tests can send bursts.

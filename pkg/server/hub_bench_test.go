@@ -11,19 +11,31 @@ import (
 	"github.com/chatserver/chatserver/pkg/config"
 )
 
-// benchServer is a server whose clients exist only in memory.
-func benchServer(b *testing.B) *Server {
+// newTestServer is a server with the embedded default config, changed by
+// mutate, that never listens: its clients exist only in memory. It is closed
+// when the test ends.
+func newTestServer(tb testing.TB, mutate func(*config.Config)) *Server {
+	tb.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	cfg.WebSocket.SendQueue = 1 << 30 // the benchmark drains queues itself
+	if mutate != nil {
+		mutate(cfg)
+	}
 	s, err := New(cfg, Options{})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { _ = s.Close() })
+	tb.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// benchServer is a server whose clients exist only in memory.
+func benchServer(b *testing.B) *Server {
+	return newTestServer(b, func(c *config.Config) {
+		c.WebSocket.SendQueue = 1 << 30 // the benchmark drains queues itself
+	})
 }
 
 func benchClient(s *Server, id int64, room string) *client {

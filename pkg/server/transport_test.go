@@ -30,17 +30,7 @@ import (
 // timeouts and TLS) on 127.0.0.1:0 and returns its address.
 func serveOn(t *testing.T, mutate func(*config.Config)) (*server.Server, string) {
 	t.Helper()
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if mutate != nil {
-		mutate(cfg)
-	}
-	srv, err := server.New(cfg, server.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newServer(t, mutate, server.Options{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
