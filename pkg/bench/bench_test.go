@@ -317,4 +317,3 @@ func TestFanoutOverClusterNodes(t *testing.T) {
 			res.Servers, res.Accepted, res.Expected, res.Deliveries, res.Lost, res.Duplicates)
 	}
 }
-
