@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,13 +84,13 @@ type client struct {
 	pinger                      *time.Timer // sets pingDue every ping_interval
 	username                    string
 	values                      map[any]any
-	// histSeen holds the ids of the history frame until the first live
-	// kept frame newer than the history arrives: a message appended to
-	// history before the history was read but delivered after it is
-	// dropped, not sent twice. (Kept frames arrive in history order, so once
+	// histSeen holds the newest ids of the history frame (histTail of them)
+	// until the first live kept frame newer than the history arrives: a
+	// message appended to history before the history was read but delivered
+	// after it is dropped, not sent twice. (Kept frames arrive in history order, so once
 	// a newer one came, no older one can follow. Frames that are not kept —
 	// online, offline — prove nothing: they are never in the history.)
-	histSeen map[string]struct{}
+	histSeen []string
 
 	wake chan struct{} // capacity 1: "the queue or closing changed", to a running writer
 	done chan struct{} // closed by finish
@@ -128,7 +129,7 @@ func (c *client) enqueue(q queued) error {
 		return errClientClosed
 	}
 	if c.histSeen != nil && q.id != "" {
-		if _, dup := c.histSeen[q.id]; dup {
+		if slices.Contains(c.histSeen, q.id) {
 			c.mu.Unlock()
 			return nil
 		}

@@ -1,12 +1,15 @@
 package server
 
 import (
+	"fmt"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/chatserver/chatserver/pkg/config"
+	"github.com/chatserver/chatserver/pkg/history"
 )
 
 func TestIsPresence(t *testing.T) {
@@ -90,5 +93,54 @@ func TestWriterLoopName(t *testing.T) {
 	name := runtime.FuncForPC(reflect.ValueOf((*client).writeLoop).Pointer()).Name()
 	if !strings.HasSuffix(name, "/pkg/server.(*client).writeLoop") {
 		t.Fatalf("writeLoop is %q: update writers() in client_test.go", name)
+	}
+}
+
+func TestTailIDs(t *testing.T) {
+	entries := func(n int) []history.Entry {
+		es := make([]history.Entry, n)
+		for i := range es {
+			es[i].ID = fmt.Sprint(i)
+		}
+		return es
+	}
+	tests := []struct {
+		entries, n int
+		want       []string
+	}{
+		{0, 3, []string{}},
+		{2, 3, []string{"0", "1"}},
+		{5, 3, []string{"2", "3", "4"}},
+	}
+	for _, tt := range tests {
+		if got := tailIDs(entries(tt.entries), tt.n); !slices.Equal(got, tt.want) {
+			t.Errorf("tailIDs(%d entries, %d) = %v, want %v", tt.entries, tt.n, got, tt.want)
+		}
+	}
+}
+
+// A joiner drops live deliveries that its history frame already held, until
+// the first kept frame newer than the history (then nothing older can come).
+func TestEnqueueDropsRepeatsOfHistory(t *testing.T) {
+	c := newClient(newTestServer(t, nil), 1, "r")
+	c.histSeen = []string{"a", "b"}
+	frame := func(id string, kept bool) queued {
+		return queued{id: id, f: newOutFrame([]byte(`{"id":"` + id + `"}`)), kept: kept}
+	}
+	for _, q := range []queued{frame("b", true), frame("p", false), frame("c", true), frame("a", true)} {
+		if err := c.enqueue(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var got []string
+	for _, q := range c.queue {
+		got = append(got, q.id)
+	}
+	// b repeats the history; p is presence (proves nothing); c is newer, so
+	// a, after it, is let through.
+	if want := []string{"p", "c", "a"}; !slices.Equal(got, want) || c.histSeen != nil {
+		t.Fatalf("queued %v (histSeen %v), want %v and histSeen cleared", got, c.histSeen, want)
 	}
 }

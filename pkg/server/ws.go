@@ -186,35 +186,41 @@ func (s *Server) sendHistory(ctx context.Context, c *client, since string) error
 	}
 	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	c.mu.Lock()
-	live := c.queue[:0:0]
-	for _, q := range c.queue {
-		if _, dup := seen[q.id]; !dup || q.id == "" {
-			live = append(live, q)
+	arrived := c.queue
+	c.queue = append(make([]queued, 0, len(arrived)+1), queued{f: newOutFrame(b)})
+	c.others = 1   // the history frame
+	newer := false // a kept frame the history lacks arrived: later ones are newer still
+	for _, q := range arrived {
+		if _, dup := seen[q.id]; dup && q.id != "" {
+			continue
 		}
-	}
-	c.queue = append([]queued{{f: newOutFrame(b)}}, live...)
-	c.others = 0
-	for _, q := range c.queue {
+		c.queue = append(c.queue, q)
 		if !q.presence {
 			c.others++
 		}
+		newer = newer || q.kept && q.id != ""
 	}
-	if !hasNewer(live, seen) {
-		c.histSeen = seen // deliveries still in flight may repeat history
+	if !newer && len(entries) > 0 {
+		c.histSeen = tailIDs(entries, histTail) // deliveries still in flight may repeat history
 	}
 	c.mu.Unlock()
 	return err
 }
 
-// hasNewer reports whether a queued kept frame is not in the history: then
-// everything delivered later is newer too.
-func hasNewer(live []queued, seen map[string]struct{}) bool {
-	for _, q := range live {
-		if _, ok := seen[q.id]; !ok && q.id != "" && q.kept {
-			return true
-		}
+// histTail is how many of the newest history ids a joining client keeps to
+// drop live deliveries that repeat them (client.histSeen). Only messages
+// published while it joined can be in flight, and they are the newest in the
+// history; keeping all of a room's 100 ids would cost an idle member ~3.5 KB
+// until the room's next message.
+const histTail = 32
+
+// tailIDs returns the ids of the last n entries.
+func tailIDs(entries []history.Entry, n int) []string {
+	ids := make([]string, 0, min(n, len(entries)))
+	for _, e := range entries[max(0, len(entries)-n):] {
+		ids = append(ids, e.ID)
 	}
-	return false
+	return ids
 }
 
 // readLoop reads frames until the connection ends and runs each through the
