@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"github.com/google/uuid"
@@ -80,10 +79,7 @@ func (s *Server) announceOffline(b broker.Broker, room string, m broker.Member) 
 	env := pipeline.Envelope{ID: uuid.NewString(), Type: pipeline.TypeOffline, Room: room,
 		ClientID: m.ClientID, Username: m.Username}
 	env.Stamp(time.Now())
-	frame, err := json.Marshal(&env)
-	if err != nil {
-		return
-	}
+	frame := env.AppendJSON(nil) // as every envelope is encoded (no HTML escaping)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := b.Publish(ctx, room, env.ID, frame, false); err != nil {
