@@ -34,6 +34,16 @@ type historyFrame struct {
 // stack) is released instead of being held for the connection's lifetime,
 // which is most of what an idle connection would otherwise cost.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	// What gorilla's Upgrade would refuse is refused before the request costs
+	// a limit slot, a room or a (clustered) subscription.
+	switch {
+	case r.Method != http.MethodGet || !websocket.IsWebSocketUpgrade(r):
+		http.Error(w, "this is the WebSocket endpoint: open it with a WebSocket handshake", http.StatusBadRequest)
+		return
+	case !s.upgrader.CheckOrigin(r):
+		http.Error(w, "origin not allowed (server.allowed_origins)", http.StatusForbidden)
+		return
+	}
 	roomName := r.URL.Query().Get("room")
 	if roomName == "" {
 		roomName = DefaultRoom

@@ -664,3 +664,29 @@ func TestHeadWorksWhereGetDoes(t *testing.T) {
 		}
 	}
 }
+
+// A request to the WebSocket endpoint that is not a handshake (a plain GET or
+// HEAD: a browser tab, a monitor) is answered 400, with our own message: it
+// is refused before it is admitted, so it costs no limit slot and opens no
+// room (gorilla's Upgrade, which refused it before, comes after both).
+func TestPlainRequestToWebSocketEndpoint(t *testing.T) {
+	s := startServer(t, nil)
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		req, err := http.NewRequest(method, s.URL+"/chatsocket?room=probe", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400", method, resp.StatusCode)
+		}
+		if method == http.MethodGet && !strings.Contains(string(body), "WebSocket handshake") {
+			t.Errorf("GET: body %q does not say what the endpoint wants", body)
+		}
+	}
+}
