@@ -141,20 +141,14 @@ func (s *Server) roomRefusal(roomName string) *refusal {
 	if lim.MaxRooms <= 0 && lim.MaxMembersPerRoom <= 0 {
 		return nil
 	}
-	s.hub.mu.RLock()
-	r := s.hub.rooms[roomName]
-	rooms := len(s.hub.rooms)
-	s.hub.mu.RUnlock()
-	if r == nil {
-		if lim.MaxRooms > 0 && rooms >= lim.MaxRooms {
+	n := s.hub.size(roomName)
+	if n == 0 { // a new room: the hub drops rooms with no members
+		if lim.MaxRooms > 0 && s.hub.count() >= lim.MaxRooms {
 			return &refusal{refusedMaxRooms, http.StatusServiceUnavailable,
 				fmt.Sprintf("this server holds its maximum of %d rooms: join an existing room or retry later", lim.MaxRooms), 30 * time.Second}
 		}
 		return nil
 	}
-	r.mu.RLock()
-	n := len(r.members)
-	r.mu.RUnlock()
 	if lim.MaxMembersPerRoom > 0 && n >= lim.MaxMembersPerRoom {
 		return &refusal{refusedRoomFull, http.StatusServiceUnavailable,
 			fmt.Sprintf("room %s is full (%d members): retry later", roomName, lim.MaxMembersPerRoom), 30 * time.Second}
