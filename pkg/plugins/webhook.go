@@ -121,6 +121,17 @@ type Webhook struct {
 	replier *replier
 }
 
+// webhookTransport is a step's own connection pool. http.DefaultTransport
+// would be shared by every step and keep at most 2 idle connections per
+// host, so a busy step would open a new connection for most messages, and
+// one step's Close (on every hot reload) would drop every step's
+// connections.
+func webhookTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	return t
+}
+
 // NewWebhook returns a webhook plugin. It validates opts.
 func NewWebhook(opts WebhookOptions, deps pipeline.Deps) (*Webhook, error) {
 	if err := opts.Validate(); err != nil {
@@ -129,7 +140,7 @@ func NewWebhook(opts WebhookOptions, deps pipeline.Deps) (*Webhook, error) {
 	w := &Webhook{
 		opts:    opts,
 		kinds:   map[pipeline.Kind]bool{},
-		client:  &http.Client{Timeout: opts.Timeout},
+		client:  &http.Client{Timeout: opts.Timeout, Transport: webhookTransport()},
 		log:     deps.Logger,
 		replier: newReplier(deps.Templates),
 	}

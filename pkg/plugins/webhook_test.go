@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
@@ -181,4 +184,44 @@ func downURL(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return "http://" + addr
+}
+
+// A step keeps its connections for the next messages: two rounds of 8
+// concurrent messages open 8 connections, not 8 then 6 more (as a client on
+// http.DefaultTransport, which keeps 2 idle connections per host, would).
+func TestWebhookReusesConnections(t *testing.T) {
+	var conns atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release // hold every call of a round until all are in
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	deps, _, _ := testDeps(t)
+	p := build(t, pipeline.Config{Message: []pipeline.Step{step("webhook", map[string]any{"url": srv.URL})}}, deps)
+	const concurrent = 8
+	for round := range 2 {
+		var wg sync.WaitGroup
+		for i := range concurrent {
+			wg.Go(func() {
+				if err := p.Run(context.Background(), messageEvent(newSender(int64(i+1)), "hi", nil)); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		testutil.Eventually(t, 5*time.Second, "every call of the round in", func() bool { return conns.Load() >= concurrent })
+		for range concurrent {
+			release <- struct{}{}
+		}
+		wg.Wait()
+		if n := conns.Load(); n != concurrent {
+			t.Fatalf("round %d: %d connections opened, want %d", round, n, concurrent)
+		}
+	}
 }
