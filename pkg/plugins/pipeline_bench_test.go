@@ -26,12 +26,21 @@ import (
 // The rate limit is raised so that the loop is never refused.
 func BenchmarkDefaultMessagePipeline(b *testing.B) {
 	uuid.EnableRandPool() // as package server does
+	cfg, err := config.Load("", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, bc := range []struct {
-		name     string
-		observer pipeline.Observer
-	}{{"bare", nil}, {"metrics", metrics.New()}} {
+		name string
+		opts pipeline.BuildOptions
+	}{
+		{"bare", pipeline.BuildOptions{}},
+		{"metrics", pipeline.BuildOptions{Observer: metrics.New()}},
+		// as the server builds it: its observer and plugins.timeout
+		{"server", pipeline.BuildOptions{Observer: metrics.New(), EventTimeout: cfg.Plugins.StepTimeout()}},
+	} {
 		b.Run(bc.name, func(b *testing.B) {
-			p := buildDefault(b, bc.observer)
+			p := buildDefault(b, bc.opts)
 			s := &benchSender{id: 7, room: "lobby", values: map[any]any{}}
 			ctx := context.Background()
 			b.ReportAllocs()
@@ -49,7 +58,7 @@ func BenchmarkDefaultMessagePipeline(b *testing.B) {
 	}
 }
 
-func buildDefault(b *testing.B, o pipeline.Observer) *pipeline.Pipelines {
+func buildDefault(b *testing.B, opts pipeline.BuildOptions) *pipeline.Pipelines {
 	cfg, err := config.Load("", nil)
 	if err != nil {
 		b.Fatal(err)
@@ -65,7 +74,7 @@ func buildDefault(b *testing.B, o pipeline.Observer) *pipeline.Pipelines {
 		b.Fatal(err)
 	}
 	p, err := pipeline.Build(pc, pipeline.Deps{Publisher: nopPublisher{}, History: nopPublisher{}, Templates: tmpl},
-		pipeline.BuildOptions{Observer: o})
+		opts)
 	if err != nil {
 		b.Fatal(err)
 	}
