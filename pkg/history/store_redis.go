@@ -18,7 +18,8 @@ type RedisOptions struct {
 	// NewRedis fail (a configuration error); an unreachable server does not.
 	URL string
 	// KeyPrefix namespaces every key: room R lives in the LIST
-	// KeyPrefix+"history:"+R. Default "chatserver:".
+	// KeyPrefix+"history:"+R. Empty means no prefix, as for the Redis broker,
+	// which writes the same lists (the config's default is "chatserver:").
 	KeyPrefix string
 	// Size is the number of entries kept per room. Default 100.
 	Size int
@@ -96,9 +97,6 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	ro, err := redis.ParseURL(opts.URL)
 	if err != nil {
 		return nil, fmt.Errorf("redis url %q: %w", opts.URL, err)
-	}
-	if opts.KeyPrefix == "" {
-		opts.KeyPrefix = "chatserver:"
 	}
 	if opts.Size < 1 {
 		opts.Size = 100
