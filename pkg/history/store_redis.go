@@ -71,8 +71,6 @@ type Redis struct {
 	mu       sync.Mutex
 	queue    []pending // waiting, oldest first
 	inflight []pending // the batch being written
-	seq      uint64    // of the last appended entry
-	written  uint64    // seq of the last entry known to be in Redis
 	closing  bool
 	dropLog  time.Time // last time a drop was logged
 	dropN    int       // drops not yet logged
@@ -86,7 +84,6 @@ type Redis struct {
 }
 
 type pending struct {
-	seq      uint64
 	room, id string
 	frame    []byte
 }
@@ -157,8 +154,7 @@ func (r *Redis) Append(_ context.Context, room, id string, frame []byte) error {
 		return errors.New("history: redis store is closed")
 	}
 	dropped, logDrops := r.trimLocked(r.opts.QueueSize - 1)
-	r.seq++
-	r.queue = append(r.queue, pending{seq: r.seq, room: room, id: id, frame: frame})
+	r.queue = append(r.queue, pending{room: room, id: id, frame: frame})
 	r.depthLocked()
 	r.mu.Unlock()
 	r.reportDrops(dropped, logDrops)
@@ -213,7 +209,7 @@ func (r *Redis) Recent(ctx context.Context, room string, limit int) ([]Entry, er
 	var unwritten []pending
 	for _, q := range [2][]pending{r.inflight, r.queue} {
 		for _, p := range q {
-			if p.room == room && p.seq > r.written {
+			if p.room == room {
 				unwritten = append(unwritten, p)
 			}
 		}
@@ -397,7 +393,6 @@ func (r *Redis) run() {
 			r.queue = append(append(make([]pending, 0, len(batch)+len(r.queue)), batch...), r.queue...)
 			dropped, logDrops = r.trimLocked(r.opts.QueueSize)
 		} else {
-			r.written = batch[len(batch)-1].seq
 			clear(batch)
 		}
 		r.inflight = nil
