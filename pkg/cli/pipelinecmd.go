@@ -83,8 +83,7 @@ func runPipeline(cmd *cobra.Command, _ []string) error {
 		}
 	}
 	// As the server does before running a pipeline.
-	typ := map[pipeline.Kind]string{pipeline.Join: pipeline.TypeOnline, pipeline.Message: pipeline.TypeMessage, pipeline.Leave: pipeline.TypeOffline}[kind]
-	ev.Envelope = pipeline.Envelope{ID: uuid.NewString(), Type: typ, Room: room, ClientID: sender.ID(), Username: name}
+	ev.Envelope = pipeline.Envelope{ID: uuid.NewString(), Type: kind.EnvelopeType(), Room: room, ClientID: sender.ID(), Username: name}
 	ev.Envelope.Stamp(time.Now())
 
 	runErr := p.Run(context.Background(), ev)

@@ -16,6 +16,18 @@ const (
 	Leave   Kind = "leave"
 )
 
+// EnvelopeType is the wire type of the envelope an event of kind k
+// broadcasts: online for a join, offline for a leave, message otherwise.
+func (k Kind) EnvelopeType() string {
+	switch k {
+	case Join:
+		return TypeOnline
+	case Leave:
+		return TypeOffline
+	}
+	return TypeMessage
+}
+
 // Kinds lists every pipeline kind in the order config files show them.
 var Kinds = []Kind{Join, Message, Leave}
 

@@ -280,3 +280,13 @@ func TestRetireWaitsForEventsInFlight(t *testing.T) {
 		t.Fatalf("Close after retire closed again (%d)", n)
 	}
 }
+
+func TestKindEnvelopeType(t *testing.T) {
+	for kind, want := range map[Kind]string{
+		Join: TypeOnline, Message: TypeMessage, Leave: TypeOffline,
+	} {
+		if got := kind.EnvelopeType(); got != want {
+			t.Errorf("%s.EnvelopeType() = %q, want %q", kind, got, want)
+		}
+	}
+}

@@ -71,7 +71,7 @@ func NewHistory(opts HistoryOptions, w pipeline.HistoryWriter) (*History, error)
 	}
 	h := &History{keep: map[pipeline.Kind]bool{}, w: w}
 	for _, k := range pipeline.Kinds {
-		h.keep[k] = slices.Contains(opts.Kinds, envelopeType(k))
+		h.keep[k] = slices.Contains(opts.Kinds, k.EnvelopeType())
 	}
 	return h, nil
 }

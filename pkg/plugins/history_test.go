@@ -57,7 +57,7 @@ func TestHistory(t *testing.T) {
 				if a.room != "lobby" || a.id == "" || m["id"] != a.id || m["room"] != "lobby" {
 					t.Errorf("append(room %q, id %q) of %s: the envelope is not stamped", a.room, a.id, a.frame)
 				}
-				if m["type"] != envelopeType(tt.kind) || m["username"] != "alice" || m["client_id"] != float64(7) || m["ts"] == float64(0) {
+				if m["type"] != tt.kind.EnvelopeType() || m["username"] != "alice" || m["client_id"] != float64(7) || m["ts"] == float64(0) {
 					t.Errorf("appended frame %s is incomplete", a.frame)
 				}
 			}

@@ -8,19 +8,6 @@ import (
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
-// envelopeType is the wire type of an event of kind k. It is derived from the
-// kind rather than read from the envelope because the kind is always set and
-// the envelope's type may not be yet.
-func envelopeType(k pipeline.Kind) string {
-	switch k {
-	case pipeline.Join:
-		return pipeline.TypeOnline
-	case pipeline.Leave:
-		return pipeline.TypeOffline
-	}
-	return pipeline.TypeMessage
-}
-
 // stamp fills in every envelope field the wire protocol requires and that is
 // still empty, so that what reaches history and the room is complete even when
 // the server did not stamp the event before running the pipeline. Fields
@@ -31,7 +18,7 @@ func stamp(ev *pipeline.Event) {
 		e.ID = uuid.NewString()
 	}
 	if e.Type == "" {
-		e.Type = envelopeType(ev.Kind)
+		e.Type = ev.Kind.EnvelopeType() // the kind is always set; the envelope's type may not be yet
 	}
 	if s := ev.Sender; s != nil {
 		if e.Room == "" {

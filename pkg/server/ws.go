@@ -306,7 +306,7 @@ func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in
 	ev := &pipeline.Event{Kind: kind, In: in, Sender: c}
 	ev.Envelope = pipeline.Envelope{
 		ID:       uuid.NewString(),
-		Type:     typeOf(kind),
+		Type:     kind.EnvelopeType(),
 		Room:     c.room,
 		ClientID: c.id,
 		Username: c.Username(),
@@ -330,16 +330,6 @@ func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in
 		s.replyError(c, pe)
 	}
 	return false
-}
-
-func typeOf(kind pipeline.Kind) string {
-	switch kind {
-	case pipeline.Join:
-		return pipeline.TypeOnline
-	case pipeline.Leave:
-		return pipeline.TypeOffline
-	}
-	return pipeline.TypeMessage
 }
 
 // replyError sends an error frame to c alone.
