@@ -238,7 +238,11 @@ func unwrapDecode(err error) error {
 	var u interface{ Unwrap() []error }
 	if errors.As(err, &u) {
 		if errs := u.Unwrap(); len(errs) > 0 {
-			return errors.Join(errs...)
+			msgs := make([]string, len(errs))
+			for i, e := range errs {
+				msgs[i] = e.Error()
+			}
+			return errors.New(strings.Join(msgs, "; ")) // one line, as every config error
 		}
 	}
 	return err

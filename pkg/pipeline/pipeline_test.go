@@ -75,6 +75,8 @@ func TestBuildErrors(t *testing.T) {
 			[]string{"pipelines.leave[0] (test_tag)", "count"}},
 		{"bad duration", Config{Leave: []Step{step("test_tag", map[string]any{"wait": "soon"})}},
 			[]string{"wait"}},
+		{"two wrong types, on one line", Config{Leave: []Step{step("test_tag", map[string]any{"count": "many", "wait": "soon"})}},
+			[]string{"count", "; ", "wait"}},
 		{"validate", Config{Message: []Step{step("test_tag", nil), step("test_tag", map[string]any{"count": -1})}},
 			[]string{"pipelines.message[1] (test_tag)", "count must not be negative"}},
 		{"options to a plugin without options", Config{Message: []Step{step("test_drop", map[string]any{"z": 1, "a": 2})}},
@@ -90,6 +92,9 @@ func TestBuildErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q lacks %q", err, w)
 				}
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q spans lines: config errors print on one", err)
 			}
 		})
 	}
