@@ -24,10 +24,10 @@ func newPipelineCmd() *cobra.Command {
 	run := &cobra.Command{
 		Use:   "run [--config FILE] [--event message] --body TEXT [--username NAME] [--room ROOM]",
 		Short: "Run one event through the configured pipeline, offline, and show what each step did",
-		Long: `Runs one event through the pipeline of its kind without a network: nothing is
+		Long: `Runs one event through the pipeline of its kind without clients: nothing is
 broadcast and no history is written; what would be is printed instead, with
 each step's own time and error, the resulting envelope and the replies the
-sender alone would get.`,
+sender alone would get. Steps that call out (webhook) do make their calls.`,
 		Args: argsNone,
 		RunE: runPipeline,
 	}
