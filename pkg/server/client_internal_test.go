@@ -2,12 +2,17 @@ package server
 
 import (
 	"fmt"
+	"net/http/httptest"
 	"reflect"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/gorilla/websocket"
+
+	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/config"
 	"github.com/chatserver/chatserver/pkg/history"
 )
@@ -142,5 +147,43 @@ func TestEnqueueDropsRepeatsOfHistory(t *testing.T) {
 	// a, after it, is let through.
 	if want := []string{"p", "c", "a"}; !slices.Equal(got, want) || c.histSeen != nil {
 		t.Fatalf("queued %v (histSeen %v), want %v and histSeen cleared", got, c.histSeen, want)
+	}
+}
+
+// A real server's connections take the pong-taking wait (waitReadable): the
+// hijacked connection keeps the read buffer gorilla reads through and, where
+// the wait is built, the raw socket. Without them the reader would park in
+// gorilla's ReadMessage on a 4 KB stack, and every other test would still
+// pass (gorilla's own pong handler also extends the deadline).
+func TestHijackedConnectionKeepsSocketAndBuffer(t *testing.T) {
+	s := newTestServer(t, nil)
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	conn, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(ts.URL, "http")+"/chatsocket", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var c *client
+	testutil.Eventually(t, 5*time.Second, "the client in its room", func() bool {
+		s.hub.mu.RLock()
+		defer s.hub.mu.RUnlock()
+		if r := s.hub.rooms[DefaultRoom]; r != nil {
+			r.mu.RLock()
+			defer r.mu.RUnlock()
+			if len(r.members) == 1 {
+				c = r.members[0]
+			}
+		}
+		return c != nil
+	})
+	c.mu.Lock()
+	bc := c.bc
+	c.mu.Unlock()
+	if bc == nil || bc.br == nil {
+		t.Fatal("no read buffer of our own: gorilla reads through its own")
+	}
+	if peekBuilt && bc.raw == nil {
+		t.Fatal("no raw socket: the reader cannot wait outside gorilla")
 	}
 }

@@ -8,6 +8,9 @@ import (
 	"unsafe"
 )
 
+// peekBuilt says whether waitReadable peeks at the socket on this platform.
+const peekBuilt = true
+
 // waitReadable returns when the client has sent something other than a pong:
 // a frame for ReadMessage, an error, or the end of the connection. Pongs that
 // arrive while gorilla has nothing buffered are read and handled here

@@ -2,6 +2,9 @@
 
 package server
 
+// peekBuilt says whether waitReadable peeks at the socket on this platform.
+const peekBuilt = false
+
 // waitReadable returns at once where the pong-taking wait is not built (it
 // calls recvfrom directly; see waitreadable_linux.go): the reader then parks
 // in gorilla's ReadMessage, as it does over TLS, on a 4 KB stack.
