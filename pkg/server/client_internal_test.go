@@ -164,23 +164,23 @@ func TestHijackedConnectionKeepsSocketAndBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	var c *client
-	testutil.Eventually(t, 5*time.Second, "the client in its room", func() bool {
+	var bc *batchConn // set once the 101 is written (a client joins its room before)
+	testutil.Eventually(t, 5*time.Second, "the client's connection", func() bool {
 		s.hub.mu.RLock()
 		defer s.hub.mu.RUnlock()
 		if r := s.hub.rooms[DefaultRoom]; r != nil {
 			r.mu.RLock()
 			defer r.mu.RUnlock()
 			if len(r.members) == 1 {
-				c = r.members[0]
+				c := r.members[0]
+				c.mu.Lock()
+				bc = c.bc
+				c.mu.Unlock()
 			}
 		}
-		return c != nil
+		return bc != nil
 	})
-	c.mu.Lock()
-	bc := c.bc
-	c.mu.Unlock()
-	if bc == nil || bc.br == nil {
+	if bc.br == nil {
 		t.Fatal("no read buffer of our own: gorilla reads through its own")
 	}
 	if peekBuilt && bc.raw == nil {
