@@ -350,6 +350,9 @@ func (c *client) sendFrame(frame []byte) error {
 	return c.enqueue(queued{f: newOutFrame(frame)})
 }
 
+// heard pushes the read deadline back: the client sent a frame or a pong.
+func (c *client) heard() { _ = c.ws.SetReadDeadline(time.Now().Add(c.srv.idleTimeout())) }
+
 // pipeline.Sender
 
 func (c *client) ID() int64          { return c.id }

@@ -18,6 +18,9 @@ type hub struct {
 	// hub lock) when a room gets its first or loses its last local member, so
 	// a clustered broker can subscribe to just the rooms this node serves.
 	opened, closed func(room string)
+	// roomsChanged is called (under the hub lock) with the number of rooms
+	// after one opened or closed.
+	roomsChanged func(n int)
 	// delivered counts frames queued to clients.
 	delivered func(n int)
 }
@@ -42,6 +45,9 @@ func (h *hub) join(c *client) {
 		h.rooms[c.room] = r
 		if h.opened != nil {
 			h.opened(c.room)
+		}
+		if h.roomsChanged != nil {
+			h.roomsChanged(len(h.rooms))
 		}
 	}
 	r.mu.Lock()
@@ -74,6 +80,9 @@ func (h *hub) leave(c *client) {
 		delete(h.rooms, c.room)
 		if h.closed != nil {
 			h.closed(c.room)
+		}
+		if h.roomsChanged != nil {
+			h.roomsChanged(len(h.rooms))
 		}
 	}
 }

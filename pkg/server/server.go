@@ -139,6 +139,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.hub.opened = func(room string) { _ = s.broker.Subscribe(context.Background(), room) }
 	s.hub.closed = func(room string) { _ = s.broker.Unsubscribe(context.Background(), room) }
+	s.hub.roomsChanged = func(n int) { s.metrics.Rooms.Set(float64(n)) }
 
 	p, err := s.BuildPipelines(cfg.Pipelines)
 	if err != nil {
@@ -171,6 +172,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 // part of what an idle connection costs; bigger frames (up to
 // websocket.max_message_bytes) are read through it in pieces.
 const readBufferSize = 512
+
+// idleTimeout is how long a client may send nothing, not even a pong, before
+// it is closed (SPEC: ping_interval + write_timeout).
+func (s *Server) idleTimeout() time.Duration {
+	return s.cfg.WebSocket.PingInterval + s.cfg.WebSocket.WriteTimeout
+}
 
 // newStore opens the history store the config names. A Redis store does not
 // wait for Redis: it connects in the background (see history.Redis).

@@ -76,7 +76,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// until the writer starts), and the history read below covers what came
 	// before; frames queued meanwhile that the history holds are dropped.
 	s.hub.join(c)
-	s.metrics.Rooms.Set(float64(s.hub.count()))
 	if sw, ok := s.broker.(subscriptionWaiter); ok {
 		// A clustered broker subscribes asynchronously: wait (bounded) so
 		// that live delivery starts before the history read and the 101.
@@ -91,7 +90,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws, err := s.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
 		s.hub.leave(c)
-		s.metrics.Rooms.Set(float64(s.hub.count()))
 		s.conns.Done()
 		return // Upgrade already answered with an HTTP error
 	}
@@ -102,9 +100,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.ConnectionsTotal.Inc()
 
 	ws.SetReadLimit(s.cfg.WebSocket.MaxMessageBytes)
-	idle := s.cfg.WebSocket.PingInterval + s.cfg.WebSocket.WriteTimeout
-	_ = ws.SetReadDeadline(time.Now().Add(idle))
-	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(idle)) }) // and see waitReadable
+	c.heard()
+	ws.SetPongHandler(func(string) error { c.heard(); return nil }) // pongs gorilla reads; see waitReadable
 
 	if err := s.sendHistory(r.Context(), c, r.URL.Query().Get("since")); err != nil {
 		s.log.Error("reading history for a new client", "room", roomName, "err", err)
@@ -163,7 +160,6 @@ func (s *Server) leaveRoom(c *client) {
 	if c.present.Swap(false) && s.presence != nil {
 		s.presence.Remove(c.room, c.id)
 	}
-	s.metrics.Rooms.Set(float64(s.hub.count()))
 }
 
 // sendHistory puts the history frame at the head of c's queue, dropping live
@@ -237,10 +233,8 @@ func tailIDs(entries []history.Entry, n int) []string {
 // message pipeline. Bad input is answered with an error frame; the connection
 // stays open (SPEC §5), except for frames over the size limit (1009).
 func (s *Server) readLoop(ctx context.Context, c *client) {
-	idle := s.cfg.WebSocket.PingInterval + s.cfg.WebSocket.WriteTimeout
-	onPong := func() { _ = c.ws.SetReadDeadline(time.Now().Add(idle)) }
 	for {
-		err := c.bc.waitReadable(onPong)
+		err := c.bc.waitReadable(c.heard)
 		var mt int
 		var data []byte
 		if err == nil {
@@ -258,7 +252,7 @@ func (s *Server) readLoop(ctx context.Context, c *client) {
 			}
 			return
 		}
-		_ = c.ws.SetReadDeadline(time.Now().Add(idle))
+		c.heard()
 		if mt == websocket.BinaryMessage && s.cfg.WebSocket.BinaryFrames == "close" {
 			s.metrics.Dropped.WithLabelValues("binary").Inc()
 			c.close(closeUnsupported, "binary frames are not supported")

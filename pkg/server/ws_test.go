@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/config"
 	"github.com/chatserver/chatserver/pkg/history"
 	"github.com/chatserver/chatserver/pkg/pipeline"
@@ -689,4 +690,18 @@ func TestPlainRequestToWebSocketEndpoint(t *testing.T) {
 			t.Errorf("GET: body %q does not say what the endpoint wants", body)
 		}
 	}
+}
+
+// chatserver_rooms follows the rooms with members on this node.
+func TestRoomsGauge(t *testing.T) {
+	s := startServer(t, nil)
+	a := joined(t, s, "room=a")
+	joined(t, s, "room=b")
+	if n := counterValue(t, s, "chatserver_rooms"); n != 2 {
+		t.Fatalf("chatserver_rooms %v with two rooms, want 2", n)
+	}
+	a.conn.Close()
+	testutil.Eventually(t, 5*time.Second, "chatserver_rooms 1 after room a emptied", func() bool {
+		return counterValue(t, s, "chatserver_rooms") == 1
+	})
 }
