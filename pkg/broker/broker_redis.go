@@ -384,7 +384,7 @@ func (b *Redis) handle(m *redis.Message) {
 	}
 	kept := m.Payload[0] == 'k'
 	frame := []byte(m.Payload[1:])
-	id := frameID(frame)
+	id := history.IDOf(frame)
 	if b.opts.OnLag != nil {
 		if ts := frameTS(frame); ts > 0 {
 			b.opts.OnLag(time.Since(time.UnixMilli(ts)))
@@ -419,7 +419,7 @@ func (b *Redis) confirmed(room string) {
 		tail, err := b.rdb.LIndex(b.ctx, b.HistoryKey(room), -1).Bytes()
 		st.mu.Lock()
 		if err == nil && st.lastKept == "" {
-			st.lastKept = frameID(tail)
+			st.lastKept = history.IDOf(tail)
 		}
 		st.mu.Unlock()
 		close(st.active)
@@ -438,7 +438,7 @@ func (b *Redis) recover(room string, st *redisRoom) {
 	}
 	entries := make([]history.Entry, len(raw))
 	for i, r := range raw {
-		entries[i] = history.Entry{ID: frameID([]byte(r)), Frame: []byte(r)}
+		entries[i] = history.Entry{ID: history.IDOf([]byte(r)), Frame: []byte(r)}
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -465,19 +465,6 @@ func (b *Redis) recover(room string, st *redisRoom) {
 	if b.opts.OnRecovered != nil {
 		b.opts.OnRecovered(n)
 	}
-}
-
-// frameID returns the envelope id of frame. Envelopes are encoded with id
-// first ({"id":"…"), so the fast path avoids decoding.
-func frameID(frame []byte) string {
-	const head = `{"id":"`
-	if bytes.HasPrefix(frame, []byte(head)) {
-		rest := frame[len(head):]
-		if end := bytes.IndexByte(rest, '"'); end >= 0 && bytes.IndexByte(rest[:end], '\\') < 0 {
-			return string(rest[:end])
-		}
-	}
-	return history.IDOf(frame)
 }
 
 // frameTS returns the envelope's ts (Unix ms), or 0. ts is the last field.

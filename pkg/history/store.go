@@ -4,6 +4,7 @@
 package history
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,9 +51,18 @@ func Since(entries []Entry, id string) (after []Entry, complete bool) {
 	return entries, false
 }
 
-// IDOf extracts the `id` of an encoded envelope; stores that keep raw frames
-// (Redis) use it to rebuild entries.
+// IDOf returns the envelope id of frame, or "" if it has none. Envelopes are
+// encoded with the id first ({"id":"…"; pipeline.Envelope.AppendJSON), so
+// the common case is read without decoding; it runs for every entry a join
+// reads from Redis and for every frame the Redis broker receives.
 func IDOf(frame []byte) string {
+	const head = `{"id":"`
+	if bytes.HasPrefix(frame, []byte(head)) {
+		rest := frame[len(head):]
+		if end := bytes.IndexByte(rest, '"'); end >= 0 && bytes.IndexByte(rest[:end], '\\') < 0 {
+			return string(rest[:end])
+		}
+	}
 	var v struct {
 		ID string `json:"id"`
 	}

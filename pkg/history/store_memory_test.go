@@ -112,10 +112,17 @@ func TestValidDropsCorruptEntries(t *testing.T) {
 }
 
 func TestIDOf(t *testing.T) {
-	if got := IDOf([]byte(`{"type":"message","id":"abc"}`)); got != "abc" {
-		t.Fatalf("IDOf = %q", got)
+	tests := []struct{ frame, want string }{
+		{`{"id":"abc","type":"message"}`, "abc"},    // id first: read without decoding
+		{`{"type":"message","id":"abc"}`, "abc"},    // elsewhere: decoded
+		{`{"id":"a\"b","type":"message"}`, `a"b`},   // escaped: decoded
+		{`{"id":"a\u00e9","type":"message"}`, "aé"}, // escaped: decoded
+		{`not json`, ""},
+		{`{"type":"message"}`, ""},
 	}
-	if got := IDOf([]byte(`not json`)); got != "" {
-		t.Fatalf("IDOf(garbage) = %q", got)
+	for _, tt := range tests {
+		if got := IDOf([]byte(tt.frame)); got != tt.want {
+			t.Errorf("IDOf(%s) = %q, want %q", tt.frame, got, tt.want)
+		}
 	}
 }
