@@ -179,7 +179,16 @@ func (b *Redis) Publish(ctx context.Context, room, id string, frame []byte, keep
 	if b.opts.OnFallback != nil {
 		b.opts.OnFallback()
 	}
-	if keep && b.opts.Store != nil {
+	kept := keep && b.opts.Store != nil
+	st := b.room(room)
+	if st != nil {
+		// Append and deliver under the room's lock, so that two publishes
+		// to the room are kept in the order they are delivered (as the
+		// publish script keeps them on the Redis path).
+		st.mu.Lock()
+		defer st.mu.Unlock()
+	}
+	if kept {
 		if err := b.opts.Store.Append(ctx, room, id, frame); err != nil {
 			b.log.Error("history append failed; message delivered but not kept", "room", room, "id", id, "err", err)
 			if b.opts.OnStoreError != nil {
@@ -187,12 +196,8 @@ func (b *Redis) Publish(ctx context.Context, room, id string, frame []byte, keep
 			}
 		}
 	}
-	if st := b.room(room); st != nil {
-		st.mu.Lock()
-		if st.seen.add(id) {
-			b.opts.Deliver(room, id, frame, keep && b.opts.Store != nil)
-		}
-		st.mu.Unlock()
+	if st != nil && st.seen.add(id) {
+		b.opts.Deliver(room, id, frame, kept)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/broker"
+	"github.com/chatserver/chatserver/pkg/history"
 )
 
 // node is one Redis broker with a recording deliver function: what the hub of
@@ -312,4 +313,57 @@ func TestRedisCloseLeavesNoGoroutines(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = b.Close() // idempotent
+}
+
+// With Redis down, concurrent publishes to one room are kept in history in
+// the order they are delivered, as the publish script keeps them when Redis
+// is up (a joiner's de-duplication relies on it).
+func TestFallbackKeepsHistoryInDeliveryOrder(t *testing.T) {
+	srv := redistest.StartServer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 100 * time.Millisecond, MaxRetries: -1})
+	defer rdb.Close()
+	store := history.NewMemory(1000)
+	var mu sync.Mutex
+	var delivered []string
+	b := broker.NewRedis(broker.RedisOptions{
+		Client: rdb, KeyPrefix: "p:", Store: store,
+		Deliver: func(_, id string, _ []byte, _ bool) {
+			mu.Lock()
+			delivered = append(delivered, id)
+			mu.Unlock()
+		},
+	})
+	defer b.Close()
+	_ = b.Subscribe(context.Background(), "lobby")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.WaitSubscribed(ctx, "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				id := fmt.Sprint(g, "-", i)
+				if err := b.Publish(context.Background(), "lobby", id, frameOf(id, i), true); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	entries, err := store.Recent(context.Background(), "lobby", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, e := range entries {
+		kept = append(kept, e.ID)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(kept) != 400 || !slices.Equal(kept, delivered) {
+		t.Fatalf("history holds %d entries in another order than the %d delivered", len(kept), len(delivered))
+	}
 }
