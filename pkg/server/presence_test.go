@@ -1,7 +1,10 @@
 package server_test
 
 import (
+	"context"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gorilla/websocket"
@@ -46,7 +49,11 @@ func TestPresenceLimit(t *testing.T) {
 // A client that negotiates permessage-deflate gets the same frames, compressed.
 func TestCompressedClientGetsFrames(t *testing.T) {
 	s := startServer(t, fastLimits)
-	d := websocket.Dialer{EnableCompression: true}
+	var read atomic.Int64 // bytes the compressing client read off the wire
+	d := websocket.Dialer{EnableCompression: true, NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		return countingConn{c, &read}, err
+	}}
 	conn, resp, err := d.Dial(s.wsURL(""), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -63,10 +70,28 @@ func TestCompressedClientGetsFrames(t *testing.T) {
 	plain.expect("online")
 	zc.expect("online")
 	body := strings.Repeat("compressible ", 100)
+	before := read.Load()
 	plain.send(map[string]any{"body": body})
 	for _, c := range []*wsClient{zc, plain} {
 		if got := c.next("message"); got.Body != strings.TrimSpace(body) {
 			t.Fatalf("body %q", got.Body)
 		}
 	}
+	// The frame carries the body twice (body and html): uncompressed it is
+	// over twice the body's size; compressed, far under it.
+	if n := read.Load() - before; n >= int64(len(body)) {
+		t.Errorf("the message took %d bytes on the wire for a %d-byte body: not compressed", n, len(body))
+	}
+}
+
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
