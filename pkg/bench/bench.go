@@ -38,7 +38,7 @@ const perSourceIP = 25000
 
 // target checks that addr (HOST:PORT) is a loopback address and returns the
 // WebSocket URL for room.
-func target(addr, room string, extra url.Values) (*url.URL, error) {
+func target(addr, room string) (*url.URL, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("address %q: %w", addr, err)
@@ -52,11 +52,7 @@ func target(addr, room string, extra url.Values) (*url.URL, error) {
 			return nil, badConfig(fmt.Errorf("refusing to load %s: %s is not a loopback address (the generator only targets 127.0.0.0/8 or ::1)", addr, ip))
 		}
 	}
-	q := url.Values{}
-	for k, v := range extra {
-		q[k] = v
-	}
-	q.Set("room", room)
+	q := url.Values{"room": {room}}
 	return &url.URL{Scheme: "ws", Host: net.JoinHostPort(ips[0].String(), port), Path: "/chatsocket", RawQuery: q.Encode()}, nil
 }
 

@@ -92,7 +92,7 @@ func Conns(ctx context.Context, cfg ConnsConfig) (*ConnsResult, error) {
 		if cfg.Rooms > 1 {
 			room += "-" + strconv.Itoa(i)
 		}
-		if urls[i], err = target(cfg.Addr, room, nil); err != nil {
+		if urls[i], err = target(cfg.Addr, room); err != nil {
 			return nil, err
 		}
 	}

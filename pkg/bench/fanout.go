@@ -171,7 +171,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	}
 	urls := make([]*url.URL, len(addrs))
 	for i, a := range addrs {
-		if urls[i], err = target(a, cfg.Room, nil); err != nil {
+		if urls[i], err = target(a, cfg.Room); err != nil {
 			return nil, err
 		}
 	}

@@ -44,7 +44,6 @@ type dialOptions struct {
 	compress   bool   // offer permessage-deflate
 	localIP    net.IP // source address (nil: the kernel's choice)
 	timeout    time.Duration
-	header     []string // extra "Name: value" request lines
 }
 
 // dialWS connects to the ws:// URL u and completes the handshake.
@@ -78,9 +77,6 @@ func handshake(nc net.Conn, u *url.URL, o dialOptions) (*wsConn, error) {
 	if o.compress {
 		req.WriteString("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n")
 	}
-	for _, h := range o.header {
-		req.WriteString(h + "\r\n")
-	}
 	req.WriteString("\r\n")
 	_ = nc.SetDeadline(time.Now().Add(o.timeout))
 	if _, err := io.WriteString(nc, req.String()); err != nil {
@@ -107,12 +103,10 @@ func handshake(nc net.Conn, u *url.URL, o dialOptions) (*wsConn, error) {
 
 // Opcodes (RFC 6455 §5.2).
 const (
-	opContinuation = 0
-	opText         = 1
-	opBinary       = 2
-	opClose        = 8
-	opPing         = 9
-	opPong         = 10
+	opText  = 1 // data frames of every opcode are read alike
+	opClose = 8
+	opPing  = 9
+	opPong  = 10
 )
 
 // errClosed is returned by readMessage when the server sent a close frame.
