@@ -106,37 +106,13 @@ func Conns(ctx context.Context, cfg ConnsConfig) (*ConnsResult, error) {
 	if cfg.Conns > perSourceIP {
 		res.LocalAddrs = (cfg.Conns + perSourceIP - 1) / perSourceIP
 	}
-	conns := make([]*wsConn, cfg.Conns)
 	var frames atomic.Int64 // frames received after the history frames
 	closed := make([]bool, cfg.Conns)
-	var mu sync.Mutex
-	var firstErr error
 	var readers sync.WaitGroup
-	sem := make(chan struct{}, cfg.DialConcurrency)
 	start := time.Now()
-	var dials sync.WaitGroup
-	for i := 0; i < cfg.Conns && ctx.Err() == nil; i++ {
-		sem <- struct{}{}
-		dials.Add(1)
-		go func(i int) {
-			defer dials.Done()
-			o := dialOptions{compress: cfg.Compress, readBuffer: 1024, localIP: sourceIP(i, cfg.Conns)}
-			c, err := dialWS(urls[i%cfg.Rooms], o)
-			if err == nil {
-				if err = c.awaitHistory(); err != nil {
-					c.nc.Close()
-				}
-			}
-			<-sem
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = fmt.Errorf("connection %d of %d: %w", i+1, cfg.Conns, err)
-				}
-				mu.Unlock()
-				return
-			}
-			conns[i] = c
+	o := dialOptions{compress: cfg.Compress, readBuffer: 1024}
+	conns, err := dialAll(ctx, func(i int) *url.URL { return urls[i%cfg.Rooms] }, cfg.Conns, cfg.DialConcurrency, o,
+		func(i int, c *wsConn) {
 			readers.Add(1)
 			go func() { // idle member: read presence until the end
 				defer readers.Done()
@@ -150,9 +126,7 @@ func Conns(ctx context.Context, cfg ConnsConfig) (*ConnsResult, error) {
 					frames.Add(1)
 				}
 			}()
-		}(i)
-	}
-	dials.Wait()
+		})
 	res.JoinS = time.Since(start).Seconds()
 	res.JoinsPerS = float64(cfg.Conns) / res.JoinS
 	defer func() {
@@ -163,8 +137,8 @@ func Conns(ctx context.Context, cfg ConnsConfig) (*ConnsResult, error) {
 		}
 		readers.Wait()
 	}()
-	if firstErr != nil {
-		return nil, firstErr
+	if err != nil {
+		return nil, err // dialAll closed what it had opened
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()

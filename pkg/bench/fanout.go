@@ -192,7 +192,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	// Subscribers read whatever the server wrote in one wake-up in one read.
 	opts := dialOptions{compress: cfg.Compress, readBuffer: 16 << 10}
 	joinStart := time.Now()
-	conns, err := dialAll(ctx, func(i int) *url.URL { return urls[Spread(i, cfg.Subscribers, len(urls))] }, total, cfg.DialConcurrency, opts)
+	conns, err := dialAll(ctx, func(i int) *url.URL { return urls[Spread(i, cfg.Subscribers, len(urls))] }, total, cfg.DialConcurrency, opts, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -371,7 +371,7 @@ func Spread(i, subs, n int) int {
 // dialAll opens n connections, connection i to u(i), at most conc at a time,
 // and waits for each one's history frame (it is then in the room). On error
 // it closes what it opened.
-func dialAll(ctx context.Context, u func(i int) *url.URL, n, conc int, o dialOptions) ([]*wsConn, error) {
+func dialAll(ctx context.Context, u func(i int) *url.URL, n, conc int, o dialOptions, onJoin func(i int, c *wsConn)) ([]*wsConn, error) {
 	conns := make([]*wsConn, n)
 	errs := make(chan error, n)
 	sem := make(chan struct{}, conc)
@@ -399,6 +399,9 @@ func dialAll(ctx context.Context, u func(i int) *url.URL, n, conc int, o dialOpt
 				return
 			}
 			conns[i] = c
+			if onJoin != nil {
+				onJoin(i, c)
+			}
 		}(i)
 	}
 	wg.Wait()
