@@ -49,15 +49,16 @@ func runPipeline(cmd *cobra.Command, _ []string) error {
 		return usageError{fmt.Errorf("--event %q: want join, message or leave", kindFlag)}
 	}
 	room, _ := flags.GetString("room")
-	if !server.ValidRoom(room) {
-		return usageError{fmt.Errorf("--room %q: 1-64 of [A-Za-z0-9_.-]", room)}
+	if err := checkRoom(room); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(cmd)
 	if err != nil {
 		return err
 	}
 	// The server supplies templates and the logger; publishing, history and
-	// members are replaced by recorders, so nothing leaves this process.
+	// members are replaced by recorders, so nothing is broadcast or kept
+	// (a webhook step still makes its call).
 	srv, err := server.New(cfg, server.Options{Logger: newLogger(cmd.ErrOrStderr())})
 	if err != nil {
 		return err
