@@ -52,7 +52,7 @@ func newHistoryCmd() *cobra.Command {
 			if limit < 0 {
 				return usageError{fmt.Errorf("--limit %d: want 0 (everything kept) or more", limit)}
 			}
-			st, err := openStore(cmd, "dump")
+			st, err := openStore(cmd, "dump", "dumped")
 			if err != nil {
 				return err
 			}
@@ -83,7 +83,7 @@ func newHistoryCmd() *cobra.Command {
 			if err := checkRoom(room); err != nil {
 				return err
 			}
-			st, err := openStore(cmd, "clear")
+			st, err := openStore(cmd, "clear", "cleared")
 			if err != nil {
 				return err
 			}
@@ -113,27 +113,24 @@ func checkRoom(room string) error {
 
 // openStore opens the configured store for a one-shot read or clear. Only a
 // store outside this process can be reached: the memory store lives inside
-// the running server.
-func openStore(cmd *cobra.Command, verb string) (history.Store, error) {
+// the running server. (config.Load has refused any other store name.)
+func openStore(cmd *cobra.Command, verb, done string) (history.Store, error) {
 	cfg, err := loadConfig(cmd)
 	if err != nil {
 		return nil, err
 	}
-	switch cfg.History.Store {
-	case "redis":
-		st, err := history.NewRedis(history.RedisOptions{
-			URL: cfg.Redis.URL, KeyPrefix: cfg.Redis.KeyPrefix, Size: cfg.History.Size,
-			Logger: slog.New(slog.DiscardHandler), // errors reach the user as the command's error
-		})
-		if err != nil {
-			return nil, &config.Error{Source: cfg.Source, Key: "redis.url", Err: err}
-		}
-		return st, nil
-	case "memory":
+	if cfg.History.Store == "memory" {
 		return nil, usageError{fmt.Errorf("history %s: %s uses history.store: memory, which lives inside the running server's process and cannot be %s from another one; use history.store: redis",
-			verb, cfg.Source, map[string]string{"dump": "dumped", "clear": "cleared"}[verb])}
+			verb, cfg.Source, done)}
 	}
-	return nil, &config.Error{Source: cfg.Source, Key: "history.store", Err: fmt.Errorf("unknown store %q", cfg.History.Store)}
+	st, err := history.NewRedis(history.RedisOptions{
+		URL: cfg.Redis.URL, KeyPrefix: cfg.Redis.KeyPrefix, Size: cfg.History.Size,
+		Logger: slog.New(slog.DiscardHandler), // errors reach the user as the command's error
+	})
+	if err != nil {
+		return nil, &config.Error{Source: cfg.Source, Key: "redis.url", Err: err}
+	}
+	return st, nil
 }
 
 // writeEntries prints entries in format: jsonl and json keep each envelope's
