@@ -57,7 +57,7 @@ func New(opts Options) *Emoji {
 func (e *Emoji) Wrap(next pipeline.Handler) pipeline.Handler {
 	return pipeline.HandlerFunc(func(ctx context.Context, ev *pipeline.Event) error {
 		if ev.Kind == pipeline.Message {
-			ev.Envelope.Body = e.r.Replace(ev.Envelope.Body)
+			ev.SetBody(e.r.Replace(ev.Envelope.Body))
 		}
 		return next.Handle(ctx, ev)
 	})

@@ -175,3 +175,15 @@ type Sender interface {
 	// SetValue stores per-connection state under key.
 	SetValue(key, value any)
 }
+
+// SetBody replaces the body of a message event, inbound and envelope alike.
+// When the body changes, html that an earlier render_html step rendered from
+// the old one is dropped: a stale rendering must never go out (it would show
+// the original text); clients render an envelope without html from its
+// fields. Plugins that transform bodies belong before render_html.
+func (ev *Event) SetBody(body string) {
+	if body != ev.Envelope.Body {
+		ev.Envelope.HTML = ""
+	}
+	ev.In.Body, ev.Envelope.Body = body, body
+}

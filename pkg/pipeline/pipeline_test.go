@@ -295,3 +295,21 @@ func TestKindEnvelopeType(t *testing.T) {
 		}
 	}
 }
+
+func TestEventSetBody(t *testing.T) {
+	tests := []struct {
+		name, body, wantHTML string
+	}{
+		{"same body keeps the html", "hi", "<b>hi</b>"},
+		{"new body drops html rendered from the old", "bye", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := &Event{In: Inbound{Body: "hi"}, Envelope: Envelope{Body: "hi", HTML: "<b>hi</b>"}}
+			ev.SetBody(tt.body)
+			if ev.In.Body != tt.body || ev.Envelope.Body != tt.body || ev.Envelope.HTML != tt.wantHTML {
+				t.Errorf("in %q, envelope %q, html %q; want %q, %q, %q", ev.In.Body, ev.Envelope.Body, ev.Envelope.HTML, tt.body, tt.body, tt.wantHTML)
+			}
+		})
+	}
+}

@@ -87,7 +87,7 @@ func (c *Commands) Wrap(next pipeline.Handler) pipeline.Handler {
 			return next.Handle(ctx, ev)
 		}
 		if strings.HasPrefix(body, "//") {
-			setBody(ev, body[1:])
+			ev.SetBody(body[1:])
 			return next.Handle(ctx, ev)
 		}
 		name, arg, _ := strings.Cut(body[1:], " ")
@@ -99,7 +99,7 @@ func (c *Commands) Wrap(next pipeline.Handler) pipeline.Handler {
 			if arg == "" {
 				return pipeline.Reject(pipeline.CodeRejected, "usage: /me ACTION")
 			}
-			setBody(ev, "* "+c.senderName(ev)+" "+arg)
+			ev.SetBody("* " + c.senderName(ev) + " " + arg)
 			return next.Handle(ctx, ev)
 		case "who":
 			return c.who(ctx, ev)

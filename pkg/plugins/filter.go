@@ -128,7 +128,7 @@ func (f *Filter) Wrap(next pipeline.Handler) pipeline.Handler {
 			if body == "" {
 				body = ev.In.Body
 			}
-			setBody(ev, f.Mask(body))
+			ev.SetBody(f.Mask(body))
 		}
 		return next.Handle(ctx, ev)
 	})

@@ -16,18 +16,6 @@ import (
 // 0 — which clients show like any message and never mistake for a member's.
 const SystemName = "system"
 
-// setBody replaces the body of a message event (inbound and envelope). When
-// the body changes, html rendered from the old one by an earlier render_html
-// step is dropped: a stale rendering must never go out (it would show the
-// unmasked or original text). Clients render an envelope without html from its
-// fields. Plugins that transform bodies belong before render_html.
-func setBody(ev *pipeline.Event, body string) {
-	if body != ev.Envelope.Body {
-		ev.Envelope.HTML = ""
-	}
-	ev.In.Body, ev.Envelope.Body = body, body
-}
-
 // replier sends system replies, rendered with message.html when the server
 // has templates so that the chat page, which shows a message's html, shows
 // them too.

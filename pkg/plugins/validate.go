@@ -73,8 +73,7 @@ func (v *Validator) Wrap(next pipeline.Handler) pipeline.Handler {
 		if n := utf8.RuneCountInString(body); n > v.max {
 			return pipeline.Reject(pipeline.CodeTooLong, "body is %d characters long; the limit is %d", n, v.max)
 		}
-		ev.In.Body = body
-		ev.Envelope.Body = body
+		ev.SetBody(body)
 		return next.Handle(ctx, ev)
 	})
 }

@@ -181,7 +181,7 @@ func (w *Webhook) Wrap(next pipeline.Handler) pipeline.Handler {
 			if body == "" {
 				return pipeline.Reject(pipeline.CodeEmpty, "body is empty")
 			}
-			setBody(ev, body) // drops html rendered from the old body
+			ev.SetBody(body) // drops html rendered from the old body
 		}
 		if resp.Reply != "" {
 			if err := w.replier.reply(ev, resp.Reply); err != nil {
