@@ -77,22 +77,6 @@ func sourceIP(i, n int) net.IP {
 	return net.IPv4(127, 0, 0, byte(1+i%k))
 }
 
-// RaiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit and returns
-// the new soft limit.
-func RaiseFileLimit() (uint64, error) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, err
-	}
-	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-			return 0, err
-		}
-	}
-	return rl.Cur, nil
-}
-
 // procSample is what /proc says about a process at one moment.
 type procSample struct {
 	at     time.Time

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/chatserver/chatserver/internal/fdlimit"
 )
 
 // ConnsConfig is one idle-connections scenario: Conns members join Rooms
@@ -79,7 +81,7 @@ func Conns(ctx context.Context, cfg ConnsConfig) (*ConnsResult, error) {
 	case cfg.Hold < 0 || cfg.Hold > MaxDuration || cfg.Settle > time.Minute:
 		return nil, badConfig(fmt.Errorf("hold: want [0, %v] and settle at most 1m", MaxDuration))
 	}
-	limit, err := RaiseFileLimit()
+	limit, err := fdlimit.Raise()
 	if err != nil {
 		return nil, fmt.Errorf("raising the file limit: %w", err)
 	}

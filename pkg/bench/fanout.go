@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/chatserver/chatserver/internal/fdlimit"
 )
 
 // FanoutConfig is one fan-out scenario: Subscribers members of Room listen
@@ -176,7 +178,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 		}
 	}
 	pids := cfg.pids()
-	if _, err := RaiseFileLimit(); err != nil {
+	if _, err := fdlimit.Raise(); err != nil {
 		return nil, fmt.Errorf("raising the file limit: %w", err)
 	}
 	var runID [3]byte
