@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http/httptest"
 	"reflect"
@@ -185,5 +186,39 @@ func TestHijackedConnectionKeepsSocketAndBuffer(t *testing.T) {
 	}
 	if peekBuilt && bc.raw == nil {
 		t.Fatal("no raw socket: the reader cannot wait outside gorilla")
+	}
+}
+
+// The history frame, written by hand, is what encoding/json (without HTML
+// escaping, as every frame) would make of it.
+func TestAppendHistoryFrame(t *testing.T) {
+	type historyFrame struct {
+		Type     string            `json:"type"`
+		Room     string            `json:"room"`
+		Messages []json.RawMessage `json:"messages"`
+		Complete *bool             `json:"complete,omitempty"`
+	}
+	yes, no := true, false
+	entries := []history.Entry{
+		{ID: "1", Frame: []byte(`{"id":"1","type":"message","html":"<b>&amp;</b>"}`)},
+		{ID: "2", Frame: []byte(`{"id":"2","type":"online"}`)},
+	}
+	for _, tt := range []struct {
+		entries  []history.Entry
+		complete *bool
+	}{{nil, nil}, {entries, nil}, {entries, &yes}, {entries[:1], &no}} {
+		want := historyFrame{Type: "history", Room: "a.b-c_D", Messages: []json.RawMessage{}, Complete: tt.complete}
+		for _, e := range tt.entries {
+			want.Messages = append(want.Messages, e.Frame)
+		}
+		var buf strings.Builder
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(want); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(appendHistoryFrame(nil, "a.b-c_D", tt.entries, tt.complete)); got != strings.TrimSuffix(buf.String(), "\n") {
+			t.Errorf("got  %s\nwant %s", got, buf.String())
+		}
 	}
 }

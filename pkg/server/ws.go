@@ -1,13 +1,13 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -18,14 +18,29 @@ import (
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
-// historyFrame is the first frame a client receives (SPEC §5). Complete is
-// present only when the client asked for ?since=: false means the id it gave
-// was no longer in the history, so there may be a gap before Messages.
-type historyFrame struct {
-	Type     string            `json:"type"`
-	Room     string            `json:"room"`
-	Messages []json.RawMessage `json:"messages"`
-	Complete *bool             `json:"complete,omitempty"`
+// appendHistoryFrame appends the first frame a client receives (SPEC §5):
+// {"type":"history","room":…,"messages":[…],"complete":…}. complete is
+// present only when the client asked for ?since= (nil otherwise): false
+// means the id it gave was no longer in the history, so there may be a gap
+// before the messages. The entries are the valid JSON frames that were
+// broadcast (history.Valid) and go in byte for byte; room is a valid room
+// name, plain ASCII (ValidRoom). So the frame is written as is, not encoded:
+// a join would otherwise validate and copy its whole history twice.
+func appendHistoryFrame(b []byte, room string, entries []history.Entry, complete *bool) []byte {
+	b = append(b, `{"type":"`+pipeline.TypeHistory+`","room":"`...)
+	b = append(b, room...)
+	b = append(b, `","messages":[`...)
+	for i, e := range entries {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e.Frame...)
+	}
+	b = append(b, ']')
+	if complete != nil {
+		b = strconv.AppendBool(append(b, `,"complete":`...), *complete)
+	}
+	return append(b, '}')
 }
 
 // serveWS upgrades the request, sends history and runs the join, then hands
@@ -166,11 +181,11 @@ func (s *Server) leaveRoom(c *client) {
 // frames that arrived since c joined and that the history already contains.
 func (s *Server) sendHistory(ctx context.Context, c *client, since string) error {
 	entries, err := s.store.Recent(ctx, c.room, 0)
-	frame := historyFrame{Type: pipeline.TypeHistory, Room: c.room, Messages: []json.RawMessage{}}
+	var complete *bool
 	if since != "" {
-		var complete bool
-		entries, complete = history.Since(entries, since)
-		frame.Complete = &complete
+		var found bool
+		entries, found = history.Since(entries, since)
+		complete = &found
 	}
 	entries, bad := history.Valid(entries)
 	if bad > 0 {
@@ -178,19 +193,9 @@ func (s *Server) sendHistory(ctx context.Context, c *client, since string) error
 	}
 	seen := make(map[string]struct{}, len(entries))
 	for _, e := range entries {
-		frame.Messages = append(frame.Messages, e.Frame)
 		seen[e.ID] = struct{}{}
 	}
-	// Encoded without HTML escaping, like every envelope (see
-	// pipeline.Envelope.AppendJSON): the messages inside stay byte for byte
-	// the frames that were broadcast.
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if merr := enc.Encode(frame); merr != nil {
-		return errors.Join(err, merr)
-	}
-	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	b := appendHistoryFrame(nil, c.room, entries, complete)
 	c.mu.Lock()
 	arrived := c.queue
 	c.queue = append(make([]queued, 0, len(arrived)+1), queued{f: newOutFrame(b)})
