@@ -14,11 +14,10 @@ import (
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
-// Close codes the server sends (RFC 6455 §7.4.1).
+// Close codes the server sends (RFC 6455 §7.4.1); gorilla sends 1009 itself.
 const (
 	closeGoingAway     = websocket.CloseGoingAway       // 1001: server shutting down
 	closePolicy        = websocket.ClosePolicyViolation // 1008: send queue overflow, refused join
-	closeTooBig        = websocket.CloseMessageTooBig   // 1009: frame over max_message_bytes
 	closeUnsupported   = websocket.CloseUnsupportedData // 1003: binary frame, when so configured
 	closeControlWindow = time.Second                    // how long a close frame may take
 )
