@@ -27,7 +27,7 @@ func Example() {
 						return pipeline.Reject(pipeline.CodeRejected, "no whispering")
 					}
 					ev.SetBody(strings.ToUpper(ev.Envelope.Body) + o.Mark) // the one way to change a body
-					return next.Handle(ctx, ev)                              // the rest of the pipeline
+					return next.Handle(ctx, ev)                            // the rest of the pipeline
 				})
 			}), nil
 		}))
