@@ -22,6 +22,8 @@ type Local struct {
 	// OnStoreError, if set, is called when a history append fails (the frame
 	// is still delivered: live chat never waits for storage).
 	OnStoreError func(room string, err error)
+	// OnKick closes the local connections Kick names. Nil: Kick does nothing.
+	OnKick KickFunc
 
 	seed  maphash.Seed
 	locks [stripes]sync.Mutex
@@ -51,6 +53,14 @@ func (l *Local) Publish(ctx context.Context, room, id string, frame []byte, keep
 		}
 	}
 	l.deliver(room, id, frame, keep && l.store != nil)
+	return nil
+}
+
+// Kick implements Broker: one node, so the kick is local.
+func (l *Local) Kick(_ context.Context, room, username string) error {
+	if l.OnKick != nil {
+		l.OnKick(room, username)
+	}
 	return nil
 }
 

@@ -48,6 +48,9 @@ type RedisOptions struct {
 	Store history.Store
 	// Deliver hands frames to this node's members. Required.
 	Deliver DeliverFunc
+	// Kick closes this node's connections a kick names. Nil: kicks that
+	// reach this node do nothing.
+	Kick KickFunc
 	// Log receives the broker's logs. Nil: slog.Default().
 	Log *slog.Logger
 
@@ -387,9 +390,23 @@ func (b *Redis) handle(m *redis.Message) {
 	if st == nil {
 		return // unsubscribed meanwhile
 	}
+	if m.Payload[0] == payloadKick {
+		if b.opts.Kick != nil {
+			b.opts.Kick(room, m.Payload[1:])
+		}
+		return
+	}
 	kept := m.Payload[0] == 'k'
 	frame := []byte(m.Payload[1:])
-	id := history.IDOf(frame)
+	// Only a kept frame's id is used: ids serve recovery and a joiner's
+	// dedup against its history, which concern kept frames only, and a
+	// frame that is not kept may name another message's id (a delete frame
+	// carries the id of the message it deletes) that must not be taken for
+	// its own — its delivery would be dropped as a duplicate.
+	var id string
+	if kept {
+		id = history.IDOf(frame)
+	}
 	if b.opts.OnLag != nil {
 		if ts := frameTS(frame); ts > 0 {
 			b.opts.OnLag(time.Since(time.UnixMilli(ts)))
