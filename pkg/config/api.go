@@ -68,6 +68,16 @@ func (a API) GoString() string { return "config.API{" + a.String() + "}" }
 // validate checks every key's length. A bad key is named by its index,
 // never shown.
 func (a API) validate(bad func(key, format string, args ...any) error) error {
+	if err := a.validateKeys(bad); err != nil {
+		return err
+	}
+	if a.ProtectReads && !a.Enabled() {
+		return bad("api.protect_reads", "needs a key (api.keys or api.keys_env): no request could read")
+	}
+	return nil
+}
+
+func (a API) validateKeys(bad func(key, format string, args ...any) error) error {
 	for i, k := range a.Keys {
 		if len(k) < MinAPIKeyBytes {
 			return bad(fmt.Sprintf("api.keys[%d]", i), "must be at least %d bytes, got %d", MinAPIKeyBytes, len(k))

@@ -157,6 +157,7 @@ func TestAPIKeys(t *testing.T) {
 		{"short key in keys_env", "api:\n  keys_env: CHAT_TEST_KEYS\n", map[string]string{"CHAT_TEST_KEYS": long + ",tiny-secret"}, "api.keys_env: $CHAT_TEST_KEYS: key 1 must be at least 32 bytes, got 11", 0},
 		{"keys_env not a name", "api:\n  keys_env: \"A=B\"\n", nil, "api.keys_env: must be the name of an environment variable", 0},
 		{"CHATSERVER_API_KEYS, comma-separated", "", map[string]string{"CHATSERVER_API_KEYS": long + "," + long + "y"}, "", 2},
+		{"protect_reads without a key", "api:\n  protect_reads: true\n", nil, "api.protect_reads: needs a key", 0},
 		{"keys_env unset is no key", "api:\n  keys_env: CHAT_TEST_UNSET\n", nil, "", 0},
 	}
 	for _, tt := range tests {

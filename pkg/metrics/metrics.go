@@ -68,6 +68,11 @@ type Metrics struct {
 	// PresenceSuppressed counts online/offline events not broadcast because
 	// their room was over websocket.presence_limit.
 	PresenceSuppressed prometheus.Counter
+
+	// APIUnauthorized counts server API requests refused for want of a
+	// valid key, by reason (missing, invalid): a climbing invalid count is
+	// someone guessing keys.
+	APIUnauthorized *prometheus.CounterVec
 }
 
 // New returns Metrics registered on a fresh registry that also carries the Go
@@ -128,6 +133,9 @@ func New() *Metrics {
 		PresenceSuppressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatserver_presence_suppressed_total", Help: "Online/offline events not broadcast: room over websocket.presence_limit.",
 		}),
+		APIUnauthorized: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatserver_api_unauthorized_total", Help: "Server API requests refused with 401, by reason (missing, invalid).",
+		}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -135,7 +143,7 @@ func New() *Metrics {
 		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
 		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms, m.Refused, m.PresenceSuppressed,
 		m.BrokerResubscribes, m.BrokerRecovered, m.BrokerFallbacks, m.BrokerLag,
-		m.HistoryQueueDepth, m.HistoryDropped,
+		m.HistoryQueueDepth, m.HistoryDropped, m.APIUnauthorized,
 	)
 	return m
 }

@@ -57,6 +57,9 @@ type presencePublisher struct {
 
 // Publish implements pipeline.Publisher.
 func (p presencePublisher) Publish(ctx context.Context, room, id string, frame []byte, keep bool) error {
+	if err := p.s.admitJoin(ctx, id); err != nil { // a banned joiner (bans.go)
+		return err
+	}
 	q, _ := ctx.Value(quietKey{}).(*quietPresence)
 	if q == nil || q.id != id {
 		return p.Broker.Publish(ctx, room, id, frame, keep)

@@ -103,6 +103,13 @@ type Server struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+
+	// The server API (api.go): its keys, the bans its kicks record, and
+	// the joins being run, whose online the publisher checks against the
+	// bans (bans.go).
+	apiKeys *apiKeys
+	bans    broker.Bans
+	joining joins
 }
 
 // New builds a server from cfg: templates, store, broker and pipelines. It
@@ -115,6 +122,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		hub:      newHub(),
 		limiter:  newLimiter(cfg.Limits),
 		stopping: make(chan struct{}),
+		apiKeys:  newAPIKeys(cfg.API.AllKeys()),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -137,6 +145,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if s.broker, err = newBroker(s.store, s.hub.deliver); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
+	s.bans = s.newBans()
 	s.hub.opened = func(room string) { _ = s.broker.Subscribe(context.Background(), room) }
 	s.hub.closed = func(room string) { _ = s.broker.Unsubscribe(context.Background(), room) }
 	s.hub.roomsChanged = func(n int) { s.metrics.Rooms.Set(float64(n)) }

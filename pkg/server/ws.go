@@ -312,6 +312,9 @@ func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in
 	}
 	ev.Envelope.Stamp(time.Now())
 	ctx = s.quietIfCrowded(ctx, c, kind, ev.Envelope.ID)
+	if kind == pipeline.Join {
+		defer s.joining.watch(ev.Envelope.ID, c)() // its online is checked against bans
+	}
 
 	err := s.pipelines.Load().Run(ctx, ev)
 	if err == nil {
