@@ -4,7 +4,10 @@
 // never disagree. It knows nothing of WebSockets: frames are opaque bytes.
 package broker
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // DeliverFunc hands a frame to the local members of room. The hub implements
 // it; it must not block on any client.
@@ -19,6 +22,11 @@ type DeliverFunc func(room, id string, frame []byte, kept bool)
 // on any client.
 type KickFunc func(room, username string)
 
+// DirectFunc hands a direct message to the local connections of room whose
+// member is named to, and to the connection with client id from (the
+// sender's, if it is on this node). The hub implements it; it must not block.
+type DirectFunc func(room string, frame []byte, to string, from int64)
+
 // Broker publishes frames to rooms.
 //
 // Publish is safe for concurrent use. For one room, every member on every node
@@ -28,8 +36,13 @@ type KickFunc func(room, username string)
 //
 // Subscribe and Unsubscribe tell the broker which rooms this node has members
 // in; a broker that spans nodes uses them to receive only those rooms.
+//
+// PublishDirect carries a direct message to the connections of the members
+// of room named to, and to the sender's connection (client id from), on every
+// node; it is never kept, and ordered with the room's other frames.
 type Broker interface {
 	Publish(ctx context.Context, room, id string, frame []byte, keep bool) error
+	PublishDirect(ctx context.Context, room string, frame []byte, to string, from int64) error
 	Subscribe(ctx context.Context, room string) error
 	Unsubscribe(ctx context.Context, room string) error
 	// Kick has every node close the connections of username in room (see
@@ -41,3 +54,6 @@ type Broker interface {
 	// Close stops the broker and waits for what it started.
 	Close() error
 }
+
+// errNoDirect is PublishDirect's error on a broker built without a DirectFunc.
+var errNoDirect = errors.New("broker: no direct delivery configured")

@@ -22,6 +22,8 @@ type Local struct {
 	// OnStoreError, if set, is called when a history append fails (the frame
 	// is still delivered: live chat never waits for storage).
 	OnStoreError func(room string, err error)
+	// Direct delivers direct messages. Nil: PublishDirect fails.
+	Direct DirectFunc
 	// OnKick closes the local connections Kick names. Nil: Kick does nothing.
 	OnKick KickFunc
 
@@ -56,11 +58,28 @@ func (l *Local) Publish(ctx context.Context, room, id string, frame []byte, keep
 	return nil
 }
 
-// Kick implements Broker: one node, so the kick is local.
+// Kick implements Broker: one node, so the kick is local, under the room's
+// lock like its frames.
 func (l *Local) Kick(_ context.Context, room, username string) error {
-	if l.OnKick != nil {
-		l.OnKick(room, username)
+	if l.OnKick == nil {
+		return nil
 	}
+	mu := &l.locks[maphash.String(l.seed, room)%stripes]
+	mu.Lock()
+	defer mu.Unlock()
+	l.OnKick(room, username)
+	return nil
+}
+
+// PublishDirect implements Broker.
+func (l *Local) PublishDirect(_ context.Context, room string, frame []byte, to string, from int64) error {
+	if l.Direct == nil {
+		return errNoDirect
+	}
+	mu := &l.locks[maphash.String(l.seed, room)%stripes]
+	mu.Lock()
+	defer mu.Unlock()
+	l.Direct(room, frame, to, from)
 	return nil
 }
 

@@ -7,7 +7,7 @@ import (
 
 // payloadKick is the first byte of a kick on a room's channel: the rest of
 // the payload is the username. (Published frames start with 'k' when kept,
-// 'n' when not; see publishScript.)
+// 'n' when not, see publishScript; 'd' starts a direct message.)
 const payloadKick = 'x'
 
 // Kick implements Broker: the kick goes out on the room's channel, so every

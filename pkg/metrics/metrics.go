@@ -73,6 +73,9 @@ type Metrics struct {
 	// valid key, by reason (missing, invalid): a climbing invalid count is
 	// someone guessing keys.
 	APIUnauthorized *prometheus.CounterVec
+	// RefResends counts frames resent with the ref of an accepted frame:
+	// acknowledged again, not run again.
+	RefResends prometheus.Counter
 }
 
 // New returns Metrics registered on a fresh registry that also carries the Go
@@ -136,12 +139,15 @@ func New() *Metrics {
 		APIUnauthorized: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatserver_api_unauthorized_total", Help: "Server API requests refused with 401, by reason (missing, invalid).",
 		}, []string{"reason"}),
+		RefResends: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_ref_resends_total", Help: "Frames resent with the ref of an accepted frame: acknowledged again, not delivered again.",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
-		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms, m.Refused, m.PresenceSuppressed,
+		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms, m.Refused, m.PresenceSuppressed, m.RefResends,
 		m.BrokerResubscribes, m.BrokerRecovered, m.BrokerFallbacks, m.BrokerLag,
 		m.HistoryQueueDepth, m.HistoryDropped, m.APIUnauthorized,
 	)

@@ -27,10 +27,10 @@ import (
 
 // Error codes of the server API besides the pipeline's.
 const (
-	codeNotFound     = "not_found"    // no such message, or the API is off
-	codeUnauthorized = "unauthorized" // no valid key
-	codeBadRequest   = "bad_request"  // a bad room name, query parameter or path
-	codeTooLarge     = "too_large"    // a body over websocket.max_message_bytes
+	codeNotFound     = pipeline.CodeNotFound // no such message, or the API is off
+	codeUnauthorized = "unauthorized"        // no valid key
+	codeBadRequest   = "bad_request"         // a bad room name, query parameter or path
+	codeTooLarge     = "too_large"           // a body over websocket.max_message_bytes
 	codeMediaType    = "unsupported_media_type"
 	codeUnavailable  = "unavailable" // the history store or Redis did not answer
 )
@@ -38,9 +38,9 @@ const (
 // apiStatus is the HTTP status of an error code (SPEC §9.2).
 func apiStatus(code string) int {
 	switch code {
-	case pipeline.CodeInvalidJSON, pipeline.CodeEmpty, pipeline.CodeTooLong, "unknown_type", codeBadRequest:
+	case pipeline.CodeInvalidJSON, pipeline.CodeEmpty, pipeline.CodeTooLong, pipeline.CodeUnknownType, codeBadRequest:
 		return http.StatusBadRequest
-	case codeNotFound, "no_recipient":
+	case codeNotFound, pipeline.CodeNoRecipient:
 		return http.StatusNotFound
 	case pipeline.CodeRejected:
 		return http.StatusUnprocessableEntity

@@ -67,9 +67,9 @@ func TestAPIAcrossNodes(t *testing.T) {
 		t.Fatalf("the ban's key has TTL %v, want (0, 1h]", ttl)
 	}
 	// Node b enforces the ban node a recorded.
-	_, code, text := b.dialName(t, "lobby", "bob").closed()
-	if code != 4001 || text != "banned" {
-		t.Fatalf("banned bob joining node b: close %d %q, want 4001 banned", code, text)
+	frames, code, text := b.dialName(t, "lobby", "bob").closed()
+	if code != 4001 || text != "banned" || len(frames) != 1 || frames[0].Type != "error" || frames[0].Code != "rejected" {
+		t.Fatalf("banned bob joining node b: %d frames (%v), close %d %q; want error rejected, then 4001 banned", len(frames), frames, code, text)
 	}
 	for _, s := range []*testServer{a, b} {
 		testutil.Eventually(t, 10*time.Second, "the rooms without bob", func() bool {

@@ -227,7 +227,7 @@ func TestAPIKick(t *testing.T) {
 }
 
 // A ban refuses the name's joins to that room: error rejected, then 4001,
-// and nobody sees it join. Other names and other rooms are not affected.
+// before any history, and nobody sees it join. Other names and other rooms are not affected.
 func TestAPIBan(t *testing.T) {
 	s := startServer(t, withAPI())
 	alice := s.joined(t, "lobby", "alice")
@@ -242,7 +242,7 @@ func TestAPIBan(t *testing.T) {
 		switch f.Type {
 		case "error":
 			errs = append(errs, f)
-		case "online", "message":
+		case "online", "message", "history":
 			t.Fatalf("a banned joiner got %s", f.raw)
 		}
 	}

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -17,9 +19,9 @@ import (
 // The check runs when a join is published: the join pipeline's broadcast
 // step publishes the joiner's `online` once the username step resolved its
 // name, and the server's publisher refuses that publish for a banned name
-// (admitJoin). So a refused joiner is never announced: nobody sees it come
-// and go. It gets `error rejected` and a 4001 close, and its join counts
-// as refused.
+// (admitJoin). So a refused joiner is never announced, and, as for any
+// refused join, it sees nothing of the room: it gets `error rejected` and a
+// 4001 close, before any history.
 
 // joins maps the envelope id of each join being run to its client, so the
 // publisher can tell the join's own `online` from any other publish.
@@ -50,12 +52,25 @@ func (s *Server) newBans() broker.Bans {
 // banCheckTimeout bounds the ban lookup of a join.
 const banCheckTimeout = 2 * time.Second
 
+// errBanned marks the refusal of a banned joiner: serveWS closes it with
+// 4001 (joinRefusalClose).
+var errBanned = errors.New("banned")
+
+// joinRefusalClose is the close code and text of a refused join: 4001
+// "banned" for a ban, else 1008.
+func joinRefusalClose(err error) (int, string) {
+	if errors.Is(err, errBanned) {
+		return closeKicked, "banned"
+	}
+	return closePolicy, "join refused"
+}
+
 // admitJoin is called by the server's publisher for every publish; for the
 // online envelope of a join (id), whose joiner's name is resolved by now, it
-// refuses a banned name: the joiner is sent `error rejected` and closed with
-// 4001 "banned", and the returned error fails the join. When the bans cannot
-// be read (Redis down) the joiner is admitted: live chat goes on without
-// Redis, and a failure is logged.
+// refuses a banned name: the error (`rejected`, marked errBanned) fails the
+// join before anything is published, and serveWS answers it as any refused
+// join, with a 4001 close. When the bans cannot be read (Redis down) the
+// joiner is admitted — live chat goes on without Redis — and it is logged.
 func (s *Server) admitJoin(ctx context.Context, id string) error {
 	c := s.joining.client(id)
 	if c == nil {
@@ -72,8 +87,5 @@ func (s *Server) admitJoin(ctx context.Context, id string) error {
 	if !banned {
 		return nil
 	}
-	refusal := pipeline.Reject(pipeline.CodeRejected, "you are banned from room %s", c.room)
-	s.replyError(c, refusal)
-	c.close(closeKicked, "banned")
-	return refusal
+	return fmt.Errorf("%w: %w", errBanned, pipeline.Reject(pipeline.CodeRejected, "you are banned from room %s", c.room))
 }

@@ -38,6 +38,7 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 		l := broker.NewLocal(store, deliver, s.log)
 		l.OnStoreError = func(string, error) { s.metrics.HistoryErrors.Inc() }
 		l.OnKick = s.kickLocal
+		l.Direct = s.hub.deliverDirect
 		return l, nil
 	}
 	opt, err := redis.ParseURL(s.cfg.Redis.URL)
@@ -57,6 +58,7 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 		Store:         store,
 		Deliver:       deliver,
 		Kick:          s.kickLocal,
+		Direct:        s.hub.deliverDirect,
 		Log:           s.log,
 		OnResubscribe: m.BrokerResubscribes.Inc,
 		OnRecovered:   func(n int) { m.BrokerRecovered.Add(float64(n)) },

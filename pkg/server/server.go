@@ -87,6 +87,7 @@ type Server struct {
 	// presence and rdb exist with broker redis (see cluster.go).
 	presence clusterPresence
 	rdb      *redis.Client
+	refs     refStore    // accepted refs: resends are acked, not run again (refs.go)
 	flush    *flushClock // nil: websocket.write_delay is 0
 	linger   *flushClock // times idle writers' exit (see client.writeLoop)
 	// presenceAllowance is how many presence frames may wait for a client
@@ -146,6 +147,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	s.bans = s.newBans()
+	if s.rdb != nil {
+		s.refs = &redisRefs{rdb: s.rdb, prefix: cfg.Redis.KeyPrefix, ttl: cfg.WebSocket.RefTTL, log: s.log}
+	} else {
+		s.refs = newMemoryRefs(cfg.WebSocket.RefTTL, defaultMaxRefs)
+	}
 	s.hub.opened = func(room string) { _ = s.broker.Subscribe(context.Background(), room) }
 	s.hub.closed = func(room string) { _ = s.broker.Unsubscribe(context.Background(), room) }
 	s.hub.roomsChanged = func(n int) { s.metrics.Rooms.Set(float64(n)) }
