@@ -50,6 +50,8 @@ func TestAPICommands(t *testing.T) {
 		stdout string // a part of stdout (exit 0) or of the one error line
 	}{
 		{"rooms", "", []string{"api", "rooms", "--server", url}, 0, "[]"},
+		{"post", cliAPIKey, []string{"api", "post", "lobby", "build 42 is green", "--username", "deploy-bot", "--data", `{"build":42}`, "--server", url}, 0, `"body":"build 42 is green"`},
+		{"post of an unknown kind", cliAPIKey, []string{"api", "post", "lobby", "x", "--username", "deploy-bot", "--type", "shout", "--server", url}, 1, "400 unknown_type"},
 		{"kick with a ban", cliAPIKey, []string{"api", "kick", "lobby", "bob", "--ban", "10m", "--server", url}, 0, `{"kicked":0}`},
 		{"kick without a key", "", []string{"api", "kick", "lobby", "bob", "--server", url}, 2, "CHATSERVER_API_KEY"},
 		{"kick with a wrong key", strings.Repeat("w", 40), []string{"api", "kick", "lobby", "bob", "--server", url}, 1, "401 unauthorized: the key is not valid"},
