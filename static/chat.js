@@ -289,6 +289,12 @@ document.addEventListener("securitypolicyviolation", function (e) {
         renderMembers();
         notice((env.username || "someone") + (env.type === "online" ? " joined" : " left"), env.type);
         break;
+      case "delete": {
+        // The server API deleted a message: it leaves every screen too.
+        var gone = env.id && document.getElementById("m" + env.id);
+        if (gone) gone.remove();
+        break;
+      }
       case "error":
         showError(env.reason || env.code || "error");
         break;
