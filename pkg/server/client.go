@@ -64,9 +64,11 @@ type client struct {
 	slot     int    // index in room.members, guarded by the room's lock
 	// present is set while the client is listed in cluster presence.
 	present atomic.Bool
-	// lastWrite is when the writer last wrote frames. Only the writer uses
-	// it; successive writers are ordered by mu (writing).
+	// lastWrite is when the writer last wrote frames, and behind whether
+	// that write carried more than one (see pace). Only the writer uses
+	// them; successive writers are ordered by mu (writing).
 	lastWrite time.Time
+	behind    bool
 
 	mu        sync.Mutex
 	queue     []queued
@@ -255,7 +257,7 @@ func (c *client) writeLoop() {
 			}
 		}
 		if len(batch) > 0 {
-			c.lastWrite = time.Now()
+			c.lastWrite, c.behind = time.Now(), len(batch) > 1
 			err := c.writeBatch(batch)
 			clear(batch) // drop references to the prepared messages
 			if cap(batch) > maxSpare {
@@ -278,11 +280,18 @@ func (c *client) writeLoop() {
 	}
 }
 
-// pace makes a busy writer wait for the next tick of the flush clock, so that
-// more frames join its next write (see flushClock). A writer that has not
-// written for a period writes at once: no added latency, no second wake-up.
+// pace decides when the writer writes what is queued: at once, unless the
+// client is behind — its last write, less than a flush period ago, carried
+// more than one frame: frames arrive faster than one write each would keep
+// up with (they queued while it wrote, or while it waited for a busy core).
+// A writer that is behind waits for the next tick of the flush clock
+// (websocket.write_delay), so that its next write carries every frame queued
+// by then (see flushClock). A writer that finds one frame writes it at once
+// next time, so a quiet room pays no latency for coalescing; a busy one
+// writes once per tick. Without a flush clock (write_delay 0) writers never
+// wait: each write carries what queued while the writer was busy.
 func (c *client) pace(fc *flushClock) {
-	if fc == nil || time.Since(c.lastWrite) >= fc.period {
+	if fc == nil || !c.behind || time.Since(c.lastWrite) >= fc.period {
 		return
 	}
 	select {
