@@ -24,6 +24,7 @@ type Config struct {
 	Limits    Limits          `mapstructure:"limits"`
 	Pipelines pipeline.Config `mapstructure:"pipelines"`
 	Plugins   Plugins         `mapstructure:"plugins"`
+	FastPaths FastPaths       `mapstructure:"fast_paths"`
 
 	// Source names where the config came from ("embedded default" or a path),
 	// for error messages.

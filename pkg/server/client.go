@@ -322,7 +322,11 @@ func (c *client) finish() {
 // writeBatch writes frames in one flush to the network. Uncompressed frames
 // are copied into the batch as encoded once for everyone; a client that
 // negotiated compression goes through gorilla with the shared compressed form.
+// With fast_paths.frame_writer off, gorilla writes each frame (writeEach).
 func (c *client) writeBatch(batch []queued) error {
+	if !c.srv.cfg.FastPaths.FrameWriter {
+		return c.writeEach(batch)
+	}
 	if !c.bc.deflate {
 		c.bc.appendFrames(batch)
 		return c.bc.flush(c.writeDeadline())
@@ -339,6 +343,30 @@ func (c *client) writeBatch(batch []queued) error {
 		}
 	}
 	return c.bc.flush(c.writeDeadline())
+}
+
+// writeEach writes frames the way a plain gorilla server does, one message
+// and one write syscall each: what writeBatch stands in for
+// (fast_paths.frame_writer: false).
+func (c *client) writeEach(batch []queued) error {
+	if err := c.ws.SetWriteDeadline(c.writeDeadline()); err != nil {
+		return err
+	}
+	for _, q := range batch {
+		var err error
+		if c.bc.deflate {
+			var pm *websocket.PreparedMessage
+			if pm, err = q.f.prepared(); err == nil {
+				err = c.ws.WritePreparedMessage(pm)
+			}
+		} else {
+			err = c.ws.WriteMessage(websocket.TextMessage, q.f.payload())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeDeadline bounds one batch write: write_timeout normally, and only

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/chatserver/chatserver/internal/testutil"
+	"github.com/chatserver/chatserver/pkg/config"
 )
 
 // Coalescing follows the load (client.pace): a writer that keeps up writes
@@ -25,7 +26,9 @@ func TestWriterCoalescesOnlyWhenBehind(t *testing.T) {
 	for _, withClock := range []bool{true, false} {
 		t.Run(fmt.Sprint("flush clock ", withClock), func(t *testing.T) {
 			ignore := goleak.IgnoreCurrent()
-			s := newTestServer(t, nil)
+			// The batched writer's write count (with it off, gorilla
+			// writes each frame itself: no coalescing to see).
+			s := newTestServer(t, func(c *config.Config) { c.FastPaths.FrameWriter = true })
 			var fc *flushClock
 			if withClock {
 				fc = &flushClock{period: time.Hour}
