@@ -24,7 +24,6 @@ func newServe() *cobra.Command {
 			if err != nil {
 				return err // before any log line: a bad config is one line on stderr
 			}
-			raiseFileLimit(log)
 			ctx, stop := signalContext()
 			defer stop()
 			defer watchConfig(ctx, cmd, srv, log)()
