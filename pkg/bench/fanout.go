@@ -14,7 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
 )
 
 // FanoutConfig is one fan-out scenario: Subscribers members of Room listen
