@@ -71,6 +71,9 @@ type Server struct {
 	t    testing.TB
 	Port int
 	cmd  *exec.Cmd
+	// dir, when set, holds an append-only file written with appendfsync
+	// always: a restarted server has every write it acknowledged.
+	dir string
 }
 
 // FreePort returns a loopback port nobody listens on (listen on :0, close).
@@ -96,6 +99,17 @@ func NewServer(t testing.TB) *Server {
 	return s
 }
 
+// StartServerAOF starts a private redis-server that persists every write
+// before acknowledging it (appendonly, appendfsync always, in a temporary
+// folder of the test), so a server killed and started again keeps its data.
+func StartServerAOF(t testing.TB) *Server {
+	t.Helper()
+	s := NewServer(t)
+	s.dir = t.TempDir()
+	s.Start()
+	return s
+}
+
 // StartServer starts a private redis-server and waits until it answers.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
@@ -110,16 +124,18 @@ func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
 // URL is the server's redis:// URL.
 func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 
-// Start runs redis-server on s.Port (no persistence) and waits until it
-// answers PING.
+// Start runs redis-server on s.Port (no persistence, unless it was made by
+// StartServerAOF) and waits until it answers PING.
 func (s *Server) Start() {
 	s.t.Helper()
 	if s.cmd != nil {
 		s.t.Fatal("redistest: server already running")
 	}
-	// A fixed binary; the port is ours.
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", //nolint:gosec
-		"--save", "", "--appendonly", "no")
+	args := []string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}
+	if s.dir != "" {
+		args = append(args[:len(args)-1], "yes", "--appendfsync", "always", "--dir", s.dir)
+	}
+	cmd := exec.Command("redis-server", args...) //nolint:gosec // a fixed binary; the port is ours
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("redistest: starting redis-server: %v", err)
 	}

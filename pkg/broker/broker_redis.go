@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -43,10 +44,6 @@ type RedisOptions struct {
 	KeyPrefix string
 	// HistorySize is the number of frames kept per room. Zero means 100.
 	HistorySize int
-	// Store is the configured history store. When Redis cannot be reached,
-	// Publish appends kept frames through it (the Redis store queues them
-	// until Redis is back). Nil: such frames are not kept.
-	Store history.Store
 	// Deliver hands frames to this node's members. Required.
 	Deliver DeliverFunc
 	// Direct hands direct messages to this node's members. Nil:
@@ -69,8 +66,30 @@ type RedisOptions struct {
 	OnFallback func()
 	// OnLag is called with now minus the envelope's ts of each frame received.
 	OnLag func(time.Duration)
-	// OnStoreError is called when a fallback history append fails.
-	OnStoreError func(room string, err error)
+
+	// OutboxSize bounds the frames held while Redis cannot take them (see
+	// the outbox in outbox_redis.go). When it is full the oldest held frame
+	// is dropped, counted and announced (GapFrame). Zero means 10000.
+	OutboxSize int
+	// ReplaySettle is how long the subscription must have been back before
+	// held frames are replayed, so that the other nodes have resubscribed
+	// and receive them live. Zero means 2s.
+	ReplaySettle time.Duration
+	// DrainTimeout bounds how long Close waits for held frames to be
+	// replayed while Redis is reachable. Zero means 2s.
+	DrainTimeout time.Duration
+	// GapFrame builds the frame announcing that missed frames of room were
+	// dropped from the outbox (it is kept, and delivered on every other
+	// node); id is its envelope id. Nil: drops are counted and logged only.
+	GapFrame func(room string, missed int) (id string, frame []byte)
+	// OnOutboxDepth is called with the number of held frames when it
+	// changes. It must be quick (a gauge's Set).
+	OnOutboxDepth func(n int)
+	// OnOutboxDropped is called with the number of held frames dropped
+	// because the outbox was full (or still held at Close).
+	OnOutboxDropped func(n int)
+	// OnReplayed is called with the number of held frames Redis took.
+	OnReplayed func(n int)
 }
 
 // Redis is the broker for several nodes: fan-out goes through Redis Pub/Sub,
@@ -88,9 +107,10 @@ type RedisOptions struct {
 // that were not kept (online, offline) and were published while the
 // connection was down are not recovered.
 //
-// When Redis cannot be reached at all, Publish falls back to delivering on this
-// node and appending through the history store, so live chat on one node goes
-// on; other nodes get those frames from the history when they recover.
+// When Redis cannot be reached at all, Publish delivers on this node and holds
+// the frame in a bounded outbox, which is replayed in order once Redis is back
+// (see outbox_redis.go): live chat on the node goes on, and the other nodes get
+// every held frame live, exactly once, after the outage.
 type Redis struct {
 	opts       RedisOptions
 	rdb        *redis.Client
@@ -109,6 +129,12 @@ type Redis struct {
 	// down is set while the subscription connection is failing; Publish then
 	// skips Redis and falls back at once instead of waiting for timeouts.
 	down atomic.Bool
+	// upAt is when the subscription last came back (UnixNano; 0: never
+	// lost): held frames are replayed ReplaySettle after it.
+	upAt atomic.Int64
+
+	ob    *outbox
+	token string // names this broker's replayed frames
 
 	mu      sync.Mutex
 	rooms   map[string]*redisRoom
@@ -137,6 +163,15 @@ func NewRedis(opts RedisOptions) *Redis {
 	if opts.HistorySize <= 0 {
 		opts.HistorySize = 100
 	}
+	if opts.OutboxSize <= 0 {
+		opts.OutboxSize = 10000
+	}
+	if opts.ReplaySettle <= 0 {
+		opts.ReplaySettle = 2 * time.Second
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 2 * time.Second
+	}
 	b := &Redis{
 		opts:       opts,
 		rdb:        opts.Client,
@@ -147,15 +182,18 @@ func NewRedis(opts RedisOptions) *Redis {
 		seenSize:   max(2*opts.HistorySize, 256),
 		rooms:      map[string]*redisRoom{},
 		changed:    make(chan struct{}, 1),
+		ob:         newOutbox(opts.OutboxSize),
+		token:      newToken(),
 	}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.ps = b.rdb.Subscribe(b.ctx) // no channel yet: the connection is made lazily
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go b.control()
 	go b.receive()
+	go b.replayLoop()
 	return b
 }
 
@@ -165,79 +203,71 @@ func (b *Redis) HistoryKey(room string) string { return b.histPrefix + room }
 // Channel is the Pub/Sub channel of room.
 func (b *Redis) Channel(room string) string { return b.chanPrefix + room }
 
-// Publish implements Broker.
+// Publish implements Broker. With Redis reachable and nothing held, the
+// frame goes through publishScript and Publish returns once Redis has taken
+// it (appended to history when keep, and published): a frame acknowledged
+// then survives this node. Otherwise the frame is delivered on this node and
+// held in the outbox for replay (see outbox_redis.go), and Publish returns
+// nil: the frame is accepted, but only this node's memory has it until the
+// replay. Publish fails only when ctx ends during a direct publish.
 func (b *Redis) Publish(ctx context.Context, room, id string, frame []byte, keep bool) error {
-	flag := "n"
+	flag := byte('n')
 	if keep {
-		flag = "k"
+		flag = 'k'
 	}
-	if !b.down.Load() {
+	tried := false
+	if b.direct() {
+		tried = true
 		err := publishScript.Run(ctx, b.rdb, []string{b.HistoryKey(room)},
-			b.Channel(room), frame, flag, b.size).Err()
+			b.Channel(room), frame, string([]byte{flag}), b.size).Err()
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
-			return err
+			return fmt.Errorf("publishing to room %s: %w", room, err)
 		}
-		b.log.Warn("redis publish failed; delivering on this node only", "room", room, "id", id, "err", err)
+		b.log.Warn("redis publish failed; delivering on this node and holding the frame for replay", "room", room, "id", id, "err", err)
 	}
-	// Redis is unreachable: live chat on this node goes on.
-	if b.opts.OnFallback != nil {
-		b.opts.OnFallback()
-	}
-	kept := keep && b.opts.Store != nil
-	st := b.room(room)
-	if st != nil {
-		// Append and deliver under the room's lock, so that two publishes
-		// to the room are kept in the order they are delivered (as the
-		// publish script keeps them on the Redis path).
-		st.mu.Lock()
-		defer st.mu.Unlock()
-	}
-	if kept {
-		if err := b.opts.Store.Append(ctx, room, id, frame); err != nil {
-			b.log.Error("history append failed; message delivered but not kept", "room", room, "id", id, "err", err)
-			if b.opts.OnStoreError != nil {
-				b.opts.OnStoreError(room, err)
-			}
+	b.hold(held{room: room, id: id, frame: frame, flag: flag, maybe: tried}, func(st *redisRoom) {
+		// Only a kept frame's id is used, as in handle.
+		seenID := ""
+		if keep {
+			seenID = id
 		}
-	}
-	if st != nil && st.seen.add(id) {
-		b.opts.Deliver(room, id, frame, kept)
-	}
+		if st != nil && st.seen.add(seenID) {
+			b.opts.Deliver(room, seenID, frame, keep)
+		}
+	})
 	return nil
 }
 
 // PublishDirect implements Broker. The frame travels on the room's channel
 // (payload prefix 'd'), so it keeps its place among the room's frames; each
 // node hands it to its own connections of the recipient and the sender.
-// With Redis unreachable it is delivered on this node only.
+// With Redis unreachable (or frames held) it is delivered on this node and
+// held for replay, like Publish.
 func (b *Redis) PublishDirect(ctx context.Context, room string, frame []byte, to string, from int64) error {
 	if b.opts.Direct == nil {
 		return errNoDirect
 	}
-	if !b.down.Load() {
+	tried := false
+	if b.direct() {
+		tried = true
 		err := b.rdb.Publish(ctx, b.Channel(room), append([]byte{'d'}, frame...)).Err()
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
-			return err
+			return fmt.Errorf("publishing a direct message to room %s: %w", room, err)
 		}
-		b.log.Warn("redis publish failed; delivering on this node only", "room", room, "err", err)
+		b.log.Warn("redis publish failed; delivering on this node and holding the frame for replay", "room", room, "err", err)
 	}
-	if b.opts.OnFallback != nil {
-		b.opts.OnFallback()
-	}
-	if st := b.room(room); st != nil {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		if !st.seen.add(history.IDOf(frame)) {
-			return nil
+	id := history.IDOf(frame)
+	b.hold(held{room: room, id: id, frame: frame, flag: 'd', maybe: tried}, func(st *redisRoom) {
+		if st == nil || st.seen.add(id) {
+			b.opts.Direct(room, frame, to, from)
 		}
-	}
-	b.opts.Direct(room, frame, to, from)
+	})
 	return nil
 }
 
@@ -297,22 +327,49 @@ func (b *Redis) WaitSubscribed(ctx context.Context, room string) error {
 	}
 	select {
 	case <-st.active:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// Frames of the room held in the outbox were delivered here before
+	// the joiner came, and their echo will be dropped here: wait until
+	// they are replayed, and so in the history the joiner reads.
+	if !b.ob.holds(room) {
+		return nil
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for b.ob.holds(room) {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the frames held for room %s to be replayed: %w", room, ctx.Err())
+		}
+	}
+	return nil
 }
 
 // Ping implements Broker.
 func (b *Redis) Ping(ctx context.Context) error { return b.rdb.Ping(ctx).Err() }
 
-// Close implements Broker: it stops the goroutines and waits for them. It is
+// Close implements Broker: it gives the outbox up to DrainTimeout to be
+// replayed (while Redis is reachable), stops the goroutines and waits for
+// them. Frames still held then are counted as dropped and logged. It is
 // idempotent. The Redis client stays open (its owner closes it).
 func (b *Redis) Close() error {
 	b.once.Do(func() {
+		deadline := time.Now().Add(b.opts.DrainTimeout)
+		for b.ob.n.Load() > 0 && !b.down.Load() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
 		b.cancel()
 		_ = b.ps.Close()
 		b.wg.Wait()
+		if n := int(b.ob.n.Load()); n > 0 {
+			if b.opts.OnOutboxDropped != nil {
+				b.opts.OnOutboxDropped(n)
+			}
+			b.log.Error("broker closed with frames Redis never took: other nodes miss them", "held", n)
+		}
 	})
 	return nil
 }
@@ -405,6 +462,7 @@ func (b *Redis) receive() {
 		backoff = 50 * time.Millisecond
 		if failed {
 			failed = false
+			b.upAt.Store(time.Now().UnixNano())
 			b.down.Store(false)
 			b.log.Info("redis subscription connection is back; resubscribed")
 			if b.opts.OnResubscribe != nil {
@@ -438,8 +496,26 @@ func (b *Redis) handle(m *redis.Message) {
 		}
 		return
 	}
-	kept, direct := m.Payload[0] == 'k', m.Payload[0] == 'd'
-	frame := []byte(m.Payload[1:])
+	flag, frame := m.Payload[0], []byte(m.Payload[1:])
+	if flag == payloadOutbox {
+		if len(m.Payload) < 2+tokenLen+1 {
+			return
+		}
+		flag, frame = m.Payload[1+tokenLen], []byte(m.Payload[2+tokenLen:])
+		if m.Payload[1:1+tokenLen] == b.token {
+			// Replayed from this node's outbox: its members have it. A
+			// kept one marks the history position recovery starts from.
+			if flag == 'k' {
+				id := history.IDOf(frame)
+				st.mu.Lock()
+				st.seen.add(id)
+				st.lastKept = id
+				st.mu.Unlock()
+			}
+			return
+		}
+	}
+	kept, direct := flag == 'k', flag == 'd'
 	if direct {
 		id := history.IDOf(frame)
 		var h directHeader
@@ -530,6 +606,13 @@ func (b *Redis) recover(room string, st *redisRoom) {
 	missed, _ := history.Since(entries, st.lastKept)
 	n := 0
 	for _, e := range missed {
+		// Not this node's own held frames: they were delivered here when
+		// held, and seen may have forgotten them since.
+		if b.ob.isOwn(e.ID) {
+			st.seen.add(e.ID)
+			st.lastKept = e.ID
+			continue
+		}
 		if st.seen.add(e.ID) {
 			b.opts.Deliver(room, e.ID, e.Frame, true)
 			n++

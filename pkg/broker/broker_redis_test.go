@@ -30,20 +30,27 @@ type node struct {
 	fallbacks atomic.Int64
 }
 
-func newNode(t *testing.T, rdb *redis.Client, prefix string) *node {
+func newNode(t *testing.T, rdb *redis.Client, prefix string, tweak ...func(*broker.RedisOptions)) *node {
 	t.Helper()
 	n := &node{got: map[string][]string{}}
-	n.Redis = broker.NewRedis(broker.RedisOptions{
+	record := func(room, id string) {
+		n.mu.Lock()
+		n.got[room] = append(n.got[room], id)
+		n.mu.Unlock()
+	}
+	opts := broker.RedisOptions{
 		Client: rdb, KeyPrefix: prefix, HistorySize: 1000,
-		Deliver: func(room, id string, _ []byte, _ bool) {
-			n.mu.Lock()
-			n.got[room] = append(n.got[room], id)
-			n.mu.Unlock()
-		},
+		Deliver: func(room, id string, _ []byte, _ bool) { record(room, id) },
+		// Direct messages are recorded among the room's frames, as "d:ID".
+		Direct:        func(room string, frame []byte, _ string, _ int64) { record(room, "d:"+history.IDOf(frame)) },
 		OnResubscribe: func() { n.resubs.Add(1) },
 		OnRecovered:   func(k int) { n.recovered.Add(int64(k)) },
 		OnFallback:    func() { n.fallbacks.Add(1) },
-	})
+	}
+	for _, f := range tweak {
+		f(&opts)
+	}
+	n.Redis = broker.NewRedis(opts)
 	t.Cleanup(func() { _ = n.Close() })
 	return n
 }
@@ -90,7 +97,7 @@ func historyIDs(t *testing.T, rdb *redis.Client, key string) []string {
 	return out
 }
 
-func idOf(frame string) string { return frame[len(`{"id":"`) : len(`{"id":"`)+36] }
+func idOf(frame string) string { return history.IDOf([]byte(frame)) }
 
 // Three nodes publish concurrently into one room: every node delivers every
 // frame exactly once (its own included, only from the subscription), all in
@@ -313,57 +320,4 @@ func TestRedisCloseLeavesNoGoroutines(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = b.Close() // idempotent
-}
-
-// With Redis down, concurrent publishes to one room are kept in history in
-// the order they are delivered, as the publish script keeps them when Redis
-// is up (a joiner's de-duplication relies on it).
-func TestFallbackKeepsHistoryInDeliveryOrder(t *testing.T) {
-	srv := redistest.StartServer(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 100 * time.Millisecond, MaxRetries: -1})
-	defer rdb.Close()
-	store := history.NewMemory(1000)
-	var mu sync.Mutex
-	var delivered []string
-	b := broker.NewRedis(broker.RedisOptions{
-		Client: rdb, KeyPrefix: "p:", Store: store,
-		Deliver: func(_, id string, _ []byte, _ bool) {
-			mu.Lock()
-			delivered = append(delivered, id)
-			mu.Unlock()
-		},
-	})
-	defer b.Close()
-	_ = b.Subscribe(context.Background(), "lobby")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.WaitSubscribed(ctx, "lobby"); err != nil {
-		t.Fatal(err)
-	}
-	srv.Kill()
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Go(func() {
-			for i := range 50 {
-				id := fmt.Sprint(g, "-", i)
-				if err := b.Publish(context.Background(), "lobby", id, frameOf(id, i), true); err != nil {
-					t.Error(err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	entries, err := store.Recent(context.Background(), "lobby", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kept []string
-	for _, e := range entries {
-		kept = append(kept, e.ID)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(kept) != 400 || !slices.Equal(kept, delivered) {
-		t.Fatalf("history holds %d entries in another order than the %d delivered", len(kept), len(delivered))
-	}
 }

@@ -123,6 +123,11 @@ type Broker struct {
 	// others drop its members and announce them offline (broker redis only;
 	// the heartbeat is every NodeTTL/3). Default 10s.
 	NodeTTL time.Duration `mapstructure:"node_ttl"`
+	// OutboxSize bounds the frames a node holds while Redis is unreachable,
+	// to publish them when it is back (broker redis only; README: Scaling
+	// out). When full, the oldest held frame is dropped, counted and
+	// announced to the other nodes with a `gap` frame. Default 10000.
+	OutboxSize int `mapstructure:"outbox_size"`
 }
 
 // Templates locates the page and message templates.
@@ -274,6 +279,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Broker.Type == "redis" && c.History.Store != "redis" {
 		return bad("broker.type", "broker redis shares history between nodes: it needs history.store: redis")
+	}
+	if c.Broker.OutboxSize < 1 {
+		return bad("broker.outbox_size", "must be at least 1, got %d", c.Broker.OutboxSize)
 	}
 	if c.Broker.NodeTTL < 300*time.Millisecond {
 		return bad("broker.node_ttl", "must be at least 300ms, got %v", c.Broker.NodeTTL)

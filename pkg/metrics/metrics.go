@@ -49,6 +49,14 @@ type Metrics struct {
 	// BrokerFallbacks counts publishes delivered on this node only because
 	// the broker's backend was unreachable.
 	BrokerFallbacks prometheus.Counter
+	// BrokerOutbox is the number of frames held while Redis could not take
+	// them, waiting to be published.
+	BrokerOutbox prometheus.Gauge
+	// BrokerOutboxDropped counts held frames dropped: the outbox was full
+	// (other nodes get a gap frame), or they were still held at shutdown.
+	BrokerOutboxDropped prometheus.Counter
+	// BrokerReplayed counts held frames published once Redis was back.
+	BrokerReplayed prometheus.Counter
 	// BrokerLag is the age (now − envelope ts) of the last frame the broker
 	// received, in seconds.
 	BrokerLag prometheus.Gauge
@@ -121,6 +129,15 @@ func New() *Metrics {
 		BrokerFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatserver_broker_fallbacks_total", Help: "Publishes delivered on this node only because the broker was unreachable.",
 		}),
+		BrokerOutbox: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatserver_broker_outbox", Help: "Frames held while Redis was unreachable, not yet published.",
+		}),
+		BrokerOutboxDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_broker_outbox_dropped_total", Help: "Held frames dropped: outbox full (announced with a gap frame) or still held at shutdown.",
+		}),
+		BrokerReplayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_broker_replayed_total", Help: "Held frames published once Redis was back.",
+		}),
 		BrokerLag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chatserver_broker_lag_seconds", Help: "Age of the last frame received from the broker (now - envelope ts).",
 		}),
@@ -149,6 +166,7 @@ func New() *Metrics {
 		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
 		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms, m.Refused, m.PresenceSuppressed, m.RefResends,
 		m.BrokerResubscribes, m.BrokerRecovered, m.BrokerFallbacks, m.BrokerLag,
+		m.BrokerOutbox, m.BrokerOutboxDropped, m.BrokerReplayed,
 		m.HistoryQueueDepth, m.HistoryDropped, m.APIUnauthorized,
 	)
 	return m

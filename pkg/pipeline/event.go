@@ -52,6 +52,10 @@ const (
 	TypeError   = "error"
 	TypeAck     = "ack"
 	TypeDelete  = "delete"
+	// TypeGap is the frame saying that frames of the room were lost (a
+	// node held more than broker.outbox_size while Redis was unreachable):
+	// data.missed says how many.
+	TypeGap = "gap"
 )
 
 // kindName is what a custom kind's name must look like: it becomes an
@@ -67,7 +71,7 @@ func CheckKind(k Kind) error {
 	switch string(k) {
 	case string(Join), string(Message), string(Leave):
 		return nil
-	case TypeOnline, TypeOffline, TypeHistory, TypeError, TypeAck, TypeDelete:
+	case TypeOnline, TypeOffline, TypeHistory, TypeError, TypeAck, TypeDelete, TypeGap:
 		return fmt.Errorf("kind %q is the name of a frame the server sends; pick another name", k)
 	}
 	if !kindName.MatchString(string(k)) {

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,7 +57,6 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 		Client:        s.rdb,
 		KeyPrefix:     s.cfg.Redis.KeyPrefix,
 		HistorySize:   s.cfg.History.Size,
-		Store:         store,
 		Deliver:       deliver,
 		Kick:          s.kickLocal,
 		Direct:        s.hub.deliverDirect,
@@ -64,7 +65,13 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 		OnRecovered:   func(n int) { m.BrokerRecovered.Add(float64(n)) },
 		OnFallback:    m.BrokerFallbacks.Inc,
 		OnLag:         func(d time.Duration) { m.BrokerLag.Set(d.Seconds()) },
-		OnStoreError:  func(string, error) { m.HistoryErrors.Inc() },
+		OutboxSize:    s.cfg.Broker.OutboxSize,
+		GapFrame:      gapFrame,
+		OnOutboxDepth: func(n int) { m.BrokerOutbox.Set(float64(n)) },
+		OnOutboxDropped: func(n int) {
+			m.BrokerOutboxDropped.Add(float64(n))
+		},
+		OnReplayed: func(n int) { m.BrokerReplayed.Add(float64(n)) },
 	})
 	p := broker.NewRedisPresence(broker.RedisPresenceOptions{
 		Client:    s.rdb,
@@ -77,6 +84,17 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 	s.clientBase = p.Node() * broker.ClientIDSpan
 	s.log.Info("cluster node", "node", p.Node(), "first_client_id", s.clientBase+1)
 	return b, nil
+}
+
+// gapFrame is the envelope that tells the members of room on other nodes,
+// and history readers, that missed frames published on this node while Redis
+// was unreachable were lost (the node's outbox overflowed):
+// {"id":…,"type":"gap","room":…,"client_id":0,"username":"","data":{"missed":N},…}.
+func gapFrame(room string, missed int) (id string, frame []byte) {
+	env := pipeline.Envelope{ID: uuid.NewString(), Type: pipeline.TypeGap, Room: room,
+		Data: json.RawMessage(`{"missed":` + strconv.Itoa(missed) + `}`)}
+	env.Stamp(time.Now())
+	return env.ID, env.AppendJSON(nil)
 }
 
 // announceOffline publishes `offline` for a member of a dead node.

@@ -205,10 +205,17 @@ func (s *Server) leaveRoom(c *client) {
 
 // sendHistory puts the history frame at the head of c's queue, dropping live
 // frames that arrived since c joined and that the history already contains.
+// When the history cannot be read (Redis unreachable) the frame is empty and
+// says "complete": false.
 func (s *Server) sendHistory(ctx context.Context, c *client, since string) error {
 	entries, err := s.store.Recent(ctx, c.room, 0)
 	var complete *bool
-	if since != "" {
+	switch {
+	case err != nil:
+		// Redis unreachable: the frame is empty, and says it may not be
+		// all there is.
+		complete = new(false)
+	case since != "":
 		var found bool
 		entries, found = history.Since(entries, since)
 		complete = &found

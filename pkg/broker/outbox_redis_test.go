@@ -1,0 +1,303 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatserver/chatserver/internal/redistest"
+	"github.com/chatserver/chatserver/internal/testutil"
+	"github.com/chatserver/chatserver/pkg/broker"
+)
+
+// outageClient is a client of a private Redis that gives up quickly.
+func outageClient(t *testing.T, srv *redistest.Server) *redis.Client {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 300 * time.Millisecond,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+func directFrameOf(id, to string) []byte {
+	return fmt.Appendf(nil, `{"id":%q,"type":"message","room":"lobby","client_id":1,"username":"u","to":%q,"body":"dm","datetime":"","ts":%d}`,
+		id, to, time.Now().UnixMilli())
+}
+
+// publishMixed publishes count frames from n: kept ones, with a direct
+// message every third. It returns what the nodes record, in order.
+func publishMixed(t *testing.T, n *node, count int) []string {
+	t.Helper()
+	var want []string
+	for i := range count {
+		id := uuid.NewString()
+		if i%3 == 2 {
+			if err := n.PublishDirect(context.Background(), "lobby", directFrameOf(id, "bob"), "bob", 1); err != nil {
+				t.Fatalf("publish direct: %v", err)
+			}
+			want = append(want, "d:"+id)
+			continue
+		}
+		if err := n.Publish(context.Background(), "lobby", id, frameOf(id, i), true); err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+		want = append(want, id)
+	}
+	return want
+}
+
+// afterReplays returns once both nodes have received, through Redis,
+// everything from's outbox replayed: from publishes a frame (it queues behind
+// its held frames), other waits for it and answers with one of its own (which
+// Redis publishes after from's replays), and from waits for that answer. It
+// returns the ids of the two frames, from's first.
+func afterReplays(t *testing.T, from, other *node) []string {
+	t.Helper()
+	mine := publishN(t, from, "lobby", 1)[0]
+	testutil.Eventually(t, 15*time.Second, "the other node to get the frame queued behind the replays", func() bool {
+		return slices.Contains(other.ids("lobby"), mine)
+	})
+	answer := publishN(t, other, "lobby", 1)[0]
+	testutil.Eventually(t, 15*time.Second, "the answer to come back through Redis", func() bool {
+		return slices.Contains(from.ids("lobby"), answer) && slices.Contains(other.ids("lobby"), answer)
+	})
+	return []string{mine, answer}
+}
+
+// subsequence returns the elements of got that are in want, in got's order.
+func subsequence(got, want []string) []string {
+	in := map[string]bool{}
+	for _, w := range want {
+		in[w] = true
+	}
+	var out []string
+	for _, g := range got {
+		if in[g] {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func duplicates(ids []string) []string {
+	seen := map[string]bool{}
+	var dups []string
+	for _, id := range ids {
+		if seen[id] {
+			dups = append(dups, id)
+		}
+		seen[id] = true
+	}
+	return dups
+}
+
+// Two nodes publish (kept frames and direct messages) while Redis is killed
+// with SIGKILL; it comes back, with its data (AOF) or empty. Each node's
+// members got its own frames at once; afterwards each node has every frame of
+// the other exactly once, each sender's in the order sent, and the history
+// holds every kept frame once, each node's in the order it delivered them.
+func TestOutboxAcrossRedisRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		start func(testing.TB) *redistest.Server
+	}{
+		{"aof", redistest.StartServerAOF},
+		{"empty", redistest.StartServer},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := tc.start(t)
+			rdb := outageClient(t, srv)
+			a, b := newNode(t, rdb, "p:"), newNode(t, rdb, "p:")
+			a.join(t, "lobby")
+			b.join(t, "lobby")
+			live := publishN(t, a, "lobby", 2)
+			testutil.Eventually(t, 5*time.Second, "live frames", func() bool { return len(b.ids("lobby")) == 2 })
+
+			srv.Kill()
+			fromA := publishMixed(t, a, 9)
+			fromB := publishMixed(t, b, 9)
+			if got := a.ids("lobby")[2:]; !slices.Equal(got, fromA) {
+				t.Fatalf("with Redis down a delivered %v at once, want its own %v", got, fromA)
+			}
+			if got := b.ids("lobby")[2:]; !slices.Equal(got, fromB) {
+				t.Fatalf("with Redis down b delivered %v at once, want its own %v", got, fromB)
+			}
+
+			srv.Start()
+			testutil.Eventually(t, 15*time.Second, "the nodes to resubscribe", func() bool {
+				return a.resubs.Load() >= 1 && b.resubs.Load() >= 1
+			})
+			endA, endB := afterReplays(t, a, b), afterReplays(t, b, a)
+			wantA := append(slices.Clone(fromA), endA[0], endB[1])
+			wantB := append(slices.Clone(fromB), endA[1], endB[0])
+			for name, n := range map[string]*node{"a": a, "b": b} {
+				got := n.ids("lobby")
+				if d := duplicates(got); len(d) > 0 {
+					t.Errorf("%s delivered %v more than once", name, d)
+				}
+				if s := subsequence(got, wantA); !slices.Equal(s, wantA) {
+					t.Errorf("%s got a's frames as %v, want %v", name, s, wantA)
+				}
+				if s := subsequence(got, wantB); !slices.Equal(s, wantB) {
+					t.Errorf("%s got b's frames as %v, want %v", name, s, wantB)
+				}
+				if len(got) != len(live)+len(wantA)+len(wantB) {
+					t.Errorf("%s delivered %d frames, want %d", name, len(got), len(live)+len(wantA)+len(wantB))
+				}
+			}
+			kept := func(ids []string) []string {
+				return slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return strings.HasPrefix(id, "d:") })
+			}
+			h := historyIDs(t, rdb, a.HistoryKey("lobby"))
+			if d := duplicates(h); len(d) > 0 {
+				t.Errorf("history holds %v more than once", d)
+			}
+			for name, want := range map[string][]string{"a": kept(wantA), "b": kept(wantB)} {
+				if s := subsequence(h, want); !slices.Equal(s, want) {
+					t.Errorf("history holds %s's frames as %v, want %v", name, s, want)
+				}
+			}
+			if tc.name == "aof" && !slices.Equal(h[:2], live) {
+				t.Errorf("history after an AOF restart starts with %v, want the frames before the outage %v", h[:2], live)
+			}
+		})
+	}
+}
+
+// With Redis down, concurrent publishes to one room are kept in history (once
+// Redis is back) in the order they were delivered on the node.
+func TestOutboxKeepsHistoryInDeliveryOrder(t *testing.T) {
+	srv := redistest.StartServer(t)
+	rdb := outageClient(t, srv)
+	var mu sync.Mutex
+	var delivered []string
+	b := broker.NewRedis(broker.RedisOptions{
+		Client: rdb, KeyPrefix: "p:", HistorySize: 1000, ReplaySettle: time.Millisecond,
+		Deliver: func(_, id string, _ []byte, _ bool) {
+			mu.Lock()
+			delivered = append(delivered, id)
+			mu.Unlock()
+		},
+	})
+	defer b.Close()
+	_ = b.Subscribe(context.Background(), "lobby")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.WaitSubscribed(ctx, "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				id := fmt.Sprint(g, "-", i)
+				if err := b.Publish(context.Background(), "lobby", id, frameOf(id, i), true); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	srv.Start()
+	testutil.Eventually(t, 15*time.Second, "the history to hold the 400 frames", func() bool {
+		n, _ := rdb.LLen(context.Background(), b.HistoryKey("lobby")).Result()
+		return n >= 400
+	})
+	kept := historyIDs(t, rdb, b.HistoryKey("lobby"))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(kept) != 400 || !slices.Equal(kept, delivered) {
+		t.Fatalf("history holds %d entries in another order than the %d delivered", len(kept), len(delivered))
+	}
+}
+
+// An outage longer than the outbox holds: the oldest held frames are dropped
+// and counted, and the other node gets a gap frame saying how many were lost,
+// in their place (before the frames that follow the hole), as does history.
+func TestOutboxOverflowAnnouncesGap(t *testing.T) {
+	srv := redistest.StartServer(t)
+	rdb := outageClient(t, srv)
+	var dropped atomic.Int64
+	var gapIDs sync.Map
+	a := newNode(t, rdb, "p:", func(o *broker.RedisOptions) {
+		o.OutboxSize = 3
+		o.OnOutboxDropped = func(n int) { dropped.Add(int64(n)) }
+		o.GapFrame = func(room string, missed int) (string, []byte) {
+			id := "gap-" + uuid.NewString()
+			gapIDs.Store(id, missed)
+			return id, fmt.Appendf(nil, `{"id":%q,"type":"gap","room":%q,"data":{"missed":%d}}`, id, room, missed)
+		}
+	})
+	b := newNode(t, rdb, "p:")
+	a.join(t, "lobby")
+	b.join(t, "lobby")
+
+	srv.Kill()
+	sent := publishN(t, a, "lobby", 5)
+	if got := a.ids("lobby"); !slices.Equal(got, sent) {
+		t.Fatalf("a delivered %v, want all it accepted %v", got, sent)
+	}
+	if dropped.Load() != 2 {
+		t.Fatalf("dropped %d, want 2 (5 frames, outbox of 3)", dropped.Load())
+	}
+	srv.Start()
+	testutil.Eventually(t, 15*time.Second, "b to get the held frames", func() bool {
+		return len(b.ids("lobby")) == 4
+	})
+	got := b.ids("lobby")
+	missed, isGap := gapIDs.Load(got[0])
+	if !isGap || missed != 2 || !slices.Equal(got[1:], sent[2:]) {
+		t.Fatalf("b got %v, want a gap frame (2 missed) then %v", got, sent[2:])
+	}
+	if h := historyIDs(t, rdb, a.HistoryKey("lobby")); !slices.Equal(h, got) {
+		t.Errorf("history holds %v, want what b got %v", h, got)
+	}
+	if got := a.ids("lobby"); len(got) != 5 {
+		t.Errorf("a delivered its own gap frame or a replay: %v", got)
+	}
+}
+
+// A node holding more frames than its dedupe ring remembers still drops the
+// replays of its own frames (they carry its token): its members got each one
+// once, when it was held.
+func TestOutboxOwnReplaysDroppedBeyondSeenRing(t *testing.T) {
+	srv := redistest.StartServer(t)
+	rdb := outageClient(t, srv)
+	small := func(o *broker.RedisOptions) { o.HistorySize = 10 } // a ring of 256 ids
+	a, b := newNode(t, rdb, "p:", small), newNode(t, rdb, "p:", small)
+	a.join(t, "lobby")
+	b.join(t, "lobby")
+	srv.Kill()
+	held := publishN(t, a, "lobby", 400)
+	srv.Start()
+	testutil.Eventually(t, 15*time.Second, "a to resubscribe", func() bool { return a.resubs.Load() >= 1 })
+	end := afterReplays(t, a, b)
+	endB := afterReplays(t, b, a)
+	want := append(append(held, end...), endB...)
+	for name, n := range map[string]*node{"a": a, "b": b} {
+		if got := n.ids("lobby"); !slices.Equal(got, want) {
+			t.Errorf("%s delivered %d frames (%d duplicates), want the %d sent, once each, in order; missing %v",
+				name, len(got), len(duplicates(got)), len(want), missing(got, want))
+		}
+	}
+}
+
+// missing returns the positions in want of the ids got lacks.
+func missing(got, want []string) []int {
+	var out []int
+	for i, w := range want {
+		if !slices.Contains(got, w) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
