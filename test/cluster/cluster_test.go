@@ -185,6 +185,7 @@ type envelope struct {
 	Body     string     `json:"body"`
 	Messages []envelope `json:"messages"`
 	Complete *bool      `json:"complete"`
+	Ref      string     `json:"ref"`
 }
 
 // client is a WebSocket client whose frames are read by a goroutine into a
