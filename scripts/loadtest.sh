@@ -8,6 +8,7 @@
 #   scripts/loadtest.sh compress  # fan-out with and without permessage-deflate
 #   scripts/loadtest.sh redis     # fan-out, memory vs Redis history store, alternating (needs redis-server on 127.0.0.1:6379)
 #   scripts/loadtest.sh cluster   # fan-out over a 3-node cluster (Redis broker and history; needs redis-server)
+#   scripts/loadtest.sh chaos     # Redis SIGKILLed under a 3-node cluster and restarted (needs redis-server); lost/duplicated deliveries
 #   scripts/loadtest.sh all
 #   scripts/loadtest.sh run fanout -n 1000 -r 600 -d 10s   # any one `chatserver bench` scenario
 #
@@ -84,6 +85,68 @@ cluster() {
 	[ "$ok" = 1 ]
 }
 
+# freeport prints a loopback TCP port nobody listens on.
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# chaos MODE OUTAGE: three nodes (config/bench-cluster.yaml) on a redis-server
+# of their own on a free port (MODE aof: appendonly, appendfsync always; MODE
+# empty: no persistence, so it restarts empty); a fan-out run of CHAOS_MEMBERS
+# (default 300) members and 2 publishers at CHAOS_RATE (default 100) msg/s for
+# CHAOS_SECONDS (default 20) s; CHAOS_KILL_AT (default 8) s after the first
+# message the Redis process is SIGKILLed (by its PID) and started again OUTAGE
+# seconds later on the same port. OUTBOX sets broker.outbox_size (default
+# 10000). Prints the generator's JSON line with the fault added. Everything
+# started here is stopped here, by PID; the folder is removed.
+chaos() {
+	local mode=$1 outage=$2
+	local dir rport rpid
+	dir=$(mktemp -d)
+	rport=$(freeport)
+	startredis() {
+		local persist=(--appendonly no)
+		[ "$mode" = aof ] && persist=(--appendonly yes --appendfsync always)
+		redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --save "" "${persist[@]}" >>"$dir/redis.log" 2>&1 &
+		rpid=$!
+		for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+		echo "redis-server did not start on $rport" >&2
+		return 1
+	}
+	startredis || { rm -rf "$dir"; return 1; }
+	local pids=() addrs=() p
+	for i in 0 1 2; do
+		p=$((PORT + i))
+		CHATSERVER_REDIS_URL="redis://127.0.0.1:$rport/0" CHATSERVER_REDIS_KEY_PREFIX="chaos:" \
+			CHATSERVER_BROKER_OUTBOX_SIZE="${OUTBOX:-10000}" \
+			taskset -c "$SERVER_CPU" "$BIN" serve --config config/bench-cluster.yaml --addr "127.0.0.1:$p" 2>>"${LOG:-/dev/null}" &
+		pids+=($!)
+		addrs+=("127.0.0.1:$p")
+	done
+	local ok=1
+	for i in 0 1 2; do waitport $((PORT + i)) "${pids[$i]}" || ok=0; done
+	if [ "$ok" = 1 ]; then
+		local a ps
+		a=$(IFS=,; echo "${addrs[*]}")
+		ps=$(IFS=,; echo "${pids[*]}")
+		timeout 600 bash -c "$(declare -f gen); GEN_CPU='${GEN_CPU:-}' GEN='$GEN' gen bench fanout -n ${CHAOS_MEMBERS:-300} -p 2 \
+			-r ${CHAOS_RATE:-100} -d ${CHAOS_SECONDS:-20}s --drain 45s --addr $a --pid $ps --json --started-file $dir/started" >"$dir/result" &
+		local gpid=$!
+		for _ in $(seq 1200); do [ -e "$dir/started" ] && break; kill -0 "$gpid" 2>/dev/null || break; sleep 0.05; done
+		sleep "${CHAOS_KILL_AT:-8}"
+		kill -KILL "$rpid"; wait "$rpid" 2>/dev/null || true
+		sleep "$outage"
+		startredis || true
+		wait "$gpid" || true
+		local res; res=$(tail -n1 "$dir/result")
+		echo "{\"fault\": {\"redis\": \"$mode\", \"outage_s\": $outage, \"outbox_size\": ${OUTBOX:-10000}}, \"run\": ${res:-null}}"
+	fi
+	kill "${pids[@]}" 2>/dev/null || true
+	wait "${pids[@]}" 2>/dev/null || true
+	kill "$rpid" 2>/dev/null || true
+	wait "$rpid" 2>/dev/null || true
+	rm -rf "$dir"
+	[ "$ok" = 1 ]
+}
+
 case "${1:-quick}" in
 quick)
 	run fanout -n 100 -r 200 -d 5s
@@ -115,6 +178,19 @@ cluster)
 		for _ in 1 2 3; do cluster fanout -n 999 -r $r -d 10s; done
 	done
 	;;
+chaos)
+	# Outages of 1, 3 and 10 s with a Redis that keeps its data and one that
+	# comes back empty; then one longer than the outbox holds (OUTBOX 200:
+	# ~500 frames held per node in 10 s at 100 msg/s over 2 publishers).
+	for mode in aof empty; do
+		for outage in 1 3 10; do chaos "$mode" "$outage"; done
+	done
+	OUTBOX=200 chaos aof 10
+	;;
+run-chaos)
+	shift
+	chaos "$@"
+	;;
 all)
 	"$0" fanout; "$0" conns; "$0" compress
 	;;
@@ -127,6 +203,6 @@ run-cluster)
 	cluster "$@"
 	;;
 *)
-	echo "usage: $0 quick|fanout|conns|compress|redis|cluster|all|run SCENARIO [FLAGS]|run-cluster SCENARIO [FLAGS]" >&2; exit 2
+	echo "usage: $0 quick|fanout|conns|compress|redis|cluster|chaos|all|run SCENARIO [FLAGS]|run-cluster SCENARIO [FLAGS]|run-chaos aof|empty OUTAGE_S" >&2; exit 2
 	;;
 esac

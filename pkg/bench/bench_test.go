@@ -157,6 +157,29 @@ func TestSubscriberCountsOncePerMessage(t *testing.T) {
 	}
 }
 
+// Each publisher's messages must arrive in the order sent (message k is
+// publisher k mod 2's); gap frames are counted with what they say was missed.
+func TestSubscriberCountsReorderingAndGaps(t *testing.T) {
+	now := time.Now().UnixNano()
+	msg := func(seq int) string {
+		return `{"id":"x","type":"message","room":"r","client_id":1,"username":"u","body":"abc123.` +
+			itoa(int64(seq)) + "." + itoa(now) + `."}`
+	}
+	var in bytes.Buffer
+	for _, f := range []string{
+		msg(0), msg(3), msg(1), // publisher 1: 3 then 1, reordered
+		`{"id":"g","type":"gap","room":"r","client_id":0,"username":"","data":{"missed":7},"datetime":"","ts":0}`,
+		msg(2), msg(5), msg(4), // publisher 0: 0, 2, 4 in order; publisher 1: 5 in order
+	} {
+		in.Write(serverFrame(f))
+	}
+	s := &subscriber{c: &wsConn{br: bufio.NewReader(&in)}, seen: make([]uint64, 1), last: []int64{-1, -1}}
+	s.read([]byte(`"body":"abc123.`))
+	if s.n.Load() != 6 || s.reordered != 1 || s.gaps != 1 || s.gapMissed != 7 {
+		t.Fatalf("counted %d, reordered %d, gaps %d (missed %d); want 6, 1, 1 (7)", s.n.Load(), s.reordered, s.gaps, s.gapMissed)
+	}
+}
+
 func itoa(v int64) string { return string(appendInt(nil, v)) }
 
 func appendInt(b []byte, v int64) []byte {

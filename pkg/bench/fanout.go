@@ -56,6 +56,10 @@ type FanoutConfig struct {
 	PIDs []int
 	// DialConcurrency bounds simultaneous handshakes. Default 100.
 	DialConcurrency int
+	// Started, if set, is called when the first message is about to be
+	// sent (after joins and Settle): a fault schedule times its faults from
+	// it (scripts/loadtest.sh chaos).
+	Started func()
 }
 
 func (c *FanoutConfig) defaults() error {
@@ -119,6 +123,14 @@ type FanoutResult struct {
 	Expected      int64   `json:"expected"`
 	Deliveries    int64   `json:"deliveries"`
 	Duplicates    int64   `json:"duplicates"`
+	// Reordered counts messages a subscriber got after a later message of
+	// the same publisher (each publisher's messages must arrive in the order
+	// sent).
+	Reordered int64 `json:"reordered"`
+	// Gaps counts gap frames subscribers got (a node's outbox overflowed
+	// while Redis was down), and GapMissed the messages they said were lost.
+	Gaps      int64 `json:"gaps"`
+	GapMissed int64 `json:"gap_missed"`
 	Lost          int64   `json:"lost"`
 	LossPct       float64 `json:"loss_pct"`
 	Disconnected  int     `json:"disconnected"` // subscribers the server closed during the run
@@ -155,7 +167,13 @@ type subscriber struct {
 	n      atomic.Int64 // this run's messages, each once
 	frames atomic.Int64 // every frame, presence included
 	dups   int64
-	err    error
+	// last is the highest sequence number received from each publisher
+	// (message k comes from publisher k mod Publishers); -1: none.
+	last      []int64
+	reordered int64
+	gaps      int64
+	gapMissed int64
+	err       error
 }
 
 // Fanout runs the scenario and returns what it measured. It stops by itself:
@@ -214,7 +232,10 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	subs := make([]*subscriber, cfg.Subscribers)
 	var wg sync.WaitGroup
 	for i := range subs {
-		s := &subscriber{c: conns[i], seen: make([]uint64, (maxMsgs+63)/64)}
+		s := &subscriber{c: conns[i], seen: make([]uint64, (maxMsgs+63)/64), last: make([]int64, cfg.Publishers)}
+		for p := range s.last {
+			s.last[p] = -1
+		}
 		subs[i] = s
 		wg.Add(1)
 		go func() { defer wg.Done(); s.read(prefix) }()
@@ -242,6 +263,9 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 		return nil, err
 	}
 	selfStart := selfCPU()
+	if cfg.Started != nil {
+		cfg.Started()
+	}
 	published, sendTime := publish(ctx, pubs, cfg, run, maxMsgs)
 
 	// Wait for the deliveries still on their way, at most Drain.
@@ -272,6 +296,9 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 		hist.merge(&s.hist)
 		res.Deliveries += s.n.Load()
 		res.Duplicates += s.dups
+		res.Reordered += s.reordered
+		res.Gaps += s.gaps
+		res.GapMissed += s.gapMissed
 		var ce errClosed
 		if errors.As(s.err, &ce) {
 			res.Disconnected++
@@ -462,6 +489,13 @@ func (s *subscriber) read(prefix []byte) {
 		}
 		i := bytes.Index(m, prefix)
 		if i < 0 {
+			if frameType(m) == "gap" {
+				s.gaps++
+				if j := bytes.Index(m, []byte(`"missed":`)); j >= 0 {
+					n, _, _ := parseInt(m[j+len(`"missed":`):])
+					s.gapMissed += n
+				}
+			}
 			continue // presence, or another run's message
 		}
 		seq, sent, ok := parseBody(m[i+len(prefix):])
@@ -474,6 +508,13 @@ func (s *subscriber) read(prefix []byte) {
 			continue
 		}
 		s.seen[w] |= bit
+		if len(s.last) > 0 {
+			if p := seq % int64(len(s.last)); seq < s.last[p] {
+				s.reordered++
+			} else {
+				s.last[p] = seq
+			}
+		}
 		s.hist.add(time.Duration(now - sent))
 		s.n.Add(1)
 	}

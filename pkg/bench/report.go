@@ -12,8 +12,11 @@ func (r *FanoutResult) WriteText(w io.Writer) {
 		r.Subscribers, r.Publishers, r.Rate, r.DurationS, onOff(r.Compress), r.Compressed)
 	fmt.Fprintf(w, "  joined in        %.2fs\n", r.JoinS)
 	fmt.Fprintf(w, "  published        %d (%.0f msg/s), rejected %d, accepted %d\n", r.Published, r.MsgsPerS, r.Rejected, r.Accepted)
-	fmt.Fprintf(w, "  deliveries       %d of %d expected: lost %d (%.3f%%), duplicates %d, subscribers dropped %d\n",
-		r.Deliveries, r.Expected, r.Lost, r.LossPct, r.Duplicates, r.Disconnected)
+	fmt.Fprintf(w, "  deliveries       %d of %d expected: lost %d (%.3f%%), duplicates %d, reordered %d, subscribers dropped %d\n",
+		r.Deliveries, r.Expected, r.Lost, r.LossPct, r.Duplicates, r.Reordered, r.Disconnected)
+	if r.Gaps > 0 {
+		fmt.Fprintf(w, "  gap frames       %d, announcing %d missed messages\n", r.Gaps, r.GapMissed)
+	}
 	fmt.Fprintf(w, "  deliveries/s     %.0f\n", r.DeliveriesPS)
 	fmt.Fprintf(w, "  latency ms       p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
 	if r.ServerCPUS > 0 || r.ServerRSSMB > 0 {

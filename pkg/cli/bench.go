@@ -31,6 +31,7 @@ func newBench() *cobra.Command {
 func newBenchFanout() *cobra.Command {
 	var cfg bench.FanoutConfig
 	var jsonOnly bool
+	var startedFile string
 	var addrs []string
 	var pids []int
 	cmd := &cobra.Command{
@@ -59,6 +60,13 @@ func newBenchFanout() *cobra.Command {
 				cfg.Addrs = addrs
 			}
 			cfg.PIDs = pids
+			if startedFile != "" {
+				cfg.Started = func() {
+					if err := os.WriteFile(startedFile, nil, 0o600); err != nil {
+						fmt.Fprintf(cmd.ErrOrStderr(), "bench: --started-file: %v\n", err)
+					}
+				}
+			}
 			res, err := bench.Fanout(ctx, cfg)
 			if err != nil {
 				return benchError(err)
@@ -82,6 +90,7 @@ func newBenchFanout() *cobra.Command {
 	f.BoolVar(&cfg.Compress, "compress", false, "offer permessage-deflate")
 	f.IntSliceVar(&pids, "pid", nil, "server PID: report its CPU per delivery and RSS from /proc; several (repeated or comma-separated: a cluster's nodes) are summed")
 	f.BoolVar(&jsonOnly, "json", false, "print only the JSON line")
+	f.StringVar(&startedFile, "started-file", "", "create this file when the first message is sent (a fault schedule times its faults from it: scripts/loadtest.sh chaos)")
 	return cmd
 }
 
