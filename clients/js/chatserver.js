@@ -286,7 +286,15 @@ export class Client {
       this._ws = null;
       this._closed(ev.code, ev.reason || "");
     };
-    ws.onerror = () => {}; // onclose follows
+    ws.onerror = () => {
+      // A close event follows in browsers, but not always in Node 20's
+      // WebSocket (a refused connection stays CONNECTING): the socket is
+      // given up here, and its close, if any, ignored.
+      if (ws !== this._ws) return;
+      this._ws = null;
+      if (ws.readyState === 1) ws.close();
+      this._closed(1006, "connection failed");
+    };
   }
 
   _closed(code, reason) {
