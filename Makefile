@@ -7,7 +7,9 @@ LDFLAGS  := -X github.com/chatserver/chatserver/pkg/cli.Version=$(VERSION) -X gi
 GOLANGCI := $(shell $(GO) env GOPATH)/bin/golangci-lint
 GOLANGCI_VERSION := v2.15.0
 
-.PHONY: build run test bench loadtest lint fuzz clean
+JS_DIR   := clients/js
+
+.PHONY: build run test test-js bench loadtest lint fuzz clean
 
 build: ## build bin/chatserver
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/chatserver
@@ -15,9 +17,14 @@ build: ## build bin/chatserver
 run: ## run the chat room on :8000 with the embedded default config
 	$(GO) run ./cmd/chatserver serve
 
-test: ## vet and every test with the race detector (Redis and chromium tests included)
+test: ## vet and every test with the race detector (Redis and chromium tests included), then test-js
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) test-js
+
+# npm ci runs when the devDependencies (typescript, ws) are not installed yet.
+test-js: build ## the JavaScript client: tsc --noEmit and its Node tests against bin/chatserver
+	cd $(JS_DIR) && { [ -x node_modules/.bin/tsc ] || npm ci --no-audit --no-fund; } && CHATSERVER_BIN=$(CURDIR)/$(BIN) npm test
 
 # GODEBUG: new goroutines start at 2 KB, as idle readers do in a server full of them (in a
 # test binary the adaptive start would follow the test's own goroutines; BENCHMARKS.md).

@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 
 import * as chatserver from "../chatserver.js";
 import { connect, ChatError } from "../chatserver.js";
-import { Server, CutProxy, until, named, recorder, redisUp, redisAddr, sleep } from "./server.js";
+import { Server, CutProxy, until, named, recorder, redisUp, redisAddr, sleep, WS } from "./server.js";
 
 // Fast reconnects keep the tests short; the backoff itself is the same code.
 const quick = { minReconnectDelay: 20, maxReconnectDelay: 200 };
@@ -35,7 +35,7 @@ async function startServer(config) {
   return s.start();
 }
 function client(url, options) {
-  const c = connect(url, Object.assign({}, quick, options));
+  const c = connect(url, Object.assign({ WebSocket: WS }, quick, options));
   clients.push(c);
   return c;
 }

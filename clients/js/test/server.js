@@ -182,12 +182,24 @@ export async function until(what, cond) {
   }
 }
 
+// WS is the WebSocket class of the tests: Node's own where it has one, else
+// the ws package's (Node 18), which takes headers as its third argument.
+export const nativeWebSocket = typeof globalThis.WebSocket === "function";
+export const WS = nativeWebSocket ? globalThis.WebSocket : (await import("ws")).WebSocket;
+
 // named returns a WebSocket class whose handshakes carry the seed's username
 // cookie (base64 of the name), as the page's do: the name is the
 // connection's own from the join on, on every connection.
 export function named(name) {
   const cookie = "username=" + Buffer.from(name).toString("base64");
-  return class extends WebSocket {
+  if (!nativeWebSocket) {
+    return class extends WS {
+      constructor(url) {
+        super(url, [], { headers: { Cookie: cookie } });
+      }
+    };
+  }
+  return class extends WS {
     constructor(url) {
       super(url, { headers: { Cookie: cookie } });
     }
