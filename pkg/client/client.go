@@ -138,6 +138,8 @@ type Client struct {
 	events     chan Event
 	notify     chan struct{}
 	first      chan error
+	stop       chan struct{} // closed by Close: the pump drops what is queued
+	stopOnce   sync.Once
 
 	mu        sync.Mutex
 	conn      *websocket.Conn
@@ -199,7 +201,7 @@ func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 	_, _ = rand.Read(rb[:])
 	c := &Client{
 		opts: opts, wsURL: wsURL, membersURL: membersURL,
-		events: make(chan Event), notify: make(chan struct{}, 1), first: make(chan error, 1),
+		events: make(chan Event), notify: make(chan struct{}, 1), first: make(chan error, 1), stop: make(chan struct{}),
 		lastID: opts.Since, seen: map[string]struct{}{}, pending: map[string]*pending{},
 		refPrefix: hex.EncodeToString(rb[:]) + "-",
 	}
@@ -229,7 +231,8 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // Events returns the channel of every frame the server sends, in order, each
 // envelope once. The client never blocks on it (frames wait in a queue of
-// their own); it is closed after Close or a final close by the server.
+// their own). It is closed by Close (what was still queued is dropped) and
+// after a final close by the server (once what was queued was received).
 func (c *Client) Events() <-chan Event { return c.events }
 
 // Err returns why the server closed the client for good (a *CloseError), or
@@ -328,6 +331,7 @@ func (c *Client) Members(ctx context.Context) ([]Member, error) {
 // closed. It waits for the client's goroutines and is idempotent.
 func (c *Client) Close() error {
 	c.shut(nil)
+	c.stopOnce.Do(func() { close(c.stop) })
 	c.wg.Wait()
 	return nil
 }
@@ -345,6 +349,7 @@ func (c *Client) shut(err error) {
 	for _, ref := range append([]string(nil), c.order...) {
 		c.settleLocked(ref, result{err: ErrClosed})
 	}
+	c.notifyLocked() // the pump closes Events once the queue is empty
 	c.mu.Unlock()
 	c.cancel()
 	if conn != nil {
@@ -614,6 +619,10 @@ func (c *Client) keepLocked(ev Event) {
 
 func (c *Client) emitLocked(ev Event) {
 	c.queue = append(c.queue, ev)
+	c.notifyLocked()
+}
+
+func (c *Client) notifyLocked() {
 	select {
 	case c.notify <- struct{}{}:
 	default:
@@ -621,28 +630,33 @@ func (c *Client) emitLocked(ev Event) {
 }
 
 // pump moves queued events to the Events channel, so that the reader never
-// waits for the consumer.
+// waits for the consumer. Once the client is closed it closes Events: at
+// once after Close, after the queue is drained after a final close by the
+// server.
 func (c *Client) pump() {
 	defer c.wg.Done()
 	defer close(c.events)
 	for {
 		c.mu.Lock()
-		q := c.queue
+		q, closed := c.queue, c.closed
 		c.queue = nil
 		c.mu.Unlock()
 		for _, ev := range q {
 			select {
 			case c.events <- ev:
-			case <-c.ctx.Done():
+			case <-c.stop:
 				return
 			}
 		}
 		if len(q) > 0 {
 			continue
 		}
+		if closed {
+			return
+		}
 		select {
 		case <-c.notify:
-		case <-c.ctx.Done():
+		case <-c.stop:
 			return
 		}
 	}
