@@ -17,6 +17,7 @@ import (
 
 	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/pkg/config"
+	"github.com/chatserver/chatserver/pkg/pipeline"
 	_ "github.com/chatserver/chatserver/pkg/plugins"
 	"github.com/chatserver/chatserver/pkg/server"
 )
@@ -58,9 +59,9 @@ func startServerWrapped(t *testing.T, mutate func(*config.Config), wrap func(htt
 }
 
 func noRateLimit(cfg *config.Config) {
-	for i, st := range cfg.Pipelines.Message {
+	for i, st := range cfg.Pipelines[pipeline.Message] {
 		if st.Use == "ratelimit" {
-			cfg.Pipelines.Message[i].With = map[string]any{"rate": 1e6, "burst": 1e6}
+			cfg.Pipelines[pipeline.Message][i].With = map[string]any{"rate": 1e6, "burst": 1e6}
 		}
 	}
 }

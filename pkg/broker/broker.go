@@ -4,7 +4,10 @@
 // never disagree. It knows nothing of WebSockets: frames are opaque bytes.
 package broker
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // DeliverFunc hands a frame to the local members of room. The hub implements
 // it; it must not block on any client.
@@ -13,6 +16,11 @@ import "context"
 // drops live frames its history frame already holds, and only a kept frame
 // that is not among them proves that everything after it is new.
 type DeliverFunc func(room, id string, frame []byte, kept bool)
+
+// DirectFunc hands a direct message to the local connections of room whose
+// member is named to, and to the connection with client id from (the
+// sender's, if it is on this node). The hub implements it; it must not block.
+type DirectFunc func(room string, frame []byte, to string, from int64)
 
 // Broker publishes frames to rooms.
 //
@@ -23,8 +31,13 @@ type DeliverFunc func(room, id string, frame []byte, kept bool)
 //
 // Subscribe and Unsubscribe tell the broker which rooms this node has members
 // in; a broker that spans nodes uses them to receive only those rooms.
+//
+// PublishDirect carries a direct message to the connections of the members
+// of room named to, and to the sender's connection (client id from), on every
+// node; it is never kept, and ordered with the room's other frames.
 type Broker interface {
 	Publish(ctx context.Context, room, id string, frame []byte, keep bool) error
+	PublishDirect(ctx context.Context, room string, frame []byte, to string, from int64) error
 	Subscribe(ctx context.Context, room string) error
 	Unsubscribe(ctx context.Context, room string) error
 	// Ping reports whether the broker's backend is reachable (for /readyz).
@@ -32,3 +45,6 @@ type Broker interface {
 	// Close stops the broker and waits for what it started.
 	Close() error
 }
+
+// errNoDirect is PublishDirect's error on a broker built without a DirectFunc.
+var errNoDirect = errors.New("broker: no direct delivery configured")

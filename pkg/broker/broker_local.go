@@ -22,6 +22,8 @@ type Local struct {
 	// OnStoreError, if set, is called when a history append fails (the frame
 	// is still delivered: live chat never waits for storage).
 	OnStoreError func(room string, err error)
+	// Direct delivers direct messages. Nil: PublishDirect fails.
+	Direct DirectFunc
 
 	seed  maphash.Seed
 	locks [stripes]sync.Mutex
@@ -51,6 +53,18 @@ func (l *Local) Publish(ctx context.Context, room, id string, frame []byte, keep
 		}
 	}
 	l.deliver(room, id, frame, keep && l.store != nil)
+	return nil
+}
+
+// PublishDirect implements Broker.
+func (l *Local) PublishDirect(_ context.Context, room string, frame []byte, to string, from int64) error {
+	if l.Direct == nil {
+		return errNoDirect
+	}
+	mu := &l.locks[maphash.String(l.seed, room)%stripes]
+	mu.Lock()
+	defer mu.Unlock()
+	l.Direct(room, frame, to, from)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -48,6 +49,9 @@ type RedisOptions struct {
 	Store history.Store
 	// Deliver hands frames to this node's members. Required.
 	Deliver DeliverFunc
+	// Direct hands direct messages to this node's members. Nil:
+	// PublishDirect fails and direct messages from other nodes are dropped.
+	Direct DirectFunc
 	// Log receives the broker's logs. Nil: slog.Default().
 	Log *slog.Logger
 
@@ -200,6 +204,44 @@ func (b *Redis) Publish(ctx context.Context, room, id string, frame []byte, keep
 		b.opts.Deliver(room, id, frame, kept)
 	}
 	return nil
+}
+
+// PublishDirect implements Broker. The frame travels on the room's channel
+// (payload prefix 'd'), so it keeps its place among the room's frames; each
+// node hands it to its own connections of the recipient and the sender.
+// With Redis unreachable it is delivered on this node only.
+func (b *Redis) PublishDirect(ctx context.Context, room string, frame []byte, to string, from int64) error {
+	if b.opts.Direct == nil {
+		return errNoDirect
+	}
+	if !b.down.Load() {
+		err := b.rdb.Publish(ctx, b.Channel(room), append([]byte{'d'}, frame...)).Err()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		b.log.Warn("redis publish failed; delivering on this node only", "room", room, "err", err)
+	}
+	if b.opts.OnFallback != nil {
+		b.opts.OnFallback()
+	}
+	if st := b.room(room); st != nil {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if !st.seen.add(history.IDOf(frame)) {
+			return nil
+		}
+	}
+	b.opts.Direct(room, frame, to, from)
+	return nil
+}
+
+// directHeader is what a node reads of a direct message to deliver it.
+type directHeader struct {
+	To       string `json:"to"`
+	ClientID int64  `json:"client_id"`
 }
 
 // Subscribe implements Broker. It does not block: the subscription is made by
@@ -387,9 +429,21 @@ func (b *Redis) handle(m *redis.Message) {
 	if st == nil {
 		return // unsubscribed meanwhile
 	}
-	kept := m.Payload[0] == 'k'
+	kept, direct := m.Payload[0] == 'k', m.Payload[0] == 'd'
 	frame := []byte(m.Payload[1:])
 	id := history.IDOf(frame)
+	if direct {
+		var h directHeader
+		if b.opts.Direct == nil || json.Unmarshal(frame, &h) != nil || h.To == "" {
+			return
+		}
+		st.mu.Lock()
+		if st.seen.add(id) {
+			b.opts.Direct(room, frame, h.To, h.ClientID)
+		}
+		st.mu.Unlock()
+		return
+	}
 	if b.opts.OnLag != nil {
 		if ts := frameTS(frame); ts > 0 {
 			b.opts.OnLag(time.Since(time.UnixMilli(ts)))

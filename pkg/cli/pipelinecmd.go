@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -32,8 +32,10 @@ sender alone would get. Steps that call out (webhook) do make their calls.`,
 		RunE: runPipeline,
 	}
 	addConfigFlag(run)
-	run.Flags().String("event", "message", "event kind: join, message or leave")
-	run.Flags().String("body", "", "the message body (message events)")
+	run.Flags().String("event", "message", "event kind: join, message, leave or a custom kind of the config")
+	run.Flags().String("body", "", "the message body (message and custom-kind events)")
+	run.Flags().String("data", "", "the frame's data, a JSON object (message and custom-kind events)")
+	run.Flags().String("to", "", "make it a direct message to this name (message and custom-kind events)")
 	run.Flags().String("username", "", "the name the sender goes by (default: none yet, as a new connection)")
 	run.Flags().String("rename", "", "the message's username field (a rename request, honoured when allow_rename is on)")
 	run.Flags().String("room", server.DefaultRoom, "the sender's room")
@@ -45,9 +47,6 @@ func runPipeline(cmd *cobra.Command, _ []string) error {
 	flags := cmd.Flags()
 	kindFlag, _ := flags.GetString("event")
 	kind := pipeline.Kind(kindFlag)
-	if !slices.Contains(pipeline.Kinds, kind) {
-		return usageError{fmt.Errorf("--event %q: want join, message or leave", kindFlag)}
-	}
 	room, _ := flags.GetString("room")
 	if err := checkRoom(room); err != nil {
 		return err
@@ -55,6 +54,24 @@ func runPipeline(cmd *cobra.Command, _ []string) error {
 	cfg, err := loadConfig(cmd)
 	if err != nil {
 		return err
+	}
+	if _, ok := cfg.Pipelines[kind]; !ok && kind.Custom() {
+		return usageError{fmt.Errorf("--event %q: want join, message, leave or a kind of the config (%s)", kindFlag, kindList(cfg.Pipelines))}
+	}
+	var in pipeline.Inbound
+	if kind != pipeline.Join && kind != pipeline.Leave {
+		in.Body, _ = flags.GetString("body")
+		in.To, _ = flags.GetString("to")
+		if flags.Changed("rename") {
+			r, _ := flags.GetString("rename")
+			in.Username = &r
+		}
+		if d, _ := flags.GetString("data"); d != "" {
+			if err := pipeline.CheckData([]byte(d)); err != nil {
+				return usageError{fmt.Errorf("--data: %w", err)}
+			}
+			in.Data = []byte(d)
+		}
 	}
 	// The server supplies templates and the logger; publishing, history and
 	// members are replaced by recorders, so nothing is broadcast or kept
@@ -75,16 +92,10 @@ func runPipeline(cmd *cobra.Command, _ []string) error {
 
 	name, _ := flags.GetString("username")
 	sender := &offlineSender{room: room, name: name, rec: rec, values: map[any]any{}}
-	ev := &pipeline.Event{Kind: kind, Sender: sender}
-	if kind == pipeline.Message {
-		ev.In.Body, _ = flags.GetString("body")
-		if flags.Changed("rename") {
-			r, _ := flags.GetString("rename")
-			ev.In.Username = &r
-		}
-	}
+	ev := &pipeline.Event{Kind: kind, Sender: sender, In: in}
 	// As the server does before running a pipeline.
-	ev.Envelope = pipeline.Envelope{ID: uuid.NewString(), Type: kind.EnvelopeType(), Room: room, ClientID: sender.ID(), Username: name}
+	ev.Envelope = pipeline.Envelope{ID: uuid.NewString(), Type: kind.EnvelopeType(), Room: room, ClientID: sender.ID(),
+		Username: name, To: in.To, Data: in.Data}
 	ev.Envelope.Stamp(time.Now())
 
 	runErr := p.Run(context.Background(), ev)
@@ -124,6 +135,10 @@ func printRun(w io.Writer, kind pipeline.Kind, ev *pipeline.Event, runErr error,
 	}
 	fmt.Fprintf(w, "envelope: %s\n", env)
 	for _, f := range rec.published {
+		if f.to != "" {
+			fmt.Fprintf(w, "would send to %s in %s and to the sender (a direct message): %s\n", f.to, f.room, f.frame)
+			continue
+		}
 		fmt.Fprintf(w, "would broadcast to %s (keep in history: %v): %s\n", f.room, f.keep, f.frame)
 	}
 	for _, f := range rec.appended {
@@ -139,6 +154,7 @@ type recordedFrame struct {
 	room  string
 	frame []byte
 	keep  bool
+	to    string // a direct message's recipient
 }
 
 type observedStep struct {
@@ -157,10 +173,10 @@ type recording struct {
 	steps     []observedStep
 }
 
-func (r *recording) Publish(_ context.Context, room, _ string, frame []byte, keep bool) error {
+func (r *recording) Publish(_ context.Context, p pipeline.Publication) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.published = append(r.published, recordedFrame{room, append([]byte(nil), frame...), keep})
+	r.published = append(r.published, recordedFrame{p.Room, append([]byte(nil), p.Frame...), p.Keep, p.To})
 	return nil
 }
 
@@ -174,6 +190,16 @@ func (r *recording) Append(_ context.Context, room, _ string, frame []byte) erro
 // Members is empty: offline, nobody is in the room.
 func (r *recording) Members(context.Context, string) ([]pipeline.Member, error) {
 	return []pipeline.Member{}, nil
+}
+
+// kindList names the kinds of pc, for messages.
+func kindList(pc pipeline.Config) string {
+	kinds := pc.Kinds()
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = string(k)
+	}
+	return strings.Join(names, ", ")
 }
 
 func (r *recording) ObserveStep(_ pipeline.Kind, step string, d time.Duration, err error) {

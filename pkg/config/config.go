@@ -85,6 +85,11 @@ type WebSocket struct {
 	// joiner still gets its own online frame, and /api/rooms/{room}/members
 	// lists who is there. Zero means no limit. Default 1000.
 	PresenceLimit int `mapstructure:"presence_limit"`
+	// RefTTL is how long the ref of an accepted frame is remembered: a frame
+	// resent with the same ref (from the same name, in the same room) within
+	// it is acknowledged again with the first envelope's id, and not run,
+	// delivered or stored again. Default 2m.
+	RefTTL time.Duration `mapstructure:"ref_ttl"`
 }
 
 // History selects the history store.
@@ -239,6 +244,9 @@ func (c *Config) Validate() error {
 	if c.WebSocket.WriteDelay < 0 || c.WebSocket.WriteDelay > time.Second {
 		return bad("websocket.write_delay", "must be between 0 and 1s, got %v", c.WebSocket.WriteDelay)
 	}
+	if c.WebSocket.RefTTL < time.Second {
+		return bad("websocket.ref_ttl", "must be at least 1s, got %v", c.WebSocket.RefTTL)
+	}
 	if c.WebSocket.WriteTimeout <= 0 {
 		return bad("websocket.write_timeout", "must be positive, got %v", c.WebSocket.WriteTimeout)
 	}
@@ -273,7 +281,10 @@ func (c *Config) Validate() error {
 	if c.Plugins.Timeout < 0 {
 		return bad("plugins.timeout", "must not be negative, got %v", c.Plugins.Timeout)
 	}
-	for _, kind := range pipeline.Kinds {
+	for _, kind := range c.Pipelines.Kinds() {
+		if err := pipeline.CheckKind(kind); err != nil {
+			return bad("pipelines."+string(kind), "%v", err)
+		}
 		for i, st := range c.Pipelines.Steps(kind) {
 			if st.Use == "" {
 				return bad(fmt.Sprintf("pipelines.%s[%d]", kind, i), "missing `use:`")

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -28,10 +30,10 @@ func TestLoadDefault(t *testing.T) {
 		cfg.WebSocket.SendQueue != 256 || cfg.WebSocket.PingInterval != 25*time.Second || !cfg.WebSocket.Compression {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}
-	if len(cfg.Pipelines.Message) != 6 || cfg.Pipelines.Message[2].Use != "ratelimit" {
-		t.Fatalf("default message pipeline: %+v", cfg.Pipelines.Message)
+	if len(cfg.Pipelines[pipeline.Message]) != 6 || cfg.Pipelines[pipeline.Message][2].Use != "ratelimit" {
+		t.Fatalf("default message pipeline: %+v", cfg.Pipelines[pipeline.Message])
 	}
-	if got := cfg.Pipelines.Join[0].With["guest_format"]; got != "游客%d" {
+	if got := cfg.Pipelines[pipeline.Join][0].With["guest_format"]; got != "游客%d" {
 		t.Fatalf("join username guest_format = %v", got)
 	}
 }
@@ -54,7 +56,7 @@ func TestLoadFileEnvFlags(t *testing.T) {
 	if cfg.WebSocket.SendQueue != 9 || cfg.History.Size != 7 {
 		t.Errorf("send_queue=%d size=%d", cfg.WebSocket.SendQueue, cfg.History.Size)
 	}
-	if len(cfg.Pipelines.Message) != 1 || len(cfg.Pipelines.Join) != 2 {
+	if len(cfg.Pipelines[pipeline.Message]) != 1 || len(cfg.Pipelines[pipeline.Join]) != 2 {
 		t.Errorf("a listed pipeline replaces the default of its kind, others stay: %+v", cfg.Pipelines)
 	}
 
@@ -94,6 +96,12 @@ func TestLoadErrorsNameFileAndKey(t *testing.T) {
 		{"rate without burst", "limits:\n  handshakes_per_ip: {rate: 5, burst: 0}\n", []string{"limits.handshakes_per_ip.burst"}},
 		{"zero handshake timeout", "limits:\n  handshake_timeout: 0s\n", []string{"limits.handshake_timeout"}},
 		{"unknown limits key", "limits:\n  max_conns: 5\n", []string{"max_conns"}},
+		{"kind named like a server frame", "pipelines:\n  ack:\n    - use: broadcast\n", []string{"pipelines.ack", "frame the server sends"}},
+		{"kind named error", "pipelines:\n  error: []\n", []string{"pipelines.error"}},
+		{"kind with a bad name", "pipelines:\n  type-ing:\n    - use: broadcast\n", []string{"pipelines.type-ing", "a-z, 0-9 and _"}},
+		{"kind name too long", "pipelines:\n  " + strings.Repeat("k", 33) + ":\n    - use: broadcast\n", []string{"pipelines.kkk", "1-32"}},
+		{"custom kind step without use", "pipelines:\n  typing:\n    - with: {a: 1}\n", []string{"pipelines.typing[0]", "use"}},
+		{"ref ttl too short", "websocket:\n  ref_ttl: 10ms\n", []string{"websocket.ref_ttl"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

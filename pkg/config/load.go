@@ -10,6 +10,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/chatserver/chatserver"
 )
@@ -43,7 +44,10 @@ func Load(path string, flags *pflag.FlagSet) (*Config, error) {
 		if err := user.ReadConfig(bytes.NewReader(data)); err != nil {
 			return nil, &Error{Source: path, Err: fmt.Errorf("not valid YAML: %s", strings.Join(strings.Fields(err.Error()), " "))}
 		}
-		for _, k := range []string{"join", "message", "leave"} {
+		if err := checkKindCase(data); err != nil {
+			return nil, &Error{Source: path, Key: err.key, Err: err.err}
+		}
+		for k := range user.GetStringMap("pipelines") {
 			if key := "pipelines." + k; user.IsSet(key) {
 				steps := user.Get(key)
 				if steps == nil {
@@ -91,6 +95,30 @@ func Load(path string, flags *pflag.FlagSet) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// kindCaseError names a pipeline key that is not lower case.
+type kindCaseError struct {
+	key string
+	err error
+}
+
+// checkKindCase refuses pipeline names with capitals. Viper lowercases every
+// key, so `Typing:` would silently declare the kind "typing"; a kind is an
+// envelope type that clients match exactly, so the file must say it as it is.
+func checkKindCase(data []byte) *kindCaseError {
+	var raw struct {
+		Pipelines map[string]any `yaml:"pipelines"`
+	}
+	if yaml.Unmarshal(data, &raw) != nil {
+		return nil // viper has read it: its error, if any, is the one to show
+	}
+	for k := range raw.Pipelines {
+		if k != strings.ToLower(k) {
+			return &kindCaseError{key: "pipelines." + k, err: fmt.Errorf("kind %q: a kind is 1-32 characters of a-z, 0-9 and _, starting with a letter", k)}
+		}
+	}
+	return nil
 }
 
 // flagKey is the pflag annotation that ties a flag to a config key.

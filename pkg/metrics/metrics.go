@@ -68,6 +68,9 @@ type Metrics struct {
 	// PresenceSuppressed counts online/offline events not broadcast because
 	// their room was over websocket.presence_limit.
 	PresenceSuppressed prometheus.Counter
+	// RefResends counts frames resent with the ref of an accepted frame:
+	// acknowledged again, not run again.
+	RefResends prometheus.Counter
 }
 
 // New returns Metrics registered on a fresh registry that also carries the Go
@@ -128,12 +131,15 @@ func New() *Metrics {
 		PresenceSuppressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatserver_presence_suppressed_total", Help: "Online/offline events not broadcast: room over websocket.presence_limit.",
 		}),
+		RefResends: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatserver_ref_resends_total", Help: "Frames resent with the ref of an accepted frame: acknowledged again, not delivered again.",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
-		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms, m.Refused, m.PresenceSuppressed,
+		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms, m.Refused, m.PresenceSuppressed, m.RefResends,
 		m.BrokerResubscribes, m.BrokerRecovered, m.BrokerFallbacks, m.BrokerLag,
 		m.HistoryQueueDepth, m.HistoryDropped,
 	)

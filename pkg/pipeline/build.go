@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,24 +33,25 @@ func (s Step) Label() string {
 	return s.Use
 }
 
-// Config is the `pipelines:` section: one list of steps per event kind.
-type Config struct {
-	Join    []Step `mapstructure:"join" yaml:"join" json:"join"`
-	Message []Step `mapstructure:"message" yaml:"message" json:"message"`
-	Leave   []Step `mapstructure:"leave" yaml:"leave" json:"leave"`
-}
+// Config is the `pipelines:` section: one list of steps per event kind — the
+// built-in join, message and leave, and any custom kind (see CheckKind).
+type Config map[Kind][]Step
 
 // Steps returns the steps of one kind.
-func (c Config) Steps(k Kind) []Step {
-	switch k {
-	case Join:
-		return c.Join
-	case Message:
-		return c.Message
-	case Leave:
-		return c.Leave
+func (c Config) Steps(k Kind) []Step { return c[k] }
+
+// Kinds returns the kinds Build makes a pipeline for: join, message and leave
+// (always, empty when c has no steps for them), then c's custom kinds sorted.
+func (c Config) Kinds() []Kind {
+	kinds := slices.Clone(Kinds)
+	var custom []Kind
+	for k := range c {
+		if k.Custom() {
+			custom = append(custom, k)
+		}
 	}
-	return nil
+	slices.Sort(custom)
+	return append(kinds, custom...)
 }
 
 // Observer is told how long each step took on its own (time spent in later
@@ -78,13 +80,23 @@ type ResolvedStep struct {
 	Options any // the decoded options struct, defaults filled in
 }
 
-// Pipelines are the three built pipelines. They are immutable once built, so a
-// hot reload builds a new value and swaps it in atomically.
+// Gatekeeper is implemented by plugins that admit only members who prove who
+// they are (the username plugin in signed and jwt modes). When a join step
+// guards, the server shows nothing of the room to anyone whose join was not
+// accepted: no history before the join pipeline completed, no messages
+// rendered into the page.
+type Gatekeeper interface {
+	GuardsJoin() bool
+}
+
+// Pipelines are the built pipelines, one per kind. They are immutable once
+// built, so a hot reload builds a new value and swaps it in atomically.
 type Pipelines struct {
 	handlers map[Kind]Handler
 	steps    []ResolvedStep
 	closers  []io.Closer
 	timeout  time.Duration
+	guarded  bool
 
 	// active counts events inside Run; a retired value closes its plugins
 	// when the last of them leaves (see Retire).
@@ -102,7 +114,10 @@ func Build(cfg Config, deps Deps, bo BuildOptions) (*Pipelines, error) {
 		_ = p.Close() // the plugins built so far; the build error is what matters
 		return nil, err
 	}
-	for _, kind := range Kinds {
+	for _, kind := range cfg.Kinds() {
+		if err := CheckKind(kind); err != nil {
+			return fail(fmt.Errorf("pipelines.%s: %w", kind, err))
+		}
 		steps := cfg.Steps(kind)
 		plugins := make([]Plugin, len(steps))
 		for i, st := range steps {
@@ -129,6 +144,9 @@ func Build(cfg Config, deps Deps, bo BuildOptions) (*Pipelines, error) {
 			}
 			if c, ok := pl.(io.Closer); ok {
 				p.closers = append(p.closers, c)
+			}
+			if g, ok := pl.(Gatekeeper); ok && kind == Join && g.GuardsJoin() {
+				p.guarded = true
 			}
 			plugins[i] = pl
 			p.steps = append(p.steps, ResolvedStep{Kind: kind, Label: st.Label(), Use: st.Use, Options: opts})
@@ -271,6 +289,17 @@ func (p *Pipelines) Run(ctx context.Context, ev *Event) error {
 
 // Steps returns the resolved steps of every pipeline, in order.
 func (p *Pipelines) Steps() []ResolvedStep { return p.steps }
+
+// Has reports whether there is a pipeline for kind: always for join,
+// message and leave, for a custom kind when the config declared it.
+func (p *Pipelines) Has(kind Kind) bool {
+	_, ok := p.handlers[kind]
+	return ok
+}
+
+// Guarded reports whether a join step admits only proven members (see
+// Gatekeeper).
+func (p *Pipelines) Guarded() bool { return p.guarded }
 
 // Retire marks pipelines that were replaced (hot reload): their plugins are
 // closed once no event is running through them any more — at once if none is.

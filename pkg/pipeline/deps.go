@@ -23,14 +23,40 @@ type Deps struct {
 	Logger *slog.Logger
 }
 
-// Publisher hands a frame to every member of a room, on every node.
+// Publisher hands a frame to the members of a room, on every node.
 //
 // Publish is safe for concurrent use. For one room, frames reach every member in
-// one order, and when keep is true the frame is appended to the room's history
+// one order, and when Keep is set the frame is appended to the room's history
 // in that same order — so history dump shows exactly what was broadcast. It never
 // blocks on a slow client.
 type Publisher interface {
-	Publish(ctx context.Context, room, id string, frame []byte, keep bool) error
+	Publish(ctx context.Context, p Publication) error
+}
+
+// Publication is one frame to publish and who gets it.
+type Publication struct {
+	Room  string
+	ID    string // the envelope's id
+	Frame []byte // the encoded envelope
+	// Keep appends the frame to the room's history (never for a direct message).
+	Keep bool
+	// To, when set, makes it a direct message: it goes to every connection of
+	// a member of that name in the room, on every node, and to the
+	// connection From, and to nobody else. Nobody of that name in the room:
+	// Publish returns an *Error with CodeNoRecipient.
+	To   string
+	From int64
+	// Quiet is Event.Quiet: a presence event of a crowded room, heard only by
+	// Sender (kept if Keep).
+	Quiet  bool
+	Sender Sender
+}
+
+// Publication returns what publishing ev's encoded envelope (frame) means.
+func (ev *Event) Publication(frame []byte) Publication {
+	e := &ev.Envelope
+	return Publication{Room: e.Room, ID: e.ID, Frame: frame, Keep: ev.Keep && e.To == "",
+		To: e.To, From: e.ClientID, Quiet: ev.Quiet, Sender: ev.Sender}
 }
 
 // HistoryWriter appends one encoded envelope to a room's history.

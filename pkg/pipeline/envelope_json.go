@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"bytes"
+	"encoding/json"
 	"strconv"
 	"unicode/utf8"
 )
@@ -21,6 +23,10 @@ func (e *Envelope) AppendJSON(b []byte) []byte {
 	b = strconv.AppendInt(b, e.ClientID, 10)
 	b = append(b, `,"username":`...)
 	b = appendJSONString(b, e.Username)
+	if e.To != "" {
+		b = append(b, `,"to":`...)
+		b = appendJSONString(b, e.To)
+	}
 	if e.Body != "" {
 		b = append(b, `,"body":`...)
 		b = appendJSONString(b, e.Body)
@@ -29,6 +35,10 @@ func (e *Envelope) AppendJSON(b []byte) []byte {
 		b = append(b, `,"html":`...)
 		b = appendJSONString(b, e.HTML)
 	}
+	if len(e.Data) > 0 {
+		b = append(b, `,"data":`...)
+		b = appendCompact(b, e.Data)
+	}
 	b = append(b, `,"datetime":`...)
 	b = appendJSONString(b, e.Datetime)
 	b = append(b, `,"ts":`...)
@@ -36,9 +46,21 @@ func (e *Envelope) AppendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
+// appendCompact appends raw JSON without insignificant space, as
+// encoding/json writes a json.RawMessage. Data that is not valid JSON (which
+// Event.Frame refuses before encoding) is written as {}: a frame is never
+// broken JSON.
+func appendCompact(b, raw []byte) []byte {
+	buf := bytes.NewBuffer(b)
+	if err := json.Compact(buf, raw); err != nil {
+		return append(b, '{', '}')
+	}
+	return buf.Bytes()
+}
+
 // jsonSize is a capacity that usually fits e's encoding after escaping.
 func (e *Envelope) jsonSize() int {
-	n := len(e.ID) + len(e.Type) + len(e.Room) + len(e.Username) + len(e.Body) + len(e.HTML) + len(e.Datetime)
+	n := len(e.ID) + len(e.Type) + len(e.Room) + len(e.Username) + len(e.To) + len(e.Body) + len(e.HTML) + len(e.Data) + len(e.Datetime)
 	// Rendered HTML is dense in <, > and " (6 and 2 bytes escaped).
 	return 128 + n + n/8 + len(e.HTML)*5/8
 }

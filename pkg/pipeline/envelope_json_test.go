@@ -16,7 +16,9 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 			Body: "hello", HTML: `<div class="message">hello</div>`, Datetime: "2026-11-25 21:04:05", TS: 1764104645123},
 		{Type: TypeOnline, ClientID: -3, Username: "张三 \u2028\u2029", TS: -1},
 		{Body: "\x00\x01\b\f\n\r\t\x1f\x7f \"\\ <>& \xff\xfe \xe2\x80 é😀", HTML: "&amp;</script>"},
+		{Type: "typing", To: "bob", Data: json.RawMessage(` { "a" : [1, 2.5e3, "<x>\u2028"], "b":{ }, "c": null } `)},
 	}
+	datas := []string{"", `{}`, `{"k":1}`, "{\n \"x\" : \"<&>\" ,\"y\":[true,false,null]\t}", `{"n":{"m":{"o":"\u00e9\ud83d\ude00"}}}`}
 	alphabet := []rune("ab<>&\"\\\n\t\x00\x1f\u2028é😀 ")
 	rnd := rand.New(rand.NewPCG(1, 2))
 	str := func() string {
@@ -33,7 +35,8 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	}
 	for i := 0; i < 2000; i++ {
 		tests = append(tests, Envelope{ID: str(), Type: str(), Room: str(), ClientID: rnd.Int64() - rnd.Int64(),
-			Username: str(), Body: str(), HTML: str(), Datetime: str(), TS: rnd.Int64()})
+			Username: str(), To: str(), Body: str(), HTML: str(), Data: json.RawMessage(datas[rnd.IntN(len(datas))]),
+			Datetime: str(), TS: rnd.Int64()})
 	}
 	for _, e := range tests {
 		var buf bytes.Buffer
@@ -51,8 +54,8 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 
 // A field added to Envelope must be added to AppendJSON too.
 func TestAppendJSONKnowsEveryField(t *testing.T) {
-	if n := reflect.TypeOf(Envelope{}).NumField(); n != 9 {
-		t.Fatalf("Envelope has %d fields; AppendJSON encodes 9: update it (and this test)", n)
+	if n := reflect.TypeOf(Envelope{}).NumField(); n != 11 {
+		t.Fatalf("Envelope has %d fields; AppendJSON encodes 11: update it (and this test)", n)
 	}
 }
 

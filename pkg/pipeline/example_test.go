@@ -36,7 +36,7 @@ func Example() {
 		},
 	})
 
-	cfg := pipeline.Config{Message: []pipeline.Step{{Use: "shout", With: map[string]any{"mark": "!!"}}}}
+	cfg := pipeline.Config{pipeline.Message: []pipeline.Step{{Use: "shout", With: map[string]any{"mark": "!!"}}}}
 	p, err := pipeline.Build(cfg, pipeline.Deps{}, pipeline.BuildOptions{})
 	if err != nil {
 		fmt.Println(err)

@@ -23,6 +23,11 @@ func init() {
 // the server has not, because what it publishes is final: members and history
 // get exactly this frame. It publishes before calling the next step, so steps
 // after it act on an event that members already have (logging, metrics).
+//
+// It fans out events of any kind. An envelope with `to` set is a direct
+// message: it goes only to the members of that name and the sender, is never
+// kept, and is refused with no_recipient when nobody of that name is in the
+// room (see pipeline.Publication).
 type Broadcast struct {
 	pub pipeline.Publisher
 }
@@ -44,9 +49,8 @@ func (b *Broadcast) Wrap(next pipeline.Handler) pipeline.Handler {
 		if err != nil {
 			return fmt.Errorf("broadcast: encoding envelope: %w", err)
 		}
-		e := &ev.Envelope
-		if err := b.pub.Publish(ctx, e.Room, e.ID, frame, ev.Keep); err != nil {
-			return fmt.Errorf("broadcast: publishing to room %q: %w", e.Room, err)
+		if err := b.pub.Publish(ctx, ev.Publication(frame)); err != nil {
+			return fmt.Errorf("broadcast: publishing to room %q: %w", ev.Envelope.Room, err)
 		}
 		ev.Published = true
 		return next.Handle(ctx, ev)

@@ -94,7 +94,7 @@ func TestBroadcast(t *testing.T) {
 func TestBroadcastPublishError(t *testing.T) {
 	deps, pub, _ := testDeps(t)
 	pub.err = errors.New("broker down")
-	p := build(t, pipeline.Config{Message: []pipeline.Step{step("broadcast", nil)}}, deps)
+	p := build(t, pipeline.Config{pipeline.Message: []pipeline.Step{step("broadcast", nil)}}, deps)
 	ev := messageEvent(newSender(1), "hi", nil)
 	err := p.Run(context.Background(), ev)
 	if !errors.Is(err, pub.err) || !strings.Contains(err.Error(), `room "lobby"`) {
@@ -117,7 +117,7 @@ func TestBroadcastNeedsPublisher(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := pipeline.Build(pipeline.Config{Leave: []pipeline.Step{step("broadcast", tt.with)}}, tt.deps, pipeline.BuildOptions{})
+			_, err := pipeline.Build(pipeline.Config{pipeline.Leave: []pipeline.Step{step("broadcast", tt.with)}}, tt.deps, pipeline.BuildOptions{})
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "pipelines.leave[0] (broadcast)") {
 				t.Fatalf("error %v, want one naming the step and containing %q", err, tt.wantErr)
 			}

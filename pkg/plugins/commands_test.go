@@ -39,7 +39,7 @@ func TestCommands(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			deps, pub, _ := testDeps(t)
 			deps.Members = fakeMembers{{ClientID: 1, Username: "alice"}, {ClientID: 2, Username: "bob"}}
-			p := build(t, pipeline.Config{Message: []pipeline.Step{
+			p := build(t, pipeline.Config{pipeline.Message: []pipeline.Step{
 				step("username", nil),
 				step("validate", nil),
 				step("commands", map[string]any{"max_name_length": 8}),
@@ -85,7 +85,7 @@ func TestCommands(t *testing.T) {
 }
 
 func TestCommandsNeedsMembers(t *testing.T) {
-	_, err := pipeline.Build(pipeline.Config{Message: []pipeline.Step{step("commands", nil)}}, pipeline.Deps{}, pipeline.BuildOptions{})
+	_, err := pipeline.Build(pipeline.Config{pipeline.Message: []pipeline.Step{step("commands", nil)}}, pipeline.Deps{}, pipeline.BuildOptions{})
 	if err == nil || !strings.Contains(err.Error(), "member list") {
 		t.Fatalf("err = %v", err)
 	}
@@ -95,7 +95,7 @@ func TestCommandsNeedsMembers(t *testing.T) {
 func TestCommandsNickRefusedForProvenNames(t *testing.T) {
 	deps, _, _ := testDeps(t)
 	deps.Members = fakeMembers{}
-	p := build(t, pipeline.Config{Message: []pipeline.Step{step("commands", nil)}}, deps)
+	p := build(t, pipeline.Config{pipeline.Message: []pipeline.Step{step("commands", nil)}}, deps)
 	s := newSender(1)
 	s.name = "alice"
 	s.SetValue(verifiedKey{}, "alice")

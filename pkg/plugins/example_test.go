@@ -12,12 +12,12 @@ import (
 // printer is a Publisher that prints what a room would receive.
 type printer struct{}
 
-func (printer) Publish(_ context.Context, room, _ string, frame []byte, keep bool) error {
+func (printer) Publish(_ context.Context, p pipeline.Publication) error {
 	var env pipeline.Envelope
-	if err := json.Unmarshal(frame, &env); err != nil {
+	if err := json.Unmarshal(p.Frame, &env); err != nil {
 		return err
 	}
-	fmt.Printf("to %s (keep %v): %s %s: %s\n", room, keep, env.Type, env.Username, env.Body)
+	fmt.Printf("to %s (keep %v): %s %s: %s\n", p.Room, p.Keep, env.Type, env.Username, env.Body)
 	return nil
 }
 
@@ -40,7 +40,7 @@ func (c *conn) Value(key any) any            { return c.state[key] }
 func (c *conn) SetValue(key, value any)      { c.state[key] = value }
 
 func Example() {
-	cfg := pipeline.Config{Message: []pipeline.Step{
+	cfg := pipeline.Config{pipeline.Message: []pipeline.Step{
 		{Use: "username", With: map[string]any{"allow_rename": true}},
 		{Use: "validate", With: map[string]any{"max_length": 100}},
 		{Use: "ratelimit", With: map[string]any{"rate": 1, "burst": 3}},

@@ -74,13 +74,13 @@ type fakePublisher struct {
 	err   error
 }
 
-func (p *fakePublisher) Publish(_ context.Context, room, id string, frame []byte, keep bool) error {
+func (p *fakePublisher) Publish(_ context.Context, pub pipeline.Publication) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.err != nil {
 		return p.err
 	}
-	p.calls = append(p.calls, published{room, id, append([]byte(nil), frame...), keep})
+	p.calls = append(p.calls, published{pub.Room, pub.ID, append([]byte(nil), pub.Frame...), pub.Keep})
 	return nil
 }
 
@@ -168,16 +168,7 @@ func ptr[T any](v T) *T { return &v }
 // error containing wantErr.
 func checkBuild(t *testing.T, kind pipeline.Kind, use string, with map[string]any, deps pipeline.Deps, wantErr string) {
 	t.Helper()
-	var cfg pipeline.Config
-	st := []pipeline.Step{step(use, with)}
-	switch kind {
-	case pipeline.Join:
-		cfg.Join = st
-	case pipeline.Leave:
-		cfg.Leave = st
-	default:
-		cfg.Message = st
-	}
+	cfg := pipeline.Config{kind: {step(use, with)}}
 	_, err := pipeline.Build(cfg, deps, pipeline.BuildOptions{})
 	switch {
 	case wantErr == "" && err != nil:

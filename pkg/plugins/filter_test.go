@@ -70,7 +70,7 @@ func TestFilterOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := pipeline.Build(pipeline.Config{Message: []pipeline.Step{step("filter", tt.with)}}, pipeline.Deps{}, pipeline.BuildOptions{})
+			p, err := pipeline.Build(pipeline.Config{pipeline.Message: []pipeline.Step{step("filter", tt.with)}}, pipeline.Deps{}, pipeline.BuildOptions{})
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -145,7 +145,7 @@ func TestBodyChangeAfterRenderHTML(t *testing.T) {
 			deps.Members = fakeMembers{}
 			steps := append([]pipeline.Step{step("username", nil), step("validate", nil)}, tt.steps...)
 			steps = append(steps, step("history", nil), step("broadcast", nil))
-			p := build(t, pipeline.Config{Message: steps}, deps)
+			p := build(t, pipeline.Config{pipeline.Message: steps}, deps)
 			s := newSender(1)
 			s.name = "alice"
 			ev := messageEvent(s, tt.body, nil)

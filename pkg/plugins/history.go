@@ -22,29 +22,30 @@ func init() {
 
 // HistoryOptions configure the history plugin.
 type HistoryOptions struct {
-	// Kinds are the envelope types kept: any of "message", "online",
-	// "offline" (a list, or one comma-separated string). Default ["message"],
-	// as in the seed, whose history held only messages.
+	// Kinds are the envelope types kept, when the step is in their pipeline:
+	// "message", "online" (join), "offline" (leave) or a custom kind's name
+	// (a list, or one comma-separated string). Empty, the default: the
+	// events of whichever message or custom-kind pipeline the step is in are
+	// kept, presence never — as in the seed, whose history held only
+	// messages; a `history` step in a `typing` pipeline keeps typing events.
 	Kinds []string `mapstructure:"kinds"`
 }
 
 // DefaultHistoryOptions returns the options a step without `with:` gets.
 func DefaultHistoryOptions() *HistoryOptions {
-	// A fresh slice each time: the decoder writes into the default's backing array.
-	return &HistoryOptions{Kinds: []string{pipeline.TypeMessage}}
+	return &HistoryOptions{}
 }
 
-// Validate rejects kinds that no event has, which would otherwise silently
-// keep nothing.
+// Validate rejects kinds that no event can have, which would otherwise
+// silently keep nothing.
 func (o *HistoryOptions) Validate() error {
-	if len(o.Kinds) == 0 {
-		return errors.New("kinds must name at least one of message, online, offline")
-	}
 	for _, k := range o.Kinds {
 		switch k {
 		case pipeline.TypeMessage, pipeline.TypeOnline, pipeline.TypeOffline:
 		default:
-			return fmt.Errorf("kinds: unknown kind %q (known: message, online, offline)", k)
+			if err := pipeline.CheckKind(pipeline.Kind(k)); err != nil || !pipeline.Kind(k).Custom() {
+				return fmt.Errorf("kinds: unknown kind %q (known: message, online, offline or a custom kind)", k)
+			}
 		}
 	}
 	return nil
@@ -56,8 +57,8 @@ func (o *HistoryOptions) Validate() error {
 // when no broadcast step published the event does it append the event itself,
 // after the rest of the pipeline accepted it.
 type History struct {
-	keep map[pipeline.Kind]bool
-	w    pipeline.HistoryWriter
+	types []string // envelope types kept; nil: every type but online and offline
+	w     pipeline.HistoryWriter
 }
 
 // NewHistory returns a history plugin appending to w. It validates opts; w
@@ -69,17 +70,21 @@ func NewHistory(opts HistoryOptions, w pipeline.HistoryWriter) (*History, error)
 	if w == nil {
 		return nil, errors.New("the server provides no history store")
 	}
-	h := &History{keep: map[pipeline.Kind]bool{}, w: w}
-	for _, k := range pipeline.Kinds {
-		h.keep[k] = slices.Contains(opts.Kinds, k.EnvelopeType())
+	return &History{types: slices.Clone(opts.Kinds), w: w}, nil
+}
+
+// keeps reports whether events of kind are kept.
+func (h *History) keeps(kind pipeline.Kind) bool {
+	if h.types == nil {
+		return kind != pipeline.Join && kind != pipeline.Leave
 	}
-	return h, nil
+	return slices.Contains(h.types, kind.EnvelopeType())
 }
 
 // Wrap implements pipeline.Plugin.
 func (h *History) Wrap(next pipeline.Handler) pipeline.Handler {
 	return pipeline.HandlerFunc(func(ctx context.Context, ev *pipeline.Event) error {
-		if !h.keep[ev.Kind] {
+		if !h.keeps(ev.Kind) || ev.Envelope.To != "" { // direct messages are never kept
 			return next.Handle(ctx, ev)
 		}
 		ev.Keep = true

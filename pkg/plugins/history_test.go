@@ -29,12 +29,15 @@ func TestHistory(t *testing.T) {
 		{"online kept when asked", map[string]any{"kinds": []string{"message", "online"}}, nil, pipeline.Join, "", 1, 0, false},
 		{"offline kept when asked (comma list)", map[string]any{"kinds": "offline"}, []pipeline.Step{step("broadcast", nil)}, pipeline.Leave, "", 0, 1, true},
 		{"message dropped from kinds", map[string]any{"kinds": []string{"online"}}, nil, pipeline.Message, "", 0, 0, false},
+		{"a custom kind kept by default", nil, []pipeline.Step{step("broadcast", nil)}, "typing", "", 0, 1, true},
+		{"a custom kind not in kinds", map[string]any{"kinds": "message"}, []pipeline.Step{step("broadcast", nil)}, "typing", "", 0, 1, false},
+		{"a custom kind in kinds", map[string]any{"kinds": "typing"}, nil, "typing", "", 1, 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			deps, pub, hist := testDeps(t)
 			steps := append([]pipeline.Step{step("history", tt.with)}, tt.after...)
-			p := build(t, pipeline.Config{Join: steps, Message: steps, Leave: steps}, deps)
+			p := build(t, pipeline.Config{pipeline.Join: steps, pipeline.Message: steps, pipeline.Leave: steps, "typing": steps}, deps)
 			s := newSender(7)
 			s.name = "alice"
 			ev := &pipeline.Event{Kind: tt.kind, Sender: s, In: pipeline.Inbound{Body: "hi"}, Envelope: pipeline.Envelope{Body: "hi"}}
@@ -68,7 +71,7 @@ func TestHistory(t *testing.T) {
 func TestHistoryAppendError(t *testing.T) {
 	deps, _, hist := testDeps(t)
 	hist.err = errors.New("store down")
-	p := build(t, pipeline.Config{Message: []pipeline.Step{step("history", nil)}}, deps)
+	p := build(t, pipeline.Config{pipeline.Message: []pipeline.Step{step("history", nil)}}, deps)
 	err := p.Run(context.Background(), messageEvent(newSender(1), "hi", nil))
 	if err == nil || !errors.Is(err, hist.err) || !strings.Contains(err.Error(), `room "lobby"`) {
 		t.Fatalf("got %v, want the store's error wrapped with the room", err)
@@ -87,8 +90,10 @@ func TestHistoryOptions(t *testing.T) {
 	}{
 		{"defaults", nil, pipeline.Deps{History: &fakeHistory{}}, ""},
 		{"no history store", nil, pipeline.Deps{Publisher: &fakePublisher{}}, "no history store"},
-		{"unknown kind", map[string]any{"kinds": []string{"message", "typing"}}, pipeline.Deps{History: &fakeHistory{}}, `"typing"`},
-		{"empty kinds", map[string]any{"kinds": []string{}}, pipeline.Deps{History: &fakeHistory{}}, "kinds must name"},
+		{"custom kind", map[string]any{"kinds": []string{"message", "typing"}}, pipeline.Deps{History: &fakeHistory{}}, ""},
+		{"not a kind name", map[string]any{"kinds": []string{"message", "Typing!"}}, pipeline.Deps{History: &fakeHistory{}}, `"Typing!"`},
+		{"a server frame is no kind", map[string]any{"kinds": "ack"}, pipeline.Deps{History: &fakeHistory{}}, `"ack"`},
+		{"join is no envelope type", map[string]any{"kinds": "join"}, pipeline.Deps{History: &fakeHistory{}}, `"join"`},
 		{"unknown key", map[string]any{"size": 100}, pipeline.Deps{History: &fakeHistory{}}, "size"},
 		{"wrong type", map[string]any{"kinds": 3}, pipeline.Deps{History: &fakeHistory{}}, "kinds"},
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -51,7 +52,31 @@ type verifiedKey struct{}
 
 // verifier proves the name of a connection from its handshake.
 type verifier interface {
-	verify(s pipeline.Sender) (string, error)
+	verify(s pipeline.Sender) (proof, error)
+}
+
+// proof is what a verified credential says.
+type proof struct {
+	name    string
+	expires time.Time // zero: the credential does not expire (signed cookies)
+	// rooms are the rooms the credential may join (exact names, or prefixes
+	// ending in *); checked only when rooms_claim is set.
+	rooms []string
+}
+
+// allows reports whether room is one of p.rooms: an exact name, or a name
+// that starts with a pattern's prefix when the pattern ends in "*".
+func (p proof) allows(room string) bool {
+	for _, r := range p.rooms {
+		if prefix, ok := strings.CutSuffix(r, "*"); ok {
+			if strings.HasPrefix(room, prefix) {
+				return true
+			}
+		} else if r == room {
+			return true
+		}
+	}
+	return false
 }
 
 // errNoCredential is a handshake without a cookie or token.
@@ -100,21 +125,22 @@ type signedVerifier struct {
 	secret []byte
 }
 
-func (v *signedVerifier) verify(s pipeline.Sender) (string, error) {
+func (v *signedVerifier) verify(s pipeline.Sender) (proof, error) {
 	raw, ok := s.Cookie(v.cookie)
 	if !ok || raw == "" {
-		return "", errNoCredential
+		return proof{}, errNoCredential
 	}
-	return VerifySignedUsername(v.secret, raw)
+	name, err := VerifySignedUsername(v.secret, raw)
+	return proof{name: name}, err
 }
 
 type jwtVerifier struct {
-	param, cookie, claim string
-	parser               *jwt.Parser
-	key                  any
+	param, cookie, claim, roomsClaim string
+	parser                           *jwt.Parser
+	key                              any
 }
 
-func (v *jwtVerifier) verify(s pipeline.Sender) (string, error) {
+func (v *jwtVerifier) verify(s pipeline.Sender) (proof, error) {
 	raw := ""
 	if v.param != "" {
 		raw = s.Query(v.param)
@@ -123,20 +149,53 @@ func (v *jwtVerifier) verify(s pipeline.Sender) (string, error) {
 		raw, _ = s.Cookie(v.cookie)
 	}
 	if raw == "" {
-		return "", errNoCredential
+		return proof{}, errNoCredential
 	}
 	if len(raw) > maxTokenBytes {
-		return "", errors.New("token is too long")
+		return proof{}, errors.New("token is too long")
 	}
 	claims := jwt.MapClaims{}
 	if _, err := v.parser.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return v.key, nil }); err != nil {
-		return "", tokenProblem(err)
+		return proof{}, tokenProblem(err)
 	}
-	name, ok := claims[v.claim].(string)
-	if !ok {
-		return "", fmt.Errorf("token has no string claim %q", v.claim)
+	var p proof
+	var ok bool
+	if p.name, ok = claims[v.claim].(string); !ok {
+		return proof{}, fmt.Errorf("token has no string claim %q", v.claim)
 	}
-	return name, nil
+	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
+		p.expires = exp.Time
+	}
+	if v.roomsClaim != "" {
+		rooms, err := stringList(claims[v.roomsClaim])
+		if err != nil {
+			return proof{}, fmt.Errorf("token claim %q: %w", v.roomsClaim, err)
+		}
+		p.rooms = rooms
+	}
+	return p, nil
+}
+
+// stringList reads a claim that lists strings: a JSON array of strings, or
+// one string (one room).
+func stringList(v any) ([]string, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, errors.New("missing: the token lists no rooms")
+	case string:
+		return []string{v}, nil
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return nil, errors.New("must list room names (strings)")
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	return nil, errors.New("must be a list of room names")
 }
 
 // tokenProblem says briefly why a token was refused (jwt's errors chain
@@ -158,6 +217,9 @@ func (o *UsernameOptions) validateIdentity() error {
 	case ModePlain:
 		if o.Secret != "" || o.SecretEnv != "" || o.JWTKey != "" || o.JWTKeyEnv != "" || o.JWTPublicKeyFile != "" {
 			return errors.New("secret, secret_env and jwt_* options need mode signed or jwt")
+		}
+		if o.RoomsClaim != "" {
+			return errors.New("rooms_claim needs mode jwt")
 		}
 		return nil
 	case ModeSigned:
@@ -185,6 +247,9 @@ func (o *UsernameOptions) validateIdentity() error {
 		}
 	default:
 		return fmt.Errorf("unknown mode %q (known: plain, signed, jwt)", o.Mode)
+	}
+	if o.RoomsClaim != "" && o.Mode != ModeJWT {
+		return fmt.Errorf("rooms_claim needs mode jwt (mode is %s)", o.Mode)
 	}
 	if o.AllowRename {
 		return fmt.Errorf("allow_rename cannot be used with mode %s: names come from the signed identity", o.Mode)
@@ -220,7 +285,7 @@ func newVerifier(o *UsernameOptions) (verifier, error) {
 		}
 		return &signedVerifier{cookie: o.Cookie, secret: key}, nil
 	case ModeJWT:
-		v := &jwtVerifier{param: o.TokenParam, cookie: o.Cookie, claim: o.JWTClaim}
+		v := &jwtVerifier{param: o.TokenParam, cookie: o.Cookie, claim: o.JWTClaim, roomsClaim: o.RoomsClaim}
 		method := "HS256"
 		if o.JWTPublicKeyFile != "" {
 			pemBytes, err := os.ReadFile(o.JWTPublicKeyFile)
@@ -263,10 +328,16 @@ func (u *Username) proven(ev *pipeline.Event) (string, error) {
 	if name, ok := ev.Sender.Value(verifiedKey{}).(string); ok {
 		return name, nil
 	}
-	raw, err := u.verifier.verify(ev.Sender)
+	p, err := u.verifier.verify(ev.Sender)
+	if err == nil && u.opts.RoomsClaim != "" && !p.allows(ev.Sender.Room()) {
+		return "", pipeline.Reject(pipeline.CodeRejected, "this identity may not join room %q", ev.Sender.Room())
+	}
 	if err == nil {
-		if name := CleanName(raw, u.opts.MaxLength); name != "" {
+		if name := CleanName(p.name, u.opts.MaxLength); name != "" {
 			ev.Sender.SetValue(verifiedKey{}, name)
+			if ev.Kind == pipeline.Join {
+				ev.ExpiresAt = p.expires
+			}
 			return name, nil
 		}
 		err = errors.New("the name is empty")

@@ -50,7 +50,7 @@ func FuzzIdentity(f *testing.F) {
 }
 
 func usernamePipelineF(f *testing.F, with map[string]any) *pipeline.Pipelines {
-	p, err := pipeline.Build(pipeline.Config{Join: []pipeline.Step{step("username", with)}}, pipeline.Deps{}, pipeline.BuildOptions{})
+	p, err := pipeline.Build(pipeline.Config{pipeline.Join: []pipeline.Step{step("username", with)}}, pipeline.Deps{}, pipeline.BuildOptions{})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -64,9 +64,9 @@ func buildDefault(b *testing.B, opts pipeline.BuildOptions) *pipeline.Pipelines 
 		b.Fatal(err)
 	}
 	pc := cfg.Pipelines
-	for i, st := range pc.Message {
+	for i, st := range pc[pipeline.Message] {
 		if st.Use == "ratelimit" {
-			pc.Message[i].With = map[string]any{"rate": 1e9, "burst": 1e9}
+			pc[pipeline.Message][i].With = map[string]any{"rate": 1e9, "burst": 1e9}
 		}
 	}
 	tmpl, err := template.ParseFS(chatserver.Templates, "templates/*.html")
@@ -92,8 +92,8 @@ func cpuTime() time.Duration {
 
 type nopPublisher struct{}
 
-func (nopPublisher) Publish(context.Context, string, string, []byte, bool) error { return nil }
-func (nopPublisher) Append(context.Context, string, string, []byte) error        { return nil }
+func (nopPublisher) Publish(context.Context, pipeline.Publication) error  { return nil }
+func (nopPublisher) Append(context.Context, string, string, []byte) error { return nil }
 
 // benchSender is a Sender without the recording of the tests' fake. Like the
 // server's client it is used by one event at a time here, so it needs no lock.

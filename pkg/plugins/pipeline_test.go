@@ -13,11 +13,11 @@ import (
 // defaultConfig mirrors the pipelines of config/chatserver.yaml.
 func defaultConfig() pipeline.Config {
 	return pipeline.Config{
-		Join: []pipeline.Step{
+		pipeline.Join: []pipeline.Step{
 			step("username", map[string]any{"cookie": "username", "guest_format": "游客%d"}),
 			step("broadcast", nil),
 		},
-		Message: []pipeline.Step{
+		pipeline.Message: []pipeline.Step{
 			step("username", map[string]any{"allow_rename": true, "max_length": 32}),
 			step("validate", map[string]any{"max_length": 2000}),
 			step("ratelimit", map[string]any{"rate": 5, "burst": 10}),
@@ -25,7 +25,7 @@ func defaultConfig() pipeline.Config {
 			step("history", nil),
 			step("broadcast", nil),
 		},
-		Leave: []pipeline.Step{step("broadcast", nil)},
+		pipeline.Leave: []pipeline.Step{step("broadcast", nil)},
 	}
 }
 
@@ -157,13 +157,13 @@ func TestBuildErrors(t *testing.T) {
 		wantErr []string
 	}{
 		{"unknown plugin names the known ones",
-			pipeline.Config{Message: []pipeline.Step{step("validate", nil), step("spellcheck", nil)}},
+			pipeline.Config{pipeline.Message: []pipeline.Step{step("validate", nil), step("spellcheck", nil)}},
 			[]string{"pipelines.message[1]", `unknown plugin "spellcheck"`, "broadcast", "history", "ratelimit", "render_html", "username", "validate"}},
 		{"unknown option names the key",
-			pipeline.Config{Join: []pipeline.Step{step("username", map[string]any{"cookies": "u"})}},
+			pipeline.Config{pipeline.Join: []pipeline.Step{step("username", map[string]any{"cookies": "u"})}},
 			[]string{"pipelines.join[0] (username)", "cookies"}},
 		{"wrong option type names the key",
-			pipeline.Config{Message: []pipeline.Step{step("ratelimit", map[string]any{"burst": "ten"})}},
+			pipeline.Config{pipeline.Message: []pipeline.Step{step("ratelimit", map[string]any{"burst": "ten"})}},
 			[]string{"pipelines.message[0] (ratelimit)", "burst"}},
 	}
 	for _, tt := range tests {

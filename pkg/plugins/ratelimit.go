@@ -52,8 +52,10 @@ func (o *RateLimitOptions) Validate() error {
 
 // RateLimit is the ratelimit plugin. Each client has its own token bucket,
 // kept in the connection's state so that it dies with the connection and needs
-// no cleanup or global map. Only message events are limited: join and leave
-// happen once per connection.
+// no cleanup or global map. Message and custom-kind events are limited; join
+// and leave happen once per connection. Every step has buckets of its own, so
+// a ratelimit step in a custom kind's pipeline limits that kind alone.
+// Trusted senders (the server API's callers) are not limited.
 type RateLimit struct {
 	limit rate.Limit
 	burst int
@@ -84,7 +86,7 @@ func NewRateLimit(opts RateLimitOptions) (*RateLimit, error) {
 // Wrap implements pipeline.Plugin.
 func (rl *RateLimit) Wrap(next pipeline.Handler) pipeline.Handler {
 	return pipeline.HandlerFunc(func(ctx context.Context, ev *pipeline.Event) error {
-		if ev.Kind != pipeline.Message {
+		if ev.Kind == pipeline.Join || ev.Kind == pipeline.Leave || pipeline.IsTrusted(ev.Sender) {
 			return next.Handle(ctx, ev)
 		}
 		if ev.Sender == nil {

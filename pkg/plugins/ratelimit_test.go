@@ -92,7 +92,7 @@ func TestRateLimitOnlyMessages(t *testing.T) {
 // Two ratelimit steps in one pipeline keep their own buckets: a client that
 // used up the first step's burst is not charged twice by the second.
 func TestRateLimitStepsDoNotShareState(t *testing.T) {
-	p := build(t, pipeline.Config{Message: []pipeline.Step{
+	p := build(t, pipeline.Config{pipeline.Message: []pipeline.Step{
 		step("ratelimit", map[string]any{"rate": 0.001, "burst": 3}),
 		step("ratelimit", map[string]any{"rate": 0.001, "burst": 3}),
 	}}, pipeline.Deps{})

@@ -87,7 +87,7 @@ func NewRenderHTML(opts RenderHTMLOptions, set *template.Template) (*RenderHTML,
 // Wrap implements pipeline.Plugin.
 func (r *RenderHTML) Wrap(next pipeline.Handler) pipeline.Handler {
 	return pipeline.HandlerFunc(func(ctx context.Context, ev *pipeline.Event) error {
-		if ev.Kind != pipeline.Message {
+		if ev.Kind == pipeline.Join || ev.Kind == pipeline.Leave || ev.Kind.Custom() && ev.Envelope.Body == "" {
 			return next.Handle(ctx, ev)
 		}
 		e := &ev.Envelope

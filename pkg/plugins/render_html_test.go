@@ -40,7 +40,7 @@ func TestRenderHTML(t *testing.T) {
 			wantNot: []string{`" onmouseover="`},
 		},
 	}
-	p := build(t, pipeline.Config{Message: []pipeline.Step{step("render_html", nil)}}, deps)
+	p := build(t, pipeline.Config{pipeline.Message: []pipeline.Step{step("render_html", nil)}}, deps)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ev := &pipeline.Event{Kind: pipeline.Message, Sender: newSender(7), Envelope: tt.env}
@@ -65,7 +65,7 @@ func TestRenderHTML(t *testing.T) {
 func TestRenderHTMLOnlyMessages(t *testing.T) {
 	deps, _, _ := testDeps(t)
 	steps := []pipeline.Step{step("render_html", nil)}
-	p := build(t, pipeline.Config{Join: steps, Leave: steps}, deps)
+	p := build(t, pipeline.Config{pipeline.Join: steps, pipeline.Leave: steps}, deps)
 	for _, k := range []pipeline.Kind{pipeline.Join, pipeline.Leave} {
 		ev := &pipeline.Event{Kind: k, Sender: newSender(1), Envelope: pipeline.Envelope{Username: "alice"}}
 		if err := p.Run(context.Background(), ev); err != nil {
@@ -98,7 +98,7 @@ func TestRenderHTMLBuild(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := pipeline.Config{Message: []pipeline.Step{step("render_html", tt.with)}}
+			cfg := pipeline.Config{pipeline.Message: []pipeline.Step{step("render_html", tt.with)}}
 			p, err := pipeline.Build(cfg, pipeline.Deps{Templates: tt.templates}, pipeline.BuildOptions{})
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {

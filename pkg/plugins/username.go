@@ -74,6 +74,11 @@ type UsernameOptions struct {
 	// TokenParam is the handshake query parameter carrying the JWT (tried
 	// before the cookie). Empty: cookie only. Default "token".
 	TokenParam string `mapstructure:"token_param"`
+	// RoomsClaim (mode jwt) names a claim listing the rooms the token may
+	// join: exact names, or prefixes ending in "*" ("team-*"); a single
+	// string is one room. A token without the claim, or a room it does not
+	// list, is refused like a missing proof. Empty (the default): any room.
+	RoomsClaim string `mapstructure:"rooms_claim"`
 }
 
 // DefaultUsernameOptions returns the options a step without `with:` gets.
@@ -120,6 +125,11 @@ func NewUsername(opts UsernameOptions) (*Username, error) {
 	return &Username{opts: opts, verifier: v}, nil
 }
 
+// GuardsJoin implements pipeline.Gatekeeper: in signed and jwt modes only
+// members who prove their name get in, so the server shows nothing of the
+// room before the join is accepted.
+func (u *Username) GuardsJoin() bool { return u.verifier != nil }
+
 // Wrap implements pipeline.Plugin.
 func (u *Username) Wrap(next pipeline.Handler) pipeline.Handler {
 	return pipeline.HandlerFunc(func(ctx context.Context, ev *pipeline.Event) error {
@@ -128,6 +138,8 @@ func (u *Username) Wrap(next pipeline.Handler) pipeline.Handler {
 		}
 		name, proven := ev.Sender.Value(verifiedKey{}).(string)
 		switch {
+		case pipeline.IsTrusted(ev.Sender):
+			name = ev.Sender.Username() // the server API's caller, named as given
 		case proven:
 			// A name proven at join stays, whatever this step's mode.
 		case u.verifier != nil:
@@ -257,4 +269,7 @@ func isNameJunk(r rune) bool {
 	return unicode.IsControl(r) || (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069)
 }
 
-var _ pipeline.Plugin = (*Username)(nil)
+var (
+	_ pipeline.Plugin     = (*Username)(nil)
+	_ pipeline.Gatekeeper = (*Username)(nil)
+)

@@ -11,17 +11,7 @@ import (
 
 func usernamePipeline(t *testing.T, kind pipeline.Kind, with map[string]any) *pipeline.Pipelines {
 	t.Helper()
-	var cfg pipeline.Config
-	steps := []pipeline.Step{step("username", with)}
-	switch kind {
-	case pipeline.Join:
-		cfg.Join = steps
-	case pipeline.Message:
-		cfg.Message = steps
-	case pipeline.Leave:
-		cfg.Leave = steps
-	}
-	return build(t, cfg, pipeline.Deps{})
+	return build(t, pipeline.Config{kind: {step("username", with)}}, pipeline.Deps{})
 }
 
 func TestUsernameJoin(t *testing.T) {
@@ -157,7 +147,7 @@ func TestUsernameOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := pipeline.Build(pipeline.Config{Join: []pipeline.Step{step("username", tt.with)}}, pipeline.Deps{}, pipeline.BuildOptions{})
+			_, err := pipeline.Build(pipeline.Config{pipeline.Join: []pipeline.Step{step("username", tt.with)}}, pipeline.Deps{}, pipeline.BuildOptions{})
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("unexpected error: %v", err)

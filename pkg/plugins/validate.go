@@ -41,8 +41,9 @@ func (o *ValidateOptions) Validate() error {
 	return nil
 }
 
-// Validator is the validate plugin. It runs on message events only: join and
-// leave carry no body. Later steps (render_html, history) see the cleaned body
+// Validator is the validate plugin. It runs on message events, and on custom
+// kinds that carry a body (a custom kind needs none); join and leave carry no
+// body. A body reaches the envelope only through this step. Later steps (render_html, history) see the cleaned body
 // in both ev.In.Body and ev.Envelope.Body, so what is stored is what was checked.
 type Validator struct {
 	max int
@@ -59,8 +60,8 @@ func NewValidator(opts ValidateOptions) (*Validator, error) {
 // Wrap implements pipeline.Plugin.
 func (v *Validator) Wrap(next pipeline.Handler) pipeline.Handler {
 	return pipeline.HandlerFunc(func(ctx context.Context, ev *pipeline.Event) error {
-		if ev.Kind != pipeline.Message {
-			return next.Handle(ctx, ev)
+		if ev.Kind == pipeline.Join || ev.Kind == pipeline.Leave || ev.Kind.Custom() && ev.In.Body == "" {
+			return next.Handle(ctx, ev) // a custom kind needs no body; one it has is checked
 		}
 		body := ev.In.Body
 		if !utf8.ValidString(body) {

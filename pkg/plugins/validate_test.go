@@ -33,7 +33,7 @@ func TestValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := build(t, pipeline.Config{Message: []pipeline.Step{step("validate", tt.with)}}, pipeline.Deps{})
+			p := build(t, pipeline.Config{pipeline.Message: []pipeline.Step{step("validate", tt.with)}}, pipeline.Deps{})
 			ev := messageEvent(newSender(1), tt.body, nil)
 			err := p.Run(context.Background(), ev)
 			if got := code(err); got != tt.wantCode {
@@ -50,7 +50,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestValidateTooLongReasonNamesLimit(t *testing.T) {
-	p := build(t, pipeline.Config{Message: []pipeline.Step{step("validate", map[string]any{"max_length": 3})}}, pipeline.Deps{})
+	p := build(t, pipeline.Config{pipeline.Message: []pipeline.Step{step("validate", map[string]any{"max_length": 3})}}, pipeline.Deps{})
 	err := p.Run(context.Background(), messageEvent(newSender(1), "abcd", nil))
 	if pe := pipeline.AsError(err); pe.Code != pipeline.CodeTooLong || !strings.Contains(pe.Reason, "3") {
 		t.Fatalf("got %v, want too_long naming the limit 3", err)
@@ -68,7 +68,7 @@ func TestValidateLetsOtherKindsThrough(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			steps := []pipeline.Step{step("validate", nil)}
-			p := build(t, pipeline.Config{Join: steps, Leave: steps}, pipeline.Deps{})
+			p := build(t, pipeline.Config{pipeline.Join: steps, pipeline.Leave: steps}, pipeline.Deps{})
 			ev := &pipeline.Event{Kind: tt.kind, Sender: newSender(1)}
 			if err := p.Run(context.Background(), ev); err != nil {
 				t.Fatalf("a %s event without a body was rejected: %v", tt.kind, err)

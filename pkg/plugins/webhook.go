@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -44,9 +43,9 @@ type WebhookOptions struct {
 	// Headers are added to every request (e.g. an Authorization token).
 	// Default none.
 	Headers map[string]string `mapstructure:"headers"`
-	// Kinds are the events sent: any of "join", "message", "leave" (a list,
-	// or one comma-separated string). Other events pass without a call.
-	// Default ["message"].
+	// Kinds are the events sent: any of "join", "message", "leave" or a
+	// custom kind (a list, or one comma-separated string). Other events pass
+	// without a call. Default ["message"].
 	Kinds []string `mapstructure:"kinds"`
 }
 
@@ -68,11 +67,11 @@ func (o *WebhookOptions) Validate() error {
 		return fmt.Errorf("timeout must be positive, got %v", o.Timeout)
 	}
 	if len(o.Kinds) == 0 {
-		return errors.New("kinds must name at least one of join, message, leave")
+		return errors.New("kinds must name at least one of join, message, leave or a custom kind")
 	}
 	for _, k := range o.Kinds {
-		if !slices.Contains(pipeline.Kinds, pipeline.Kind(k)) {
-			return fmt.Errorf("kinds: unknown kind %q (known: join, message, leave)", k)
+		if err := pipeline.CheckKind(pipeline.Kind(k)); err != nil {
+			return fmt.Errorf("kinds: unknown kind %q (known: join, message, leave or a custom kind)", k)
 		}
 	}
 	return nil

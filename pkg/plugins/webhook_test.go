@@ -57,7 +57,7 @@ func TestWebhook(t *testing.T) {
 				with[k] = v
 			}
 			deps, pub, _ := testDeps(t)
-			p := build(t, pipeline.Config{Message: []pipeline.Step{step("webhook", with), step("broadcast", nil)}}, deps)
+			p := build(t, pipeline.Config{pipeline.Message: []pipeline.Step{step("webhook", with), step("broadcast", nil)}}, deps)
 			s := newSender(3)
 			ev := messageEvent(s, "hello", nil)
 			ev.Envelope.Body = "hello"
@@ -115,8 +115,8 @@ func TestWebhookRequest(t *testing.T) {
 	defer srv.Close()
 	deps, _, _ := testDeps(t)
 	p := build(t, pipeline.Config{
-		Join:    []pipeline.Step{step("webhook", map[string]any{"url": srv.URL})},
-		Message: []pipeline.Step{step("username", nil), step("webhook", map[string]any{"url": srv.URL, "headers": map[string]any{"Authorization": "Bearer t0k"}})},
+		pipeline.Join:    []pipeline.Step{step("webhook", map[string]any{"url": srv.URL})},
+		pipeline.Message: []pipeline.Step{step("username", nil), step("webhook", map[string]any{"url": srv.URL, "headers": map[string]any{"Authorization": "Bearer t0k"}})},
 	}, deps)
 	s := newSender(9)
 	s.name = "ann"
@@ -149,7 +149,7 @@ func TestWebhookOptions(t *testing.T) {
 		{map[string]any{"url": "http://x", "kinds": "message,online"}, `unknown kind "online"`},
 	}
 	for _, tt := range tests {
-		_, err := pipeline.Build(pipeline.Config{Message: []pipeline.Step{step("webhook", tt.with)}}, pipeline.Deps{}, pipeline.BuildOptions{})
+		_, err := pipeline.Build(pipeline.Config{pipeline.Message: []pipeline.Step{step("webhook", tt.with)}}, pipeline.Deps{}, pipeline.BuildOptions{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("with %v: err = %v, want %q", tt.with, err, tt.want)
 		}
@@ -204,7 +204,7 @@ func TestWebhookReusesConnections(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 	deps, _, _ := testDeps(t)
-	p := build(t, pipeline.Config{Message: []pipeline.Step{step("webhook", map[string]any{"url": srv.URL})}}, deps)
+	p := build(t, pipeline.Config{pipeline.Message: []pipeline.Step{step("webhook", map[string]any{"url": srv.URL})}}, deps)
 	const concurrent = 8
 	for round := range 2 {
 		var wg sync.WaitGroup

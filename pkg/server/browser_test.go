@@ -375,7 +375,7 @@ document.addEventListener("DOMContentLoaded", function () {
 //     of a reconnect, so no false "messages may be missing" notice shows.
 func TestBrowserFirstPaintAndPlainMessages(t *testing.T) {
 	s := startServer(t, func(cfg *config.Config) {
-		cfg.Pipelines.Message = []pipeline.Step{
+		cfg.Pipelines[pipeline.Message] = []pipeline.Step{
 			{Use: "username", With: map[string]any{"allow_rename": true}},
 			{Use: "validate"},
 			{Use: "render_html"},

@@ -19,6 +19,7 @@ const (
 	closeGoingAway     = websocket.CloseGoingAway       // 1001: server shutting down
 	closePolicy        = websocket.ClosePolicyViolation // 1008: send queue overflow, refused join
 	closeUnsupported   = websocket.CloseUnsupportedData // 1003: binary frame, when so configured
+	closeExpired       = 4002                           // the token the client joined with expired
 	closeControlWindow = time.Second                    // how long a close frame may take
 )
 
@@ -347,6 +348,16 @@ func (c *client) writeDeadline() time.Time {
 // sendFrame queues an already encoded envelope to this client alone.
 func (c *client) sendFrame(frame []byte) error {
 	return c.enqueue(queued{f: newOutFrame(frame)})
+}
+
+// discard drops every frame queued so far. A joiner the join pipeline
+// refused gets nothing of the room: what reached its queue while it joined
+// never leaves the server (no writer has run yet).
+func (c *client) discard() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.queue)
+	c.queue, c.others = c.queue[:0], 0
 }
 
 // heard pushes the read deadline back: the client sent a frame or a pong.

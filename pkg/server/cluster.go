@@ -36,6 +36,7 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 	if s.cfg.Broker.Type != "redis" {
 		l := broker.NewLocal(store, deliver, s.log)
 		l.OnStoreError = func(string, error) { s.metrics.HistoryErrors.Inc() }
+		l.Direct = s.hub.deliverDirect
 		return l, nil
 	}
 	opt, err := redis.ParseURL(s.cfg.Redis.URL)
@@ -54,6 +55,7 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 		HistorySize:   s.cfg.History.Size,
 		Store:         store,
 		Deliver:       deliver,
+		Direct:        s.hub.deliverDirect,
 		Log:           s.log,
 		OnResubscribe: m.BrokerResubscribes.Inc,
 		OnRecovered:   func(n int) { m.BrokerRecovered.Add(float64(n)) },

@@ -23,6 +23,9 @@ func FuzzDecodeInbound(f *testing.F) {
 		`{"body": "hello", "username": "alice"}`, `{"body": ""}`, `{}`, `[1,2]`, `"x"`, `null`,
 		`{"body": 5}`, `{"body": "a", "username": null}`, "{\"body\": \"\xff\"}", `{"body": "\ud800"}`,
 		`{"body":"` + strings.Repeat("[", 100) + `"}`, strings.Repeat("[", 10000), `{"body":"x","body":"y"}`,
+		`{"type":"typing","data":{"a":[1,{"b":null}]},"to":"bob","ref":"r-1"}`, `{"body":"x","tо":"bob"}`,
+		`{"data":[1]}`, `{"data":null,"ref":"x"}`, `{"ref":""}`, `{"ref":"` + strings.Repeat("r", 65) + `"}`,
+		`{"to":" "}`, `{"body":"x"} {"body":"y"}`, `{"Body":"x"}`, `{"ref":"é"}`, `{"type":5,"ref":"k"}`,
 	} {
 		f.Add(websocket.TextMessage, []byte(s))
 	}
@@ -33,20 +36,43 @@ func FuzzDecodeInbound(f *testing.F) {
 			if perr.Code != pipeline.CodeInvalidJSON || perr.Reason == "" || len(perr.Reason) > 200 {
 				t.Fatalf("rejection %+v", perr)
 			}
-			if in != (pipeline.Inbound{}) {
+			if in.Type != "" || in.Body != "" || in.Username != nil || in.Data != nil || in.To != "" {
 				t.Fatalf("rejected frame decoded to %+v", in)
+			}
+			if in.Ref != "" && !validRef(in.Ref) {
+				t.Fatalf("rejection carries an invalid ref %q", in.Ref)
 			}
 			return
 		}
 		if mt != websocket.TextMessage || !utf8.Valid(data) {
 			t.Fatalf("accepted a frame of type %d / invalid UTF-8", mt)
 		}
-		var want pipeline.Inbound
-		if err := json.Unmarshal(data, &want); err != nil {
+		// What encoding/json sees, case-sensitively: only the six fields.
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(data, &fields); err != nil {
 			t.Fatalf("accepted what encoding/json refuses: %v", err)
 		}
-		if want.Body != in.Body || (want.Username == nil) != (in.Username == nil) {
-			t.Fatalf("decoded %+v, json says %+v", in, want)
+		str := func(k string) string {
+			var v string
+			_ = json.Unmarshal(fields[k], &v)
+			return v
+		}
+		for k := range fields {
+			switch k {
+			case "type", "body", "username", "data", "to", "ref":
+			default:
+				t.Fatalf("accepted a frame with field %q", k)
+			}
+		}
+		if in.Type != str("type") || in.Body != str("body") || in.To != str("to") || in.Ref != str("ref") ||
+			(in.Username != nil) != (fields["username"] != nil && string(fields["username"]) != "null") {
+			t.Fatalf("decoded %+v, json says %s", in, data)
+		}
+		if in.Ref != "" && !validRef(in.Ref) {
+			t.Fatalf("accepted ref %q", in.Ref)
+		}
+		if in.Data != nil && (pipeline.CheckData(in.Data) != nil || in.Data[0] != '{') {
+			t.Fatalf("accepted data %s", in.Data)
 		}
 	})
 }
@@ -91,7 +117,7 @@ func FuzzMessagePipeline(f *testing.F) {
 	f.Add("5byg5LiJ", []byte(`{"body": "`+strings.Repeat("字", 2001)+`"}`))
 	f.Add("\"\"", []byte("{\"body\": \"\xed\xa0\x80\"}"))
 	s := newTestServer(f, func(c *config.Config) {
-		c.Pipelines.Message[2].With = map[string]any{"rate": 1e9, "burst": 1 << 30} // fuzz the content, not the limiter
+		c.Pipelines[pipeline.Message][2].With = map[string]any{"rate": 1e9, "burst": 1 << 30} // fuzz the content, not the limiter
 	})
 	var seq int64
 	f.Fuzz(func(t *testing.T, cookie string, data []byte) {

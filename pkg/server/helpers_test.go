@@ -24,6 +24,7 @@ type frame struct {
 	Complete *bool               `json:"complete"`
 	Code     string              `json:"code"`
 	Reason   string              `json:"reason"`
+	Ref      string              `json:"ref"`
 	raw      []byte
 }
 
@@ -76,9 +77,9 @@ func newServer(t testing.TB, mutate func(*config.Config), opts server.Options) *
 
 // fastLimits raises the rate limit so tests can send bursts.
 func fastLimits(cfg *config.Config) {
-	for i, st := range cfg.Pipelines.Message {
+	for i, st := range cfg.Pipelines[pipeline.Message] {
 		if st.Use == "ratelimit" {
-			cfg.Pipelines.Message[i].With = map[string]any{"rate": 100000, "burst": 100000}
+			cfg.Pipelines[pipeline.Message][i].With = map[string]any{"rate": 100000, "burst": 100000}
 		}
 	}
 }

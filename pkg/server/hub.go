@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"sync"
 
+	"github.com/chatserver/chatserver/pkg/history"
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
@@ -105,6 +106,35 @@ func (h *hub) deliver(roomName, id string, frame []byte, kept bool) {
 	}
 	r.mu.RUnlock()
 	if h.delivered != nil {
+		h.delivered(n)
+	}
+}
+
+// deliverDirect queues a direct message to the local members of roomName
+// named to and to the connection with id from (the sender), and to no one
+// else. It implements broker.DirectFunc.
+func (h *hub) deliverDirect(roomName string, frame []byte, to string, from int64) {
+	h.mu.RLock()
+	r := h.rooms[roomName]
+	h.mu.RUnlock()
+	if r == nil {
+		return
+	}
+	var q queued
+	n := 0
+	r.mu.RLock()
+	for _, c := range r.members {
+		if c.id != from && c.Username() != to {
+			continue
+		}
+		if q.f == nil {
+			q = queued{id: history.IDOf(frame), f: newOutFrame(frame)}
+		}
+		_ = c.enqueue(q)
+		n++
+	}
+	r.mu.RUnlock()
+	if h.delivered != nil && n > 0 {
 		h.delivered(n)
 	}
 }

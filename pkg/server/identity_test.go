@@ -15,11 +15,17 @@ import (
 
 const identitySecret = "0123456789abcdef0123456789abcdef"
 
+func cookieHeader(cookie string) http.Header {
+	h := http.Header{}
+	h.Set("Cookie", cookie)
+	return h
+}
+
 // withIdentity puts both username steps in the given mode.
 func withIdentity(with map[string]any) func(*config.Config) {
 	return func(c *config.Config) {
-		c.Pipelines.Join[0] = pipeline.Step{Use: "username", With: with}
-		c.Pipelines.Message[0] = pipeline.Step{Use: "username", With: with}
+		c.Pipelines[pipeline.Join][0] = pipeline.Step{Use: "username", With: with}
+		c.Pipelines[pipeline.Message][0] = pipeline.Step{Use: "username", With: with}
 	}
 }
 
@@ -51,20 +57,37 @@ func TestJoinNeedsAProvenIdentity(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := startServer(t, withIdentity(tt.with))
+			// A member is in the room and has said something: the room
+			// has history and presence that a refused joiner must not see.
+			member := s.dial(t, "token="+tok("carol", time.Hour), cookieHeader("identity="+plugins.SignUsername([]byte(identitySecret), "carol")))
+			member.expect("history")
+			member.expect("online")
+			member.send(map[string]any{"body": "the room's secret"})
+			member.expect("message")
+
 			h := http.Header{}
 			if tt.cookie != "" {
 				h.Set("Cookie", tt.cookie)
 			}
 			c := s.dial(t, tt.query, h)
-			c.expect("history")
 			if tt.want == "" {
+				// Nothing of the room before (or after) the refusal: the
+				// error is the first frame, then the close.
 				if e := c.expect("error"); e.Code != pipeline.CodeRejected {
 					t.Fatalf("got %s", e.raw)
 				}
 				if code := c.closeCode(); code != websocket.ClosePolicyViolation {
 					t.Fatalf("close code %d, want 1008", code)
 				}
+				// Nobody heard of it: the member's next frame is its own echo.
+				member.send(map[string]any{"body": "still alone"})
+				if f := member.read(); f.Type != "message" || f.Body != "still alone" {
+					t.Fatalf("the member heard %s, want its own message", f.raw)
+				}
 				return
+			}
+			if h := c.expect("history"); len(h.Messages) != 1 || h.Messages[0].Body != "the room's secret" {
+				t.Fatalf("an accepted joiner's history: %s", h.raw)
 			}
 			if on := c.expect("online"); on.Username != tt.want {
 				t.Fatalf("online as %q, want %q", on.Username, tt.want)

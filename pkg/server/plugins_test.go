@@ -36,7 +36,7 @@ func init() {
 func TestPluginTimeoutCostsOneEvent(t *testing.T) {
 	s := startServer(t, func(cfg *config.Config) {
 		cfg.Plugins.Timeout = 100 * time.Millisecond
-		cfg.Pipelines.Message = append([]pipeline.Step{{Use: "test_sleep"}}, cfg.Pipelines.Message...)
+		cfg.Pipelines[pipeline.Message] = append([]pipeline.Step{{Use: "test_sleep"}}, cfg.Pipelines[pipeline.Message]...)
 	})
 	c := s.dial(t, "", nil)
 	c.expect("history")
@@ -58,9 +58,9 @@ func TestPluginTimeoutCostsOneEvent(t *testing.T) {
 // /metrics counts a rejection against the step that made it.
 func TestMetricsCountPluginErrorsByStep(t *testing.T) {
 	s := startServer(t, func(cfg *config.Config) {
-		for i, st := range cfg.Pipelines.Message {
+		for i, st := range cfg.Pipelines[pipeline.Message] {
 			if st.Use == "ratelimit" {
-				cfg.Pipelines.Message[i].With = map[string]any{"rate": 0.001, "burst": 1}
+				cfg.Pipelines[pipeline.Message][i].With = map[string]any{"rate": 0.001, "burst": 1}
 			}
 		}
 	})

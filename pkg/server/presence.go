@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"slices"
 
 	"github.com/chatserver/chatserver/pkg/broker"
 	"github.com/chatserver/chatserver/pkg/pipeline"
@@ -18,59 +20,60 @@ import (
 // still learns its client_id and name, and /api/rooms/{room}/members says
 // who is there. Rooms at or under the limit behave exactly as SPEC §5 says.
 
-// quietKey marks, in an event's context, a presence event not to broadcast.
-type quietKey struct{}
-
-// quietPresence is the presence event whose broadcast is suppressed.
-type quietPresence struct {
-	id     string  // the event's envelope id
-	joiner *client // the joining client (nil for leave)
-}
-
-// quietIfCrowded returns ctx marked so that the broadcast of the presence
-// event id (of kind) is suppressed, when c's room is over the limit.
-func (s *Server) quietIfCrowded(ctx context.Context, c *client, kind pipeline.Kind, id string) context.Context {
+// quietIfCrowded sets ev.Quiet when ev is a presence event of kind in a
+// room over the limit: its broadcast is then cut short (see
+// presencePublisher).
+func (s *Server) quietIfCrowded(ev *pipeline.Event, c *client, kind pipeline.Kind) {
 	limit := s.cfg.WebSocket.PresenceLimit
-	if limit <= 0 || kind == pipeline.Message {
-		return ctx
+	if limit <= 0 || (kind != pipeline.Join && kind != pipeline.Leave) {
+		return
 	}
 	n := s.hub.size(c.room) // the joiner is in already
 	if kind == pipeline.Leave {
 		n++ // the leaver has left already: count the room it left
 	}
-	if n <= limit {
-		return ctx
-	}
-	q := &quietPresence{id: id}
-	if kind == pipeline.Join {
-		q.joiner = c
-	}
-	return context.WithValue(ctx, quietKey{}, q)
+	ev.Quiet = n > limit
 }
 
-// presencePublisher is the Publisher plugins get: the broker, except for the
-// presence events of crowded rooms (see quietIfCrowded).
+// presencePublisher is the Publisher plugins get: the broker, which it asks
+// for a direct delivery when the publication has a recipient, and which it
+// skips for the presence events of crowded rooms (Publication.Quiet).
 type presencePublisher struct {
 	broker.Broker
 	s *Server
 }
 
 // Publish implements pipeline.Publisher.
-func (p presencePublisher) Publish(ctx context.Context, room, id string, frame []byte, keep bool) error {
-	q, _ := ctx.Value(quietKey{}).(*quietPresence)
-	if q == nil || q.id != id {
-		return p.Broker.Publish(ctx, room, id, frame, keep)
+func (p presencePublisher) Publish(ctx context.Context, pub pipeline.Publication) error {
+	switch {
+	case pub.To != "":
+		return p.s.publishDirect(ctx, pub)
+	case !pub.Quiet:
+		return p.Broker.Publish(ctx, pub.Room, pub.ID, pub.Frame, pub.Keep)
 	}
 	p.s.metrics.PresenceSuppressed.Inc()
-	if keep { // history keeps presence events: keep it, without the fan-out
-		if err := p.s.store.Append(ctx, room, id, frame); err != nil {
+	if pub.Keep { // history keeps presence events: keep it, without the fan-out
+		if err := p.s.store.Append(ctx, pub.Room, pub.ID, pub.Frame); err != nil {
 			return err
 		}
 	}
-	if q.joiner != nil {
-		_ = q.joiner.sendFrame(frame)
+	if pub.Sender != nil {
+		_ = pub.Sender.Send(pub.Frame)
 	}
 	return nil
+}
+
+// publishDirect sends a direct message, after checking that a member of
+// that name is in the room (on any node).
+func (s *Server) publishDirect(ctx context.Context, pub pipeline.Publication) error {
+	members, err := s.members(ctx, pub.Room)
+	if err != nil && len(members) == 0 {
+		return fmt.Errorf("listing the members of room %q: %w", pub.Room, err)
+	}
+	if !slices.ContainsFunc(members, func(m pipeline.Member) bool { return m.Username == pub.To }) {
+		return pipeline.Reject(pipeline.CodeNoRecipient, "nobody named %q is in room %q", pub.To, pub.Room)
+	}
+	return s.broker.PublishDirect(ctx, pub.Room, pub.Frame, pub.To, pub.From)
 }
 
 var _ pipeline.Publisher = presencePublisher{}

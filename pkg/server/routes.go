@@ -65,11 +65,17 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "invalid room name: want 1-64 characters of A-Z a-z 0-9 _ . -", http.StatusBadRequest)
 		return
 	}
-	entries, err := s.store.Recent(r.Context(), room, 0)
-	if err != nil {
-		s.log.Warn("page: history unavailable", "room", room, "err", err)
+	data := pageData{Room: room, Messages: []pipeline.Envelope{}}
+	// When a join step guards the room (signed or jwt identities), the page
+	// is served to anyone: it carries no messages, and its script gets the
+	// history over the WebSocket once the join was accepted.
+	var entries []history.Entry
+	if !s.pipelines.Load().Guarded() {
+		var err error
+		if entries, err = s.store.Recent(r.Context(), room, 0); err != nil {
+			s.log.Warn("page: history unavailable", "room", room, "err", err)
+		}
 	}
-	data := pageData{Room: room, Messages: make([]pipeline.Envelope, 0, len(entries))}
 	for _, e := range entries {
 		var env pipeline.Envelope
 		if json.Unmarshal(e.Frame, &env) == nil && env.Type == pipeline.TypeMessage {

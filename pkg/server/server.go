@@ -87,6 +87,7 @@ type Server struct {
 	// presence and rdb exist with broker redis (see cluster.go).
 	presence clusterPresence
 	rdb      *redis.Client
+	refs     refStore    // accepted refs: resends are acked, not run again (refs.go)
 	flush    *flushClock // nil: websocket.write_delay is 0
 	linger   *flushClock // times idle writers' exit (see client.writeLoop)
 	// presenceAllowance is how many presence frames may wait for a client
@@ -136,6 +137,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	if s.broker, err = newBroker(s.store, s.hub.deliver); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if s.rdb != nil {
+		s.refs = &redisRefs{rdb: s.rdb, prefix: cfg.Redis.KeyPrefix, ttl: cfg.WebSocket.RefTTL, log: s.log}
+	} else {
+		s.refs = newMemoryRefs(cfg.WebSocket.RefTTL, defaultMaxRefs)
 	}
 	s.hub.opened = func(room string) { _ = s.broker.Subscribe(context.Background(), room) }
 	s.hub.closed = func(room string) { _ = s.broker.Unsubscribe(context.Background(), room) }

@@ -1,13 +1,18 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -118,24 +123,42 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.heard()
 	ws.SetPongHandler(func(string) error { c.heard(); return nil }) // pongs gorilla reads; see waitReadable
 
-	if err := s.sendHistory(r.Context(), c, r.URL.Query().Get("since")); err != nil {
-		s.log.Error("reading history for a new client", "room", roomName, "err", err)
-	}
-	c.start()
-
+	// The join pipeline decides before anything of the room leaves the
+	// server: frames that reach c meanwhile wait in its queue, which no
+	// writer reads until start, and a refused joiner's queue is discarded.
+	// Its own online (the join's broadcast) waits there too, behind the
+	// history frame that sendHistory puts at the head.
 	// The connection outlives the request: its events get a context of
 	// their own (the request's is cancelled, and its values recycled, when
 	// this handler returns).
 	ctx := context.Background()
-	joined := s.runEvent(ctx, c, pipeline.Join, pipeline.Inbound{})
+	ev, err := s.runEvent(ctx, c, pipeline.Join, pipeline.Inbound{})
+	if err != nil {
+		s.leaveRoom(c) // no more deliveries; then what came meanwhile goes
+		c.discard()
+		s.replyError(c, pipeline.AsError(err), "")
+		c.close(closePolicy, "join refused")
+		c.start()
+		started = true
+		go s.runConn(ctx, c, time.Time{}, release) //nolint:gosec // G118: as below
+		return
+	}
+	c.present.Store(true)
+	s.present(c)
+	if err := s.sendHistory(r.Context(), c, r.URL.Query().Get("since")); err != nil {
+		s.log.Error("reading history for a new client", "room", roomName, "err", err)
+	}
+	c.start()
 	started = true
-	go s.runConn(ctx, c, joined, release) //nolint:gosec // G118: the connection outlives the request, see above
+	go s.runConn(ctx, c, ev.ExpiresAt, release) //nolint:gosec // G118: the connection outlives the request, see above
 }
 
 // runConn is the connection's reader: the read loop, then leave. It returns
 // once the writer is done too, and then gives back the connection's slot in
-// the per-address limit (release).
-func (s *Server) runConn(ctx context.Context, c *client, joined bool, release func()) {
+// the per-address limit (release). A client that is not present was refused
+// at join and is closing: it only waits for its writer. A non-zero expires is
+// when the identity the client proved runs out: it is closed then (4002).
+func (s *Server) runConn(ctx context.Context, c *client, expires time.Time, release func()) {
 	defer s.conns.Done()
 	defer release()
 	defer s.metrics.Connections.Dec()
@@ -152,17 +175,21 @@ func (s *Server) runConn(ctx context.Context, c *client, joined bool, release fu
 			<-c.done
 		}
 	}()
+	joined := c.present.Load()
 	if joined {
-		c.present.Store(true)
-		s.present(c)
+		if !expires.IsZero() {
+			t := time.AfterFunc(time.Until(expires), func() {
+				s.metrics.Dropped.WithLabelValues("expired").Inc()
+				c.close(closeExpired, "token expired")
+			})
+			defer t.Stop()
+		}
 		s.readLoop(ctx, c)
-	} else {
-		c.close(closePolicy, "join refused")
 	}
 
 	s.leaveRoom(c)
 	if joined {
-		s.runEvent(ctx, c, pipeline.Leave, pipeline.Inbound{})
+		_, _ = s.runEvent(ctx, c, pipeline.Leave, pipeline.Inbound{})
 	}
 	c.close(websocket.CloseNormalClosure, "")
 	<-c.done
@@ -266,16 +293,27 @@ func (s *Server) readLoop(ctx context.Context, c *client) {
 		in, perr := decodeInbound(mt, data)
 		if perr != nil {
 			s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()
-			s.replyError(c, perr)
+			s.replyError(c, perr, in.Ref)
 			continue
 		}
-		s.runEvent(ctx, c, pipeline.Message, in)
+		s.handleFrame(ctx, c, in)
 	}
 }
 
+// maxRefLen bounds a ref: the client's name for a frame, not a payload.
+const maxRefLen = 64
+
 // decodeInbound decodes and validates one inbound frame of type mt. It is
 // pure (no I/O, no server state) so that it can be fuzzed on its own; the
-// rejection it returns is what the sender is told.
+// rejection it returns is what the sender is told. When the frame is
+// rejected, the Inbound still carries its ref if that was readable, so the
+// error can name the frame it answers.
+//
+// It is strict where encoding/json is lenient: a field that is not one of
+// type, body, username, data, to and ref is an error, names match exactly
+// (encoding/json would take "TO" for "to") and a field may not appear twice
+// (encoding/json keeps the last) — a client that believes it sent a private
+// `to` must never have the frame broadcast. A null field is an absent one.
 func decodeInbound(mt int, data []byte) (pipeline.Inbound, *pipeline.Error) {
 	var in pipeline.Inbound
 	if mt != websocket.TextMessage {
@@ -284,24 +322,171 @@ func decodeInbound(mt int, data []byte) (pipeline.Inbound, *pipeline.Error) {
 	if !utf8.Valid(data) {
 		return in, pipeline.Reject(pipeline.CodeInvalidJSON, "frame is not valid UTF-8")
 	}
-	if err := json.Unmarshal(data, &in); err != nil {
-		return pipeline.Inbound{}, pipeline.Reject(pipeline.CodeInvalidJSON, `want {"body": "…"}: %s`, jsonProblem(err))
+	if err := decodeFields(data, &in); err != nil {
+		ref := refOnly(data)
+		return pipeline.Inbound{Ref: ref}, pipeline.Reject(pipeline.CodeInvalidJSON, `want {"body": "…"}: %s`, err)
 	}
 	return in, nil
 }
 
-// jsonProblem says what is wrong with a frame without echoing it back.
-func jsonProblem(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return "field " + te.Field + " must be a " + te.Type.String()
+// decodeFields reads the one JSON object of data into in.
+func decodeFields(data []byte, in *pipeline.Inbound) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return errors.New("a frame is a JSON object")
 	}
-	return err.Error()
+	var seen [6]bool
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return jsonProblem(err)
+		}
+		key, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return jsonProblem(err)
+		}
+		i := slices.Index(inboundFields, key)
+		switch {
+		case i < 0:
+			return fmt.Errorf("unknown field %q (known: %s)", key, strings.Join(inboundFields, ", "))
+		case seen[i]:
+			return fmt.Errorf("field %q appears twice", key)
+		}
+		seen[i] = true
+		if string(raw) == "null" {
+			continue
+		}
+		if key == "data" {
+			if raw[0] != '{' {
+				return errors.New("field data must be a JSON object")
+			}
+			in.Data = raw
+			continue
+		}
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("field %s must be a string", key)
+		}
+		switch key {
+		case "type":
+			in.Type = v
+		case "body":
+			in.Body = v
+		case "username":
+			in.Username = &v
+		case "to":
+			if strings.TrimSpace(v) == "" {
+				return errors.New("field to must name a member of the room")
+			}
+			in.To = v
+		case "ref":
+			if !validRef(v) {
+				return fmt.Errorf("field ref must be 1-%d printable ASCII characters", maxRefLen)
+			}
+			in.Ref = v
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return jsonProblem(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("one JSON object per frame, then nothing")
+	}
+	return nil
+}
+
+// inboundFields are the fields of an inbound frame, in the order errors list them.
+var inboundFields = []string{"type", "body", "username", "data", "to", "ref"}
+
+// refOnly reads just the ref of a frame that failed to decode, so that the
+// error can carry it; "" when there is none or it is not valid.
+func refOnly(data []byte) string {
+	var r map[string]json.RawMessage
+	var ref string
+	if json.Unmarshal(data, &r) != nil || json.Unmarshal(r["ref"], &ref) != nil || !validRef(ref) {
+		return ""
+	}
+	return ref
+}
+
+// validRef reports whether ref is 1-64 printable ASCII characters.
+func validRef(ref string) bool {
+	if ref == "" || len(ref) > maxRefLen {
+		return false
+	}
+	for i := 0; i < len(ref); i++ {
+		if ref[i] < 0x20 || ref[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// jsonProblem says what is wrong with a frame without echoing it back.
+func jsonProblem(err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("not valid JSON at byte %d: %v", se.Offset, se)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return errors.New("the JSON object is cut short")
+	}
+	return err
+}
+
+// handleFrame runs one decoded frame through the pipeline of its kind and
+// answers it: an error, or, when it had a ref, an ack.
+func (s *Server) handleFrame(ctx context.Context, c *client, in pipeline.Inbound) {
+	kind := in.Kind()
+	if kind == pipeline.Join || kind == pipeline.Leave || !s.pipelines.Load().Has(kind) {
+		s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()
+		s.replyError(c, pipeline.Reject(pipeline.CodeUnknownType, "type %q names no event kind of this server", in.Type), in.Ref)
+		return
+	}
+	var key string
+	if in.Ref != "" {
+		key = s.refs.key(c.room, c.Username(), in.Ref)
+		id, st := s.refs.claim(ctx, key)
+		switch st {
+		case refAccepted: // a resend: acknowledged again, not run again
+			s.metrics.RefResends.Inc()
+			s.replyAck(c, in.Ref, id)
+			return
+		case refPending:
+			s.replyError(c, pipeline.Reject(pipeline.CodeRejected, "a frame with ref %q is still being handled; resend it later", in.Ref), in.Ref)
+			return
+		}
+	}
+	ev, err := s.runEvent(ctx, c, kind, in)
+	if err != nil {
+		if key != "" {
+			s.refs.release(ctx, key)
+		}
+		s.replyError(c, pipeline.AsError(err), in.Ref)
+		return
+	}
+	if key != "" {
+		id := producedID(ev)
+		s.refs.accept(ctx, key, id)
+		s.replyAck(c, in.Ref, id)
+	}
+}
+
+// producedID is the id of the envelope an accepted event produced: published
+// (or kept by a history step without a broadcast). An event that produced
+// none (a command answered to the sender alone) has "".
+func producedID(ev *pipeline.Event) string {
+	if ev.Published || ev.Keep && ev.Completed() {
+		return ev.Envelope.ID
+	}
+	return ""
 }
 
 // runEvent builds an event of kind for c and runs it through the current
-// pipelines. It reports whether the event went through.
-func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in pipeline.Inbound) bool {
+// pipelines. It returns the event and what the pipeline returned; the
+// caller tells the client.
+func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in pipeline.Inbound) (*pipeline.Event, error) {
 	ev := &pipeline.Event{Kind: kind, In: in, Sender: c}
 	ev.Envelope = pipeline.Envelope{
 		ID:       uuid.NewString(),
@@ -309,14 +494,16 @@ func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in
 		Room:     c.room,
 		ClientID: c.id,
 		Username: c.Username(),
+		To:       in.To,
+		Data:     in.Data,
 	}
 	ev.Envelope.Stamp(time.Now())
-	ctx = s.quietIfCrowded(ctx, c, kind, ev.Envelope.ID)
+	s.quietIfCrowded(ev, c, kind)
 
 	err := s.pipelines.Load().Run(ctx, ev)
 	if err == nil {
 		s.metrics.EventsIn.WithLabelValues(string(kind), "ok").Inc()
-		return true
+		return ev, nil
 	}
 	pe := pipeline.AsError(err)
 	outcome := "rejected"
@@ -325,15 +512,22 @@ func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in
 		s.log.Error("pipeline failed", "pipeline", string(kind), "client_id", c.id, "room", c.room, "err", err)
 	}
 	s.metrics.EventsIn.WithLabelValues(string(kind), outcome).Inc()
-	if kind != pipeline.Leave {
-		s.replyError(c, pe)
-	}
-	return false
+	return ev, err
 }
 
-// replyError sends an error frame to c alone.
-func (s *Server) replyError(c *client, e *pipeline.Error) {
-	b, err := json.Marshal(pipeline.ErrorFrame{Type: pipeline.TypeError, Code: e.Code, Reason: e.Reason})
+// replyError sends an error frame to c alone; ref is the ref of the frame
+// it answers, if any.
+func (s *Server) replyError(c *client, e *pipeline.Error, ref string) {
+	b, err := json.Marshal(pipeline.ErrorFrame{Type: pipeline.TypeError, Code: e.Code, Reason: e.Reason, Ref: ref})
+	if err == nil {
+		_ = c.sendFrame(b)
+	}
+}
+
+// replyAck acknowledges the frame ref to c alone, with the id of the
+// envelope it produced ("" for none).
+func (s *Server) replyAck(c *client, ref, id string) {
+	b, err := json.Marshal(pipeline.AckFrame{Type: pipeline.TypeAck, Ref: ref, ID: id})
 	if err == nil {
 		_ = c.sendFrame(b)
 	}

@@ -459,7 +459,7 @@ func init() {
 
 func TestPanickingPluginCostsOneEvent(t *testing.T) {
 	s := startServer(t, func(c *config.Config) {
-		c.Pipelines.Message = append([]pipeline.Step{{Use: "test_panic"}}, c.Pipelines.Message...)
+		c.Pipelines[pipeline.Message] = append([]pipeline.Step{{Use: "test_panic"}}, c.Pipelines[pipeline.Message]...)
 	})
 	c := s.dial(t, "", nil)
 	c.expect("history")

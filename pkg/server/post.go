@@ -1,0 +1,130 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/chatserver/chatserver/pkg/pipeline"
+)
+
+// Post runs a frame from a trusted backend (the server API's caller) through
+// room's pipeline for the frame's kind, as a member named username would send
+// it: the same steps run (validate, filter, render_html, history, broadcast,
+// a direct message's `to`), except that the name is taken as given and
+// per-client rate limits do not apply (see pipeline.Trusted). The room needs
+// no members: a kept message lands in history.
+//
+// It returns the envelope exactly as it was published (or as the pipeline
+// left it, if no step published it). A frame with a ref that was accepted
+// before (same username, same room, within websocket.ref_ttl) is not run
+// again: Post returns its ack frame, {"type":"ack","ref":…,"id":…}. A
+// refusal is a *pipeline.Error (see pipeline.AsError).
+func (s *Server) Post(ctx context.Context, room, username string, in pipeline.Inbound) ([]byte, error) {
+	if !ValidRoom(room) {
+		return nil, pipeline.Reject(pipeline.CodeInvalidJSON, "invalid room name: want 1-64 characters of A-Z a-z 0-9 _ . -")
+	}
+	if username == "" {
+		return nil, pipeline.Reject(pipeline.CodeInvalidJSON, "username is required")
+	}
+	kind := in.Kind()
+	p := s.pipelines.Load()
+	if kind == pipeline.Join || kind == pipeline.Leave || !p.Has(kind) {
+		return nil, pipeline.Reject(pipeline.CodeUnknownType, "type %q names no event kind of this server", in.Type)
+	}
+	if err := pipeline.CheckData(in.Data); err != nil {
+		return nil, pipeline.Reject(pipeline.CodeInvalidJSON, "field data: %v", err)
+	}
+	var key string
+	if in.Ref != "" {
+		if !validRef(in.Ref) {
+			return nil, pipeline.Reject(pipeline.CodeInvalidJSON, "field ref must be 1-%d printable ASCII characters", maxRefLen)
+		}
+		key = s.refs.key(room, username, in.Ref)
+		id, st := s.refs.claim(ctx, key)
+		switch st {
+		case refAccepted:
+			s.metrics.RefResends.Inc()
+			return json.Marshal(pipeline.AckFrame{Type: pipeline.TypeAck, Ref: in.Ref, ID: id})
+		case refPending:
+			return nil, pipeline.Reject(pipeline.CodeRejected, "a frame with ref %q is still being handled; resend it later", in.Ref)
+		}
+	}
+	sender := &apiSender{room: room, name: username}
+	ev := &pipeline.Event{Kind: kind, In: in, Sender: sender}
+	ev.Envelope = pipeline.Envelope{ID: uuid.NewString(), Type: kind.EnvelopeType(), Room: room,
+		Username: username, To: in.To, Data: in.Data}
+	ev.Envelope.Stamp(time.Now())
+	err := p.Run(ctx, ev)
+	if err != nil {
+		if key != "" {
+			s.refs.release(ctx, key)
+		}
+		s.metrics.EventsIn.WithLabelValues(string(kind), "rejected").Inc()
+		return nil, err
+	}
+	s.metrics.EventsIn.WithLabelValues(string(kind), "ok").Inc()
+	if key != "" {
+		s.refs.accept(ctx, key, producedID(ev))
+	}
+	frame, err := ev.Frame()
+	if err != nil {
+		return nil, fmt.Errorf("encoding the envelope: %w", err)
+	}
+	return frame, nil
+}
+
+// apiSender is the sender of a Post: no connection (client id 0, as the
+// server's own replies), a name the server vouches for, and state that lives
+// for the one event. What plugins reply to it is dropped: the API's answer
+// is the envelope.
+type apiSender struct {
+	room, name string
+
+	mu     sync.Mutex
+	values map[any]any
+}
+
+func (a *apiSender) ID() int64                    { return 0 }
+func (a *apiSender) Room() string                 { return a.room }
+func (a *apiSender) Cookie(string) (string, bool) { return "", false }
+func (a *apiSender) Query(string) string          { return "" }
+func (a *apiSender) RemoteAddr() string           { return "" }
+func (a *apiSender) Send([]byte) error            { return nil }
+func (a *apiSender) Trusted() bool                { return true }
+
+func (a *apiSender) Username() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.name
+}
+
+func (a *apiSender) SetUsername(name string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.name = name
+}
+
+func (a *apiSender) Value(key any) any {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.values[key]
+}
+
+func (a *apiSender) SetValue(key, value any) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.values == nil {
+		a.values = map[any]any{}
+	}
+	a.values[key] = value
+}
+
+var (
+	_ pipeline.Sender  = (*apiSender)(nil)
+	_ pipeline.Trusted = (*apiSender)(nil)
+)

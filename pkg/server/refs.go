@@ -1,0 +1,190 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Refs make resends idempotent. A client names a frame with a ref; once the
+// frame's pipeline completed, the ref is remembered (with the id of the
+// envelope it produced) for websocket.ref_ttl, keyed by room, sender name and
+// ref. A frame resent with that ref — typically after a reconnect, when the
+// client cannot know whether the first copy arrived — is acknowledged again
+// with the first id and not run, delivered or stored again.
+//
+// With broker.type redis the refs live in Redis with a TTL, so a resend to
+// another node is recognised too; on one node they live in memory, bounded.
+//
+// A ref is claimed (marked pending) before its frame runs, so two copies
+// racing each other do not both run: the second is told to resend later.
+// While Redis is unreachable, claims fail open: the frame runs (live chat
+// goes on) and its ref is not remembered.
+
+// refState is what a claim found.
+type refState int
+
+const (
+	refNew      refState = iota // not seen: the caller runs the frame
+	refAccepted                 // accepted before: ack it again with the id
+	refPending                  // another copy is running right now
+)
+
+// refStore remembers accepted refs.
+type refStore interface {
+	// key is the store's key for ref sent by name in room.
+	key(room, name, ref string) string
+	// claim marks key pending unless it is known; for an accepted key it
+	// returns the id it was accepted with.
+	claim(ctx context.Context, key string) (id string, st refState)
+	// accept records that key's frame was accepted, producing id ("" for none).
+	accept(ctx context.Context, key, id string)
+	// release forgets a pending key whose frame was refused: a resend runs.
+	release(ctx context.Context, key string)
+}
+
+// refHash hides names and refs (any bytes) inside a fixed-size key.
+func refHash(name, ref string) string {
+	h := sha256.Sum256([]byte(name + "\x00" + ref))
+	return hex.EncodeToString(h[:16])
+}
+
+// pendingID marks a claimed key whose frame is still running. An accepted
+// frame's id is a UUID or empty, so it can never be this.
+const pendingID = "\x00pending"
+
+// memoryRefs keeps refs in memory, at most max of them: when full, the
+// oldest go first (they would expire first, every entry living ttl).
+type memoryRefs struct {
+	ttl time.Duration
+	max int
+	now func() time.Time
+
+	mu    sync.Mutex
+	ids   map[string]memoryRef
+	order []string // keys in the order they were claimed; may hold stale keys
+}
+
+type memoryRef struct {
+	id      string
+	expires time.Time
+}
+
+// defaultMaxRefs bounds memoryRefs: ~100 bytes each, ~10 MB at most.
+const defaultMaxRefs = 100_000
+
+func newMemoryRefs(ttl time.Duration, max int) *memoryRefs {
+	return &memoryRefs{ttl: ttl, max: max, now: time.Now, ids: map[string]memoryRef{}}
+}
+
+func (m *memoryRefs) key(room, name, ref string) string { return room + "\x00" + refHash(name, ref) }
+
+func (m *memoryRefs) claim(_ context.Context, key string) (string, refState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	if r, ok := m.ids[key]; ok && now.Before(r.expires) {
+		if r.id == pendingID {
+			return "", refPending
+		}
+		return r.id, refAccepted
+	}
+	m.evict(now)
+	m.ids[key] = memoryRef{id: pendingID, expires: now.Add(m.ttl)}
+	m.order = append(m.order, key)
+	return "", refNew
+}
+
+// evict drops expired entries from the front of order, and the oldest
+// while the store is full. m.mu is held.
+func (m *memoryRefs) evict(now time.Time) {
+	n := 0
+	for ; n < len(m.order); n++ {
+		k := m.order[n]
+		r, ok := m.ids[k]
+		if ok && now.Before(r.expires) && len(m.ids) < m.max {
+			break
+		}
+		delete(m.ids, k)
+	}
+	if n > 0 {
+		m.order = append(m.order[:0], m.order[n:]...)
+	}
+}
+
+func (m *memoryRefs) accept(_ context.Context, key, id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.ids[key]; ok {
+		m.ids[key] = memoryRef{id: id, expires: m.now().Add(m.ttl)}
+	}
+}
+
+func (m *memoryRefs) release(_ context.Context, key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r, ok := m.ids[key]; ok && r.id == pendingID {
+		delete(m.ids, key)
+	}
+}
+
+// redisRefs keeps refs in Redis as PREFIX ref:ROOM:HASH → id, with a TTL.
+type redisRefs struct {
+	rdb    *redis.Client
+	prefix string
+	ttl    time.Duration
+	log    *slog.Logger
+}
+
+func (r *redisRefs) key(room, name, ref string) string {
+	return r.prefix + "ref:" + room + ":" + refHash(name, ref)
+}
+
+func (r *redisRefs) claim(ctx context.Context, key string) (string, refState) {
+	ok, err := r.rdb.SetNX(ctx, key, pendingID, r.ttl).Result()
+	if err == nil && ok {
+		return "", refNew
+	}
+	var id string
+	if err == nil {
+		id, err = r.rdb.Get(ctx, key).Result()
+		if errors.Is(err, redis.Nil) { // expired between the two commands
+			return r.claim(ctx, key)
+		}
+	}
+	if err != nil {
+		r.log.Warn("refs: Redis unreachable; the frame runs without resend protection", "err", err)
+		return "", refNew
+	}
+	if id == pendingID {
+		return "", refPending
+	}
+	return id, refAccepted
+}
+
+func (r *redisRefs) accept(ctx context.Context, key, id string) {
+	if err := r.rdb.Set(ctx, key, id, r.ttl).Err(); err != nil {
+		r.log.Warn("refs: remembering an accepted ref failed; a resend would run again", "err", err)
+	}
+}
+
+// releaseScript deletes a key only while it is still pending.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+func (r *redisRefs) release(ctx context.Context, key string) {
+	_ = releaseScript.Run(ctx, r.rdb, []string{key}, pendingID).Err()
+}
+
+var (
+	_ refStore = (*memoryRefs)(nil)
+	_ refStore = (*redisRefs)(nil)
+)
