@@ -287,12 +287,11 @@ export class Client {
       this._closed(ev.code, ev.reason || "");
     };
     ws.onerror = () => {
-      // A close event follows in browsers, but not always in Node 20's
-      // WebSocket (a refused connection stays CONNECTING): the socket is
-      // given up here, and its close, if any, ignored.
-      if (ws !== this._ws) return;
+      // A close event follows (with the server's code, if it sent one),
+      // except in Node 20's WebSocket when the connection failed: that
+      // socket stays CONNECTING with no close event, so it is given up here.
+      if (ws !== this._ws || ws.readyState !== 0) return;
       this._ws = null;
-      if (ws.readyState === 1) ws.close();
       this._closed(1006, "connection failed");
     };
   }

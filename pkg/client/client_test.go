@@ -19,6 +19,7 @@ import (
 	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/client"
 	"github.com/chatserver/chatserver/pkg/config"
+	"github.com/chatserver/chatserver/pkg/pipeline"
 	_ "github.com/chatserver/chatserver/pkg/plugins"
 	"github.com/chatserver/chatserver/pkg/server"
 )
@@ -38,9 +39,9 @@ func startServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, st := range cfg.Pipelines.Message {
+	for i, st := range cfg.Pipelines[pipeline.Message] {
 		if st.Use == "ratelimit" {
-			cfg.Pipelines.Message[i].With = map[string]any{"rate": 100000, "burst": 100000}
+			cfg.Pipelines[pipeline.Message][i].With = map[string]any{"rate": 100000, "burst": 100000}
 		}
 	}
 	srv, err := server.New(cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})

@@ -286,8 +286,11 @@ test("jwt mode: the token goes in the handshake's query parameter", async () => 
   const anon = client(srv.url, { room: "js-jwt" });
   const closes = [];
   anon.on("disconnect", (d) => closes.push(d));
+  // (The server sends error rejected, then closes with 1008; Node 20's
+  // WebSocket reports that close as 1006, the ws package as 1008.)
   await until("the refusal", () => closes.length >= 1);
-  assert.equal(closes[0].code, 1008);
+  assert.ok([1008, 1006].includes(closes[0].code), "close code " + closes[0].code);
+  assert.ok(closes[0].reconnect);
   assert.notEqual(anon.state, "connected");
 });
 
