@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/goleak"
 
 	"github.com/chatserver/chatserver/internal/testutil"
@@ -33,11 +34,14 @@ const wait = 10 * time.Second
 
 // startServer runs a real server (the embedded default config, with room for
 // bursts) on a loopback port until the test ends.
-func startServer(t *testing.T) string {
+func startServer(t *testing.T, mutate ...func(*config.Config)) string {
 	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, m := range mutate {
+		m(cfg)
 	}
 	for i, st := range cfg.Pipelines[pipeline.Message] {
 		if st.Use == "ratelimit" {
@@ -342,6 +346,72 @@ func TestDialFailsAndCloseIsFinal(t *testing.T) {
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Code != "http_400" {
 		t.Fatalf("Dial to an invalid room = %v, want http_400", err)
+	}
+}
+
+// jwtFor returns an HS256 token for name that expires in ttl.
+func jwtFor(t *testing.T, key, name string, ttl time.Duration) string {
+	t.Helper()
+	now := time.Now()
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"name": name, "iat": now.Unix(), "exp": now.Add(ttl).Unix(),
+	}).SignedString([]byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// In jwt mode the token goes in the handshake's ?token=. When it expires the
+// server closes with 4002: a client with a fixed Token stops for good (Err,
+// Events closed), one with a TokenFunc dials again with a new token.
+func TestTokenExpiry(t *testing.T) {
+	key := strings.Repeat("k", 32)
+	url := startServer(t, func(cfg *config.Config) {
+		id := pipeline.Step{Use: "username", With: map[string]any{"mode": "jwt", "jwt_key": key}}
+		cfg.Pipelines[pipeline.Join] = []pipeline.Step{id, {Use: "broadcast"}}
+		cfg.Pipelines[pipeline.Message] = []pipeline.Step{id, {Use: "validate"}, {Use: "history"}, {Use: "broadcast"}}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := client.Dial(ctx, url, client.Options{Room: "go-jwt"}); err == nil {
+		t.Fatal("Dial without a token joined a jwt room")
+	}
+
+	fixed := dial(t, url, "go-jwt", "", func(o *client.Options) { o.Header, o.Token = nil, jwtFor(t, key, "dave", 2*time.Second) })
+	rf := record(fixed)
+	var mu sync.Mutex
+	renewals, connects := 0, 0
+	renewing := dial(t, url, "go-jwt", "", func(o *client.Options) {
+		o.Header = nil
+		o.TokenFunc = func(context.Context) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			renewals++
+			if renewals == 1 {
+				return jwtFor(t, key, "erin", 2*time.Second), nil
+			}
+			return jwtFor(t, key, "erin", time.Hour), nil
+		}
+		o.OnConnect = func(client.ConnectInfo) { mu.Lock(); connects++; mu.Unlock() }
+	})
+	rr := record(renewing)
+
+	<-rf.done // Events closes after the final close
+	var ce *client.CloseError
+	if err := fixed.Err(); !errors.As(err, &ce) || ce.Code != client.CloseTokenExpired {
+		t.Fatalf("fixed token: Err() = %v, want a CloseError 4002", err)
+	}
+	if _, err := fixed.Send(ctx, client.Message{Body: "late"}); !errors.Is(err, client.ErrClosed) {
+		t.Errorf("Send after the final close = %v, want ErrClosed", err)
+	}
+	testutil.Eventually(t, wait, "the renewed connection", func() bool { mu.Lock(); defer mu.Unlock(); return connects == 2 })
+	send(t, renewing, client.Message{Body: "renewed"})
+	testutil.Eventually(t, wait, "erin's message", rr.has("renewed"))
+	for _, m := range rr.of(client.TypeMessage) {
+		if m.Body == "renewed" && m.Username != "erin" {
+			t.Errorf("renewed message from %q, want erin", m.Username)
+		}
 	}
 }
 

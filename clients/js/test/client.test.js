@@ -249,7 +249,7 @@ broker: { type: redis }
   );
 });
 
-test("jwt mode: the token goes in the handshake's query parameter", async () => {
+test("jwt mode: the token goes in the handshake's query parameter, and an expired one is renewed or final", async () => {
   const key = "k".repeat(32);
   const srv = await startServer(`pipelines:
   join:
@@ -264,9 +264,12 @@ test("jwt mode: the token goes in the handshake's query parameter", async () => 
     - use: broadcast
 `);
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
-  const now = Math.floor(Date.now() / 1000);
-  const unsigned = b64({ alg: "HS256", typ: "JWT" }) + "." + b64({ name: "carol", iat: now, exp: now + 3600 });
-  const jwt = unsigned + "." + createHmac("sha256", key).update(unsigned).digest("base64url");
+  const token = (name, ttl) => {
+    const now = Math.floor(Date.now() / 1000);
+    const unsigned = b64({ alg: "HS256", typ: "JWT" }) + "." + b64({ name, iat: now, exp: now + ttl });
+    return unsigned + "." + createHmac("sha256", key).update(unsigned).digest("base64url");
+  };
+  const jwt = token("carol", 3600);
   let calls = 0;
   const c = client(srv.url, {
     room: "js-jwt",
@@ -292,6 +295,29 @@ test("jwt mode: the token goes in the handshake's query parameter", async () => 
   assert.ok([1008, 1006].includes(closes[0].code), "close code " + closes[0].code);
   assert.ok(closes[0].reconnect);
   assert.notEqual(anon.state, "connected");
+
+  // A token that expires while connected: the server closes with 4002. A
+  // fixed token cannot be renewed, so that client stops for good; a token
+  // function is asked again and the client reconnects.
+  const fixed = client(srv.url, { room: "js-jwt", token: token("dave", 2) });
+  const fixedCloses = [];
+  fixed.on("disconnect", (d) => fixedCloses.push(d));
+  let renewals = 0;
+  const renewing = client(srv.url, {
+    room: "js-jwt",
+    token: () => token("erin", ++renewals === 1 ? 2 : 3600),
+  });
+  const renewed = [];
+  renewing.on("connect", (i) => renewed.push(i));
+  await connected(fixed);
+  await until("the fixed token to expire", () => fixed.state === "closed");
+  assert.deepEqual(fixedCloses, [{ code: 4002, reason: "token expired", reconnect: false }]);
+  await assert.rejects(fixed.send("after expiry"), (e) => e.code === "closed");
+  await until("the renewed token's connection", () => renewed.length === 2);
+  assert.equal(renewals, 2);
+  await renewing.send("renewed");
+  await until("erin's message", () => rc.bodies().includes("renewed"));
+  assert.equal(rc.byType.message.find((m) => m.body === "renewed").username, "erin");
 });
 
 test("close: pending sends reject with closed, and no reconnect follows", async () => {
