@@ -10,11 +10,14 @@ import (
 	"testing"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/chatserver/chatserver/pkg/config"
+	"github.com/chatserver/chatserver/pkg/pipeline"
+	"github.com/chatserver/chatserver/pkg/plugins"
 )
 
 // evalAwait evaluates a JavaScript expression whose value is a promise and
@@ -153,5 +156,65 @@ func TestBrowserTyping(t *testing.T) {
 		if errs := tb.consoleErrors(); len(errs) != 0 {
 			t.Errorf("%s: console errors: %q", tb.name, errs)
 		}
+	}
+}
+
+// TestBrowserSignedPage: with signed identities the server renders no
+// messages into the page (they are not shown before the join is accepted);
+// the page shows the history frame's messages itself, once each, and its
+// member's own messages live.
+func TestBrowserSignedPage(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	id := pipeline.Step{Use: "username", With: map[string]any{"mode": "signed", "secret": secret, "cookie": "identity"}}
+	s := startServer(t, func(cfg *config.Config) {
+		cfg.Pipelines[pipeline.Join] = []pipeline.Step{id, {Use: "broadcast"}}
+		msg := cfg.Pipelines[pipeline.Message]
+		for i, st := range msg {
+			if st.Use == "username" {
+				msg[i] = id
+			}
+		}
+	})
+	h := http.Header{}
+	h.Set("Cookie", "identity="+plugins.SignUsername([]byte(secret), "alice"))
+	alice := s.dial(t, "room=signed", h)
+	alice.expect("history")
+	for _, body := range []string{"kept one", "kept <b>two</b>"} {
+		alice.send(map[string]string{"body": body, "ref": body})
+		alice.next("ack")
+	}
+
+	resp, err := http.Get(s.URL + "/?room=signed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	html, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || strings.Contains(string(html), "kept one") {
+		t.Fatalf("GET /: the page holds messages before any join (err %v)", err)
+	}
+
+	browser := startBrowser(t)
+	bob := newTab(t, browser, "bob")
+	bob.do("signing in", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, network.SetCookie, network.SetCookieParams{
+			Name: "identity", Value: plugins.SignUsername([]byte(secret), "bob"), URL: s.URL})
+		return err
+	}))
+	bob.open(s.URL + "/?room=signed")
+	bob.waitFor("the history from the socket", messageJS("kept <b>two</b>"))
+	if n := eval[int](bob, `document.querySelectorAll("#inbox .message").length`); n != 2 {
+		t.Errorf("bob's page shows %d messages, want the 2 of the history", n)
+	}
+	if got := eval[string](bob, messageJS("kept one")+`.querySelector(".user").textContent`); got != "alice" {
+		t.Errorf("the first message is from %q, want alice", got)
+	}
+	bob.do("sending", chromedp.SendKeys(chromedp.ID("message"), "hi alice"+kb.Enter))
+	bob.waitFor("bob's own message", messageJS("hi alice"))
+	if got := eval[string](bob, messageJS("hi alice")+`.querySelector(".user").textContent`); got != "bob" {
+		t.Errorf("bob's message is from %q, want bob (the signed name)", got)
+	}
+	if errs := bob.consoleErrors(); len(errs) != 0 {
+		t.Errorf("console errors: %q", errs)
 	}
 }
