@@ -397,7 +397,7 @@ func (c *Client) run() {
 			return
 		}
 		ceiling := min(c.opts.MaxBackoff, c.opts.MinBackoff<<min(attempt, 30))
-		delay := time.Duration(mrand.Int64N(int64(ceiling))) // full jitter
+		delay := time.Duration(mrand.Int64N(int64(ceiling))) //nolint:gosec // G404: jitter needs no unpredictability
 		attempt++
 		c.disconnected(DisconnectInfo{Code: code, Reason: reason, Err: err, Reconnect: true, Delay: delay})
 		t := time.NewTimer(delay)
