@@ -208,9 +208,22 @@ broker: { type: redis }
 `,
   );
   const room = "js-restart";
-  const a = client(srv.url, { room, WebSocket: named("alice") });
+  // Alice's sockets count how often each ref was written: a frame cut off
+  // before its ack is written again after the restart.
+  const written = new Map();
+  const Counting = class extends named("alice") {
+    send(text) {
+      const ref = JSON.parse(text).ref;
+      written.set(ref, (written.get(ref) || 0) + 1);
+      super.send(text);
+    }
+  };
+  const a = client(srv.url, { room, WebSocket: Counting });
   const b = client(srv.url, { room, WebSocket: named("bob") });
   const [ra, rb] = [recorder(a), recorder(b)];
+  const connects = { a: [], b: [] };
+  a.on("connect", (i) => connects.a.push(i));
+  b.on("connect", (i) => connects.b.push(i));
   await Promise.all([connected(a), connected(b)]);
 
   const N = 60;
@@ -241,6 +254,11 @@ broker: { type: redis }
       name + "'s ids are the acked ones",
     );
   }
+  for (const [name, cs] of Object.entries(connects)) {
+    assert.ok(cs.length >= 2 && cs.at(-1).recovered && cs.at(-1).complete, name + " recovered after the restart: " + JSON.stringify(cs));
+  }
+  const resent = [...written.values()].filter((n) => n > 1).length;
+  t.diagnostic(`${resent} of ${N} frames were written again after the restart`);
   const hist = await (await fetch(srv.url + "/api/rooms/" + room + "/history")).json();
   assert.deepEqual(
     hist.map((m) => m.body),
