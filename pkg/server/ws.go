@@ -16,7 +16,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
 	"github.com/chatserver/chatserver/pkg/history"
@@ -487,17 +486,7 @@ func producedID(ev *pipeline.Event) string {
 // pipelines. It returns the event and what the pipeline returned; the
 // caller tells the client.
 func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in pipeline.Inbound) (*pipeline.Event, error) {
-	ev := &pipeline.Event{Kind: kind, In: in, Sender: c}
-	ev.Envelope = pipeline.Envelope{
-		ID:       uuid.NewString(),
-		Type:     kind.EnvelopeType(),
-		Room:     c.room,
-		ClientID: c.id,
-		Username: c.Username(),
-		To:       in.To,
-		Data:     in.Data,
-	}
-	ev.Envelope.Stamp(time.Now())
+	ev := pipeline.NewEvent(kind, c, in)
 	s.quietIfCrowded(ev, c, kind)
 
 	err := s.pipelines.Load().Run(ctx, ev)
