@@ -14,8 +14,10 @@ JS_DIR   := clients/js
 build: ## build bin/chatserver
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/chatserver
 
-run: ## run the chat room on :8000 with the embedded default config
-	$(GO) run ./cmd/chatserver serve
+ADDR ?=
+CONFIG ?=
+run: ## run the chat room (embedded config, :8000; make run ADDR=127.0.0.1:9000 CONFIG=my.yaml)
+	$(GO) run ./cmd/chatserver serve $(if $(ADDR),--addr $(ADDR)) $(if $(CONFIG),--config $(CONFIG))
 
 test: ## vet and every test with the race detector (Redis and chromium tests included), then test-js
 	$(GO) vet ./...

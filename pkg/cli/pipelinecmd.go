@@ -38,7 +38,7 @@ sender alone would get. Steps that call out (webhook) do make their calls.`,
 	run.Flags().String("username", "", "the name the sender goes by (default: none yet, as a new connection)")
 	run.Flags().String("rename", "", "the message's username field (a rename request, honoured when allow_rename is on)")
 	run.Flags().String("room", server.DefaultRoom, "the sender's room")
-	cmd.AddCommand(run)
+	cmd.AddCommand(run, newPipelineTestCmd())
 	return cmd
 }
 
