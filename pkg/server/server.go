@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
@@ -29,14 +28,6 @@ import (
 	"github.com/chatserver/chatserver/pkg/metrics"
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
-
-func init() {
-	// Every event gets a UUID (SPEC §5). Drawing them from a pool of random
-	// bytes instead of a getrandom call each is several times cheaper; the
-	// ids are public (every member sees them), so a heap-held pool costs no
-	// secrecy. It must be enabled before any id is made: hence init.
-	uuid.EnableRandPool()
-}
 
 // DefaultRoom is the room of a connection that names none.
 const DefaultRoom = "lobby"
@@ -104,6 +95,13 @@ type Server struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+
+	// The server API (api.go): its keys, the bans its kicks record, and
+	// the joins being run, whose online the publisher checks against the
+	// bans (bans.go).
+	apiKeys *apiKeys
+	bans    broker.Bans
+	joining joins
 }
 
 // New builds a server from cfg: templates, store, broker and pipelines. It
@@ -116,6 +114,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		hub:      newHub(),
 		limiter:  newLimiter(cfg.Limits),
 		stopping: make(chan struct{}),
+		apiKeys:  newAPIKeys(cfg.API.AllKeys()),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -138,6 +137,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if s.broker, err = newBroker(s.store, s.hub.deliver); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
+	s.bans = s.newBans()
 	if s.rdb != nil {
 		s.refs = &redisRefs{rdb: s.rdb, prefix: cfg.Redis.KeyPrefix, ttl: cfg.WebSocket.RefTTL, log: s.log}
 	} else {

@@ -105,7 +105,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		cancel()
 	}
 
-	hj := &hijacker{ResponseWriter: w}
+	hj := &hijacker{ResponseWriter: w, idleReader: s.cfg.FastPaths.IdleReader}
 	ws, err := s.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
 		s.hub.leave(c)
@@ -136,7 +136,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.leaveRoom(c) // no more deliveries; then what came meanwhile goes
 		c.discard()
 		s.replyError(c, pipeline.AsError(err), "")
-		c.close(closePolicy, "join refused")
+		c.close(joinRefusalClose(err)) // 1008, or 4001 for a ban (bans.go)
 		c.start()
 		started = true
 		go s.runConn(ctx, c, time.Time{}, release) //nolint:gosec // G118: as below
@@ -488,6 +488,9 @@ func producedID(ev *pipeline.Event) string {
 func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in pipeline.Inbound) (*pipeline.Event, error) {
 	ev := pipeline.NewEvent(kind, c, in)
 	s.quietIfCrowded(ev, c, kind)
+	if kind == pipeline.Join {
+		defer s.joining.watch(ev.Envelope.ID, c)() // its online is checked against bans (bans.go)
+	}
 
 	err := s.pipelines.Load().Run(ctx, ev)
 	if err == nil {
