@@ -2,11 +2,13 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -346,6 +348,52 @@ func TestDialFailsAndCloseIsFinal(t *testing.T) {
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Code != "http_400" {
 		t.Fatalf("Dial to an invalid room = %v, want http_400", err)
+	}
+}
+
+// The server API: a message posted by a backend reaches the member, a
+// delete reaches it as a delete event, and a kick (4001) ends the client for
+// good: Err says so, Events closes after what came before it.
+func TestServerAPIDeleteAndKick(t *testing.T) {
+	key := strings.Repeat("a", 40)
+	url := startServer(t, func(cfg *config.Config) { cfg.API.Keys = []string{key} })
+	api := func(method, path, body string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, url+"/api/rooms/go-api"+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = resp.Body.Close() })
+		return resp
+	}
+	a := dial(t, url, "go-api", "alice")
+	ra := record(a)
+	resp := api(http.MethodPost, "/messages", `{"username": "backend", "body": "from the API"}`)
+	var posted client.Event
+	if err := json.NewDecoder(resp.Body).Decode(&posted); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST: %d %v", resp.StatusCode, err)
+	}
+	testutil.Eventually(t, wait, "the posted message", ra.has("from the API"))
+	if resp := api(http.MethodDelete, "/messages/"+posted.ID, ""); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE: %d", resp.StatusCode)
+	}
+	testutil.Eventually(t, wait, "the delete event", func() bool {
+		d := ra.of(client.TypeDelete)
+		return len(d) == 1 && d[0].ID == posted.ID && d[0].Room == "go-api"
+	})
+	if resp := api(http.MethodPost, "/kick", `{"username": "alice"}`); resp.StatusCode != http.StatusOK {
+		t.Fatalf("kick: %d", resp.StatusCode)
+	}
+	<-ra.done
+	var ce *client.CloseError
+	if err := a.Err(); !errors.As(err, &ce) || ce.Code != client.CloseKicked || ce.Reason != "kicked" {
+		t.Fatalf("Err() after a kick = %v, want a CloseError 4001 kicked", err)
 	}
 }
 

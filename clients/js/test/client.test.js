@@ -338,6 +338,45 @@ test("jwt mode: the token goes in the handshake's query parameter, and an expire
   assert.equal(rc.byType.message.find((m) => m.body === "renewed").username, "erin");
 });
 
+test("the server API: a posted message, a delete, and a kick (4001) that ends the client", async () => {
+  const key = "a".repeat(40);
+  const srv = await startServer(burstConfig + `api: { keys: ["${key}"] }\n`);
+  const room = "js-api";
+  const api = (method, path, body) =>
+    fetch(srv.url + "/api/rooms/" + room + path, {
+      method,
+      headers: { Authorization: "Bearer " + key, "Content-Type": "application/json" },
+      body: body && JSON.stringify(body),
+    });
+  // The ws package's WebSocket here: the server closes its TCP connection
+  // right after the 4001 close frame, and when a frame of the client's is
+  // still in flight Node 20's own WebSocket can report that close as 1006.
+  const a = client(srv.url, { room, WebSocket: named("alice", { ws: true }) });
+  const ra = recorder(a);
+  const deletes = [];
+  a.on("delete", (d) => deletes.push(d));
+  const disconnects = [];
+  a.on("disconnect", (d) => disconnects.push(d));
+  await connected(a);
+
+  const posted = await api("POST", "/messages", { username: "backend", body: "from the API" });
+  assert.equal(posted.status, 201);
+  const env = await posted.json();
+  await until("the posted message", () => ra.byType.message.some((m) => m.id === env.id));
+  assert.equal((await api("DELETE", "/messages/" + env.id)).status, 204);
+  await until("the delete frame", () => deletes.length === 1);
+  assert.deepEqual(deletes[0], { type: "delete", room, id: env.id });
+
+  const pending = a.send({ body: "x", to: "nobody-here" }).catch((e) => e);
+  assert.equal((await (await api("POST", "/kick", { username: "alice" })).json()).kicked, 1);
+  await until("the kick", () => a.state === "closed").catch((e) => {
+    throw new Error(e.message + ": disconnects " + JSON.stringify(disconnects));
+  });
+  assert.deepEqual(disconnects.at(-1), { code: 4001, reason: "kicked", reconnect: false });
+  assert.ok((await pending) instanceof ChatError);
+  await assert.rejects(a.send("still here?"), (e) => e.code === "closed");
+});
+
 test("close: pending sends reject with closed, and no reconnect follows", async () => {
   const srv = await sharedServer();
   let sockets = 0;

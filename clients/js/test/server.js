@@ -185,15 +185,17 @@ export async function until(what, cond) {
 // WS is the WebSocket class of the tests: Node's own where it has one, else
 // the ws package's (Node 18), which takes headers as its third argument.
 export const nativeWebSocket = typeof globalThis.WebSocket === "function";
-export const WS = nativeWebSocket ? globalThis.WebSocket : (await import("ws")).WebSocket;
+const wsPackage = await import("ws");
+export const WS = nativeWebSocket ? globalThis.WebSocket : wsPackage.WebSocket;
 
 // named returns a WebSocket class whose handshakes carry the seed's username
 // cookie (base64 of the name), as the page's do: the name is the
 // connection's own from the join on, on every connection.
-export function named(name) {
+// With {ws: true} it is the ws package's class whatever this Node has.
+export function named(name, { ws = false } = {}) {
   const cookie = "username=" + Buffer.from(name).toString("base64");
-  if (!nativeWebSocket) {
-    return class extends WS {
+  if (ws || !nativeWebSocket) {
+    return class extends wsPackage.WebSocket {
       constructor(url) {
         super(url, [], { headers: { Cookie: cookie } });
       }
