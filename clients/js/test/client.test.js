@@ -259,7 +259,7 @@ broker: { type: redis }
   }
   const resent = [...written.values()].filter((n) => n > 1).length;
   t.diagnostic(`${resent} of ${N} frames were written again after the restart`);
-  const hist = await (await fetch(srv.url + "/api/rooms/" + room + "/history")).json();
+  const hist = await (await fetch(srv.url + "/api/rooms/" + room + "/history?limit=" + N)).json();
   assert.deepEqual(
     hist.map((m) => m.body),
     want,
