@@ -17,9 +17,17 @@ CONFIG ?=
 run: ## run the chat room (embedded config, :8000; make run ADDR=127.0.0.1:9000 CONFIG=my.yaml)
 	$(GO) run ./cmd/chatserver serve $(if $(ADDR),--addr $(ADDR)) $(if $(CONFIG),--config $(CONFIG))
 
-test: ## vet and every test with the race detector (Redis and chromium tests included)
+# The WebSocket tests run twice: with the fast paths (the default config) and
+# with every fast path off (fast_paths.*: false, the libraries' own way), so
+# that both stay correct and a fast path is always checked against the
+# behaviour it replaces.
+FAST_PATHS_OFF := CHATSERVER_FAST_PATHS_IDLE_READER=false CHATSERVER_FAST_PATHS_FRAME_WRITER=false \
+	CHATSERVER_FAST_PATHS_ENVELOPE_JSON=false
+
+test: ## vet and every test with the race detector (Redis and chromium tests included); pkg/server again with the fast paths off
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(FAST_PATHS_OFF) $(GO) test -race -count=1 -timeout 20m ./pkg/server
 
 # GODEBUG: new goroutines start at 2 KB, as idle readers do in a server full of them (in a
 # test binary the adaptive start would follow the test's own goroutines; BENCHMARKS.md).
@@ -30,7 +38,8 @@ bench: ## Go benchmarks of the pipeline, the hub and idle connections
 # target in one package) for FUZZTIME on top of its corpus in testdata/fuzz.
 FUZZTIME ?= 20s
 FUZZ_TARGETS := ./pkg/server:FuzzDecodeInbound ./pkg/server:FuzzMessagePipeline \
-	./pkg/config:FuzzLoad ./pkg/plugins:FuzzIdentity
+	./pkg/config:FuzzLoad ./pkg/plugins:FuzzIdentity \
+	./pkg/server:FuzzFrameWriter ./pkg/plugins:FuzzRenderHTMLFast ./pkg/pipeline:FuzzAppendJSON
 
 fuzz: ## run every fuzz target for FUZZTIME (20s) each
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -7,9 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
-
-	"github.com/chatserver/chatserver/internal/fdlimit"
 )
 
 // ConnsConfig is one idle-connections scenario: Conns members join Rooms
@@ -81,9 +80,11 @@ func Conns(ctx context.Context, cfg ConnsConfig) (*ConnsResult, error) {
 	case cfg.Hold < 0 || cfg.Hold > MaxDuration || cfg.Settle > time.Minute:
 		return nil, badConfig(fmt.Errorf("hold: want [0, %v] and settle at most 1m", MaxDuration))
 	}
-	limit, err := fdlimit.Raise()
+	// The Go runtime has already raised the soft limit to the hard one
+	// (since Go 1.19); what the hard limit forbids, fail on now, not midway.
+	limit, err := fileLimit()
 	if err != nil {
-		return nil, fmt.Errorf("raising the file limit: %w", err)
+		return nil, fmt.Errorf("reading the file limit: %w", err)
 	}
 	if uint64(cfg.Conns)+64 > limit {
 		return nil, fmt.Errorf("conns: %d connections need more than this process's file limit of %d", cfg.Conns, limit)
@@ -176,4 +177,13 @@ func Conns(ctx context.Context, cfg ConnsConfig) (*ConnsResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// fileLimit is this process's soft limit on open files.
+func fileLimit() (uint64, error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, err
+	}
+	return rl.Cur, nil
 }

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/chatserver/chatserver/internal/fdlimit"
 )
 
 // FanoutConfig is one fan-out scenario: Subscribers members of Room listen
@@ -178,9 +176,6 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 		}
 	}
 	pids := cfg.pids()
-	if _, err := fdlimit.Raise(); err != nil {
-		return nil, fmt.Errorf("raising the file limit: %w", err)
-	}
 	var runID [3]byte
 	_, _ = rand.Read(runID[:])
 	run := hex.EncodeToString(runID[:])

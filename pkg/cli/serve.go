@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/chatserver/chatserver/pkg/config"
+	"github.com/chatserver/chatserver/pkg/pipeline"
 	"github.com/chatserver/chatserver/pkg/server"
 )
 
@@ -17,12 +18,12 @@ func newServe() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			pipeline.SetFastJSON(cfg.FastPaths.EnvelopeJSON) // process-wide: here, not in server.New
 			log := newLogger(cmd.ErrOrStderr())
 			srv, err := server.New(cfg, server.Options{Logger: log})
 			if err != nil {
 				return err // before any log line: a bad config is one line on stderr
 			}
-			raiseFileLimit(log)
 			ctx, stop := signalContext()
 			defer stop()
 			defer watchConfig(ctx, cmd, srv, log)()

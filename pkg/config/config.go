@@ -25,6 +25,7 @@ type Config struct {
 	Pipelines pipeline.Config `mapstructure:"pipelines"`
 	Plugins   Plugins         `mapstructure:"plugins"`
 	API       API             `mapstructure:"api"`
+	FastPaths FastPaths       `mapstructure:"fast_paths"`
 
 	// Source names where the config came from ("embedded default" or a path),
 	// for error messages.
@@ -67,11 +68,15 @@ type WebSocket struct {
 	PingInterval time.Duration `mapstructure:"ping_interval"`
 	// WriteTimeout bounds one write to a client. Default 10s.
 	WriteTimeout time.Duration `mapstructure:"write_timeout"`
-	// WriteDelay is how long a client's writer may wait for more frames
-	// before writing what it has: one write syscall then carries every frame
-	// queued meanwhile, which in a busy room is most of fan-out's cost.
-	// Deliveries wait at most this much longer. Zero writes at once.
-	// Default 10ms.
+	// WriteDelay is the longest a client's writer that is behind waits for
+	// more frames before writing what it has. A writer that keeps up (its
+	// last write carried one frame) writes each frame at once; one whose
+	// last write carried several — frames arrive faster than one write each
+	// — waits for the next tick of a clock of this period, so that one write
+	// syscall carries every frame queued meanwhile (in a busy room, writes
+	// are most of fan-out's cost). So only busy clients' deliveries wait, at
+	// most this much longer. Zero: writers never wait, and a write carries
+	// only what queued while the writer was busy. Default 10ms.
 	WriteDelay time.Duration `mapstructure:"write_delay"`
 	// Compression negotiates permessage-deflate when the client offers it.
 	// Default true.

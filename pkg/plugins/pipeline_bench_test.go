@@ -25,7 +25,7 @@ import (
 // cost of an event before network I/O: fan-out is BenchmarkHubDeliver's.
 // The rate limit is raised so that the loop is never refused.
 func BenchmarkDefaultMessagePipeline(b *testing.B) {
-	uuid.EnableRandPool() // as package server does
+	uuid.EnableRandPool() // as the chatserver binary's main does
 	cfg, err := config.Load("", nil)
 	if err != nil {
 		b.Fatal(err)

@@ -25,11 +25,16 @@ type RenderHTMLOptions struct {
 	// renders one message. It is executed with the *pipeline.Envelope.
 	// Default "message.html".
 	Template string `mapstructure:"template"`
+	// Fast renders a template made only of text and plain fields in HTML
+	// text or quoted attributes (message.html is one) without html/template
+	// (see fastTemplate), to the same bytes; false always runs
+	// html/template. Default true.
+	Fast bool `mapstructure:"fast"`
 }
 
 // DefaultRenderHTMLOptions returns the options a step without `with:` gets.
 func DefaultRenderHTMLOptions() *RenderHTMLOptions {
-	return &RenderHTMLOptions{Template: "message.html"}
+	return &RenderHTMLOptions{Template: "message.html", Fast: true}
 }
 
 // Validate rejects an empty template name, which could never be found.
@@ -43,7 +48,7 @@ func (o *RenderHTMLOptions) Validate() error {
 // RenderHTML is the render_html plugin. It uses html/template so that every
 // user-supplied string (body, username) is escaped for its context: a body of
 // "<script>" reaches browsers as text, never as markup. Only message events are
-// rendered; online/offline carry no html (SPEC §5).
+// rendered; online/offline envelopes carry no html.
 type RenderHTML struct {
 	name string
 	tmpl *template.Template
@@ -51,7 +56,7 @@ type RenderHTML struct {
 	// output buffer can be sized once per message instead of grown.
 	base int
 	// fast renders the template without html/template when it is simple
-	// enough (see fastTemplate); nil otherwise.
+	// enough (see fastTemplate) and the Fast option is on; nil otherwise.
 	fast *fastTemplate
 }
 
@@ -79,7 +84,11 @@ func NewRenderHTML(opts RenderHTMLOptions, set *template.Template) (*RenderHTML,
 	if err := t.Execute(&b, &pipeline.Envelope{}); err != nil {
 		return nil, fmt.Errorf("template %q: %w", opts.Template, err)
 	}
-	return &RenderHTML{name: opts.Template, tmpl: t, base: b.Len(), fast: compileFast(t)}, nil
+	r := &RenderHTML{name: opts.Template, tmpl: t, base: b.Len()}
+	if opts.Fast {
+		r.fast = compileFast(t)
+	}
+	return r, nil
 }
 
 // Wrap implements pipeline.Plugin.

@@ -15,16 +15,18 @@ import (
 // fastTemplate renders, without html/template's reflection, a message
 // template made only of text and `{{.Field}}` actions in HTML text or quoted
 // attribute values — which is what message.html is, and what most custom
-// message templates are. Executing html/template costs ~40 allocations and
-// several microseconds per message, most of it reflective calls to its
-// escapers; this does the same escaping with one allocation.
+// message templates are. Executing html/template costs dozens of allocations
+// per message, most of it reflective calls to its escapers (BENCHMARKS.md,
+// the pipeline's cost); this does the same escaping with one allocation.
 //
 // It is used only when it is provably the same: compileFast accepts a tree
 // whose every action is a plain field of the envelope piped into one of the
 // two escapers that html/template inserts for those contexts (both apply the
 // same replacement table to strings), and then checks its output against
 // html/template's on probing envelopes. Anything else (conditionals, ranges,
-// functions, JavaScript or URL contexts) runs through html/template as before.
+// functions, JavaScript or URL contexts) runs through html/template as before,
+// and so does every template when the step's `fast` option is false.
+// FuzzRenderHTMLFast holds the two byte-equal.
 type fastTemplate struct {
 	parts []fastPart
 	text  int // bytes of static text

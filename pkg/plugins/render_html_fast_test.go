@@ -11,7 +11,7 @@ import (
 
 func TestFastTemplateMatchesHTMLTemplate(t *testing.T) {
 	deps, _, _ := testDeps(t)
-	r, err := NewRenderHTML(RenderHTMLOptions{Template: "message.html"}, deps.Templates)
+	r, err := NewRenderHTML(RenderHTMLOptions{Template: "message.html", Fast: true}, deps.Templates)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestFastTemplateOnlyForPlainFields(t *testing.T) {
 		`<p title={{.Body}}>x</p>`, // unquoted attribute: a stricter escaper
 	} {
 		set := template.Must(template.New("message.html").Parse(src))
-		r, err := NewRenderHTML(RenderHTMLOptions{Template: "message.html"}, set)
+		r, err := NewRenderHTML(RenderHTMLOptions{Template: "message.html", Fast: true}, set)
 		if err != nil {
 			continue // refused at load: fine too
 		}
@@ -65,7 +65,7 @@ func TestFastTemplateOnlyForPlainFields(t *testing.T) {
 		}
 	}
 	set := template.Must(template.New("message.html").Parse(`<p class="{{.Username}}">{{.Body}} {{.ClientID}}</p>`))
-	if r, err := NewRenderHTML(RenderHTMLOptions{Template: "message.html"}, set); err != nil || r.fast == nil {
+	if r, err := NewRenderHTML(RenderHTMLOptions{Template: "message.html", Fast: true}, set); err != nil || r.fast == nil {
 		t.Errorf("plain fields in text and quoted attributes should take the fast path (err %v)", err)
 	}
 }

@@ -133,9 +133,13 @@ func (b *batchConn) flush(deadline time.Time) error {
 }
 
 // hijacker hands gorilla's Upgrade a batchConn in place of the raw connection.
+// idleReader (fast_paths.idle_reader) lets the connection's reader wait
+// outside gorilla (waitReadable); without it the batchConn keeps no raw
+// socket and the reader parks in ReadMessage.
 type hijacker struct {
 	http.ResponseWriter
-	conn *batchConn
+	idleReader bool
+	conn       *batchConn
 }
 
 // It also hands gorilla a read buffer of readBufferSize that batchConn keeps
@@ -153,7 +157,9 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	switch sc := c.(type) {
 	case *net.TCPConn, *net.UnixConn: // plain sockets: no read-ahead of their own to miss
-		h.conn.raw, _ = sc.(syscall.Conn).SyscallConn()
+		if h.idleReader {
+			h.conn.raw, _ = sc.(syscall.Conn).SyscallConn()
+		}
 	} // anything else (TLS): raw stays nil and waitReadable returns at once
 	h.conn.br = bufio.NewReaderSize(h.conn, readBufferSize)
 	return h.conn, bufio.NewReadWriter(h.conn.br, rw.Writer), nil

@@ -65,9 +65,11 @@ type client struct {
 	slot     int    // index in room.members, guarded by the room's lock
 	// present is set while the client is listed in cluster presence.
 	present atomic.Bool
-	// lastWrite is when the writer last wrote frames. Only the writer uses
-	// it; successive writers are ordered by mu (writing).
+	// lastWrite is when the writer last wrote frames, and behind whether
+	// that write carried more than one (see pace). Only the writer uses
+	// them; successive writers are ordered by mu (writing).
 	lastWrite time.Time
+	behind    bool
 
 	mu        sync.Mutex
 	queue     []queued
@@ -256,7 +258,7 @@ func (c *client) writeLoop() {
 			}
 		}
 		if len(batch) > 0 {
-			c.lastWrite = time.Now()
+			c.lastWrite, c.behind = time.Now(), len(batch) > 1
 			err := c.writeBatch(batch)
 			clear(batch) // drop references to the prepared messages
 			if cap(batch) > maxSpare {
@@ -279,11 +281,18 @@ func (c *client) writeLoop() {
 	}
 }
 
-// pace makes a busy writer wait for the next tick of the flush clock, so that
-// more frames join its next write (see flushClock). A writer that has not
-// written for a period writes at once: no added latency, no second wake-up.
+// pace decides when the writer writes what is queued: at once, unless the
+// client is behind — its last write, less than a flush period ago, carried
+// more than one frame: frames arrive faster than one write each would keep
+// up with (they queued while it wrote, or while it waited for a busy core).
+// A writer that is behind waits for the next tick of the flush clock
+// (websocket.write_delay), so that its next write carries every frame queued
+// by then (see flushClock). A writer that finds one frame writes it at once
+// next time, so a quiet room pays no latency for coalescing; a busy one
+// writes once per tick. Without a flush clock (write_delay 0) writers never
+// wait: each write carries what queued while the writer was busy.
 func (c *client) pace(fc *flushClock) {
-	if fc == nil || time.Since(c.lastWrite) >= fc.period {
+	if fc == nil || !c.behind || time.Since(c.lastWrite) >= fc.period {
 		return
 	}
 	select {
@@ -314,7 +323,11 @@ func (c *client) finish() {
 // writeBatch writes frames in one flush to the network. Uncompressed frames
 // are copied into the batch as encoded once for everyone; a client that
 // negotiated compression goes through gorilla with the shared compressed form.
+// With fast_paths.frame_writer off, gorilla writes each frame (writeEach).
 func (c *client) writeBatch(batch []queued) error {
+	if !c.srv.cfg.FastPaths.FrameWriter {
+		return c.writeEach(batch)
+	}
 	if !c.bc.deflate {
 		c.bc.appendFrames(batch)
 		return c.bc.flush(c.writeDeadline())
@@ -331,6 +344,30 @@ func (c *client) writeBatch(batch []queued) error {
 		}
 	}
 	return c.bc.flush(c.writeDeadline())
+}
+
+// writeEach writes frames the way a plain gorilla server does, one message
+// and one write syscall each: what writeBatch stands in for
+// (fast_paths.frame_writer: false).
+func (c *client) writeEach(batch []queued) error {
+	if err := c.ws.SetWriteDeadline(c.writeDeadline()); err != nil {
+		return err
+	}
+	for _, q := range batch {
+		var err error
+		if c.bc.deflate {
+			var pm *websocket.PreparedMessage
+			if pm, err = q.f.prepared(); err == nil {
+				err = c.ws.WritePreparedMessage(pm)
+			}
+		} else {
+			err = c.ws.WriteMessage(websocket.TextMessage, q.f.payload())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeDeadline bounds one batch write: write_timeout normally, and only

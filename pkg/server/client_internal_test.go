@@ -153,9 +153,11 @@ func TestEnqueueDropsRepeatsOfHistory(t *testing.T) {
 
 // A real server's connections take the pong-taking wait (waitReadable): the
 // hijacked connection keeps the read buffer gorilla reads through and, where
-// the wait is built, the raw socket. Without them the reader would park in
-// gorilla's ReadMessage on a 4 KB stack, and every other test would still
-// pass (gorilla's own pong handler also extends the deadline).
+// the wait is built and fast_paths.idle_reader is on, the raw socket. Without
+// them the reader would park in gorilla's ReadMessage on a 4 KB stack, and
+// every other test would still pass (gorilla's own pong handler also extends
+// the deadline). That gorilla really reads through the buffer is
+// TestReaderMissesNothingGorillaReadAhead's to show.
 func TestHijackedConnectionKeepsSocketAndBuffer(t *testing.T) {
 	s := newTestServer(t, nil)
 	ts := httptest.NewServer(s.Handler())
@@ -184,8 +186,11 @@ func TestHijackedConnectionKeepsSocketAndBuffer(t *testing.T) {
 	if bc.br == nil {
 		t.Fatal("no read buffer of our own: gorilla reads through its own")
 	}
-	if peekBuilt && bc.raw == nil {
+	switch on := s.cfg.FastPaths.IdleReader; {
+	case peekBuilt && on && bc.raw == nil:
 		t.Fatal("no raw socket: the reader cannot wait outside gorilla")
+	case !on && bc.raw != nil:
+		t.Fatal("fast_paths.idle_reader is off, yet the reader may wait outside gorilla")
 	}
 }
 

@@ -5,17 +5,17 @@ import (
 	"time"
 )
 
-// flushClock paces the writers of a busy node (websocket.write_delay).
+// flushClock paces the writers that are behind (websocket.write_delay).
 //
-// Without it, a writer wakes and makes one write syscall for every message
-// its client gets; in a big room that is one wake-up and one syscall per
-// delivery, most of fan-out's cost. With it, a writer woken less than a
-// period after its last write waits for the next tick of this clock, shared
-// by every writer, and then writes everything queued by then in one syscall:
-// at R messages/s and a period of T, each write carries about R·T frames,
-// and a delivery waits at most T longer. A writer that was quiet for a
-// period writes at once, so a quiet room pays neither latency nor a second
-// wake-up.
+// A writer that writes every frame as it comes makes one wake-up and one
+// write syscall per delivery; in a big, busy room that is most of fan-out's
+// cost. So a writer whose last write carried more than one frame — frames
+// are coming faster than it writes them one by one — waits for the next tick
+// of this clock, shared by every writer, and then writes everything queued by
+// then in one syscall: at R messages/s and a period of T, each write carries
+// about R·T frames, and a delivery waits at most T longer. A writer that is
+// keeping up writes at once (see client.pace), so a quiet room pays neither
+// latency nor a second wake-up.
 //
 // The clock runs only while writers wait on it: the first waiter of a
 // period arms one timer, and its firing wakes them all by closing a channel.
@@ -30,14 +30,28 @@ func (fc *flushClock) next() <-chan struct{} {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if fc.ch == nil {
-		ch := make(chan struct{})
-		fc.ch = ch
-		time.AfterFunc(fc.period, func() {
-			fc.mu.Lock()
-			fc.ch = nil
-			fc.mu.Unlock()
-			close(ch)
-		})
+		fc.ch = make(chan struct{})
+		time.AfterFunc(fc.period, fc.tick)
 	}
 	return fc.ch
+}
+
+// tick wakes every writer waiting for the clock. The timer next arms calls
+// it; a test may call it early (a timer that fires after an early tick ends
+// the following period early, which only makes a write come sooner).
+func (fc *flushClock) tick() {
+	fc.mu.Lock()
+	ch := fc.ch
+	fc.ch = nil
+	fc.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+// armed reports whether a writer waits for the next tick.
+func (fc *flushClock) armed() bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.ch != nil
 }

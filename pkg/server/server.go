@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
@@ -29,14 +28,6 @@ import (
 	"github.com/chatserver/chatserver/pkg/metrics"
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
-
-func init() {
-	// Every event gets a UUID (SPEC §5). Drawing them from a pool of random
-	// bytes instead of a getrandom call each is several times cheaper; the
-	// ids are public (every member sees them), so a heap-held pool costs no
-	// secrecy. It must be enabled before any id is made: hence init.
-	uuid.EnableRandPool()
-}
 
 // DefaultRoom is the room of a connection that names none.
 const DefaultRoom = "lobby"

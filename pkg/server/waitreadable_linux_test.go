@@ -90,25 +90,6 @@ func TestTakePong(t *testing.T) {
 	}
 }
 
-func tcpPair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
-}
-
 // waitReadable on a real socket, as the reader uses it: pongs are handled
 // (onPong) and consumed, and it returns, with the bytes intact for gorilla,
 // at the first thing that is not a whole pong — a text frame, or a pong

@@ -105,7 +105,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		cancel()
 	}
 
-	hj := &hijacker{ResponseWriter: w}
+	hj := &hijacker{ResponseWriter: w, idleReader: s.cfg.FastPaths.IdleReader}
 	ws, err := s.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
 		s.hub.leave(c)

@@ -5,9 +5,14 @@ package main
 import (
 	"os"
 
+	"github.com/google/uuid"
+
 	_ "github.com/chatserver/chatserver/examples/emoji" // registers "emoji"
 	"github.com/chatserver/chatserver/pkg/cli"
 	_ "github.com/chatserver/chatserver/pkg/plugins" // the built-in plugins
 )
 
-func main() { os.Exit(cli.Main(os.Args[1:])) }
+func main() {
+	uuid.EnableRandPool() // as chatserver's main: cheaper ids (see cmd/chatserver)
+	os.Exit(cli.Main(os.Args[1:]))
+}
