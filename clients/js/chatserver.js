@@ -201,15 +201,26 @@ export class Client {
 
   /**
    * members returns who is in the room now, on every node:
-   * GET /api/rooms/{room}/members → [{client_id, username}].
+   * GET /api/rooms/{room}/members → [{client_id, username}]. Rooms that admit
+   * proven members only answer those who prove it as they would join: the
+   * token goes along as the query parameter, a browser sends its cookie.
    */
   async members() {
     const f = this.options.fetch || globalThis.fetch;
     const init = { credentials: "same-origin" };
     if (this.options.headers) init.headers = this.options.headers;
-    const r = await f(this._urls.members, init);
+    let url = this._urls.members;
+    const token = await this._token();
+    if (token && this.options.tokenParam) url += "?" + encodeURIComponent(this.options.tokenParam) + "=" + encodeURIComponent(token);
+    const r = await f(url, init);
     if (!r.ok) throw new ChatError("http_" + r.status, "GET " + this._urls.members + ": HTTP " + r.status);
     return r.json();
+  }
+
+  // _token returns the token option's value, calling it if it is a function.
+  async _token() {
+    const t = this.options.token;
+    return typeof t === "function" ? t() : t;
   }
 
   /**
@@ -250,16 +261,14 @@ export class Client {
     let url = this._urls.socket;
     const q = [];
     if (this.lastId) q.push("since=" + encodeURIComponent(this.lastId));
-    let token = this.options.token;
-    if (typeof token === "function") {
-      try {
-        token = await token();
-      } catch (e) {
-        this._scheduleReconnect({ code: 0, reason: "token: " + (e && e.message ? e.message : String(e)) });
-        return;
-      }
-      if (this.state === "closed") return;
+    let token;
+    try {
+      token = await this._token();
+    } catch (e) {
+      this._scheduleReconnect({ code: 0, reason: "token: " + (e && e.message ? e.message : String(e)) });
+      return;
     }
+    if (this.state === "closed") return;
     if (token && this.options.tokenParam) q.push(encodeURIComponent(this.options.tokenParam) + "=" + encodeURIComponent(token));
     if (q.length) url += "&" + q.join("&");
     let ws;

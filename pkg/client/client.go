@@ -305,11 +305,24 @@ func (c *Client) Send(ctx context.Context, m Message) (Ack, error) {
 }
 
 // Members lists who is in the room now, on every node
-// (GET /api/rooms/{room}/members).
+// (GET /api/rooms/{room}/members). Rooms that admit proven members only
+// answer those who prove it as they would join: the request carries Header
+// (a signed cookie) and the token as the query parameter TokenParam.
 func (c *Client) Members(ctx context.Context) ([]Member, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.membersURL, nil)
+	u := c.membersURL
+	token, err := c.token(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if token != "" {
+		u += "?" + url.Values{c.opts.TokenParam: {token}}.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range c.opts.Header {
+		req.Header[k] = vs
 	}
 	resp, err := c.opts.HTTPClient.Do(req)
 	if err != nil {
@@ -416,18 +429,27 @@ func (c *Client) disconnected(info DisconnectInfo) {
 	}
 }
 
+// token returns Token, or what TokenFunc gives.
+func (c *Client) token(ctx context.Context) (string, error) {
+	if c.opts.TokenFunc == nil {
+		return c.opts.Token, nil
+	}
+	t, err := c.opts.TokenFunc(ctx)
+	if err != nil {
+		return "", fmt.Errorf("chatserver: token: %w", err)
+	}
+	return t, nil
+}
+
 // dial opens one connection, with ?since= and the token.
 func (c *Client) dial() (*websocket.Conn, error) {
 	q := url.Values{}
 	if id := c.LastID(); id != "" {
 		q.Set("since", id)
 	}
-	token := c.opts.Token
-	if c.opts.TokenFunc != nil {
-		var err error
-		if token, err = c.opts.TokenFunc(c.ctx); err != nil {
-			return nil, fmt.Errorf("chatserver: token: %w", err)
-		}
+	token, err := c.token(c.ctx)
+	if err != nil {
+		return nil, err
 	}
 	if token != "" {
 		q.Set(c.opts.TokenParam, token)

@@ -456,6 +456,10 @@ func TestTokenExpiry(t *testing.T) {
 	testutil.Eventually(t, wait, "the renewed connection", func() bool { mu.Lock(); defer mu.Unlock(); return connects == 2 })
 	send(t, renewing, client.Message{Body: "renewed"})
 	testutil.Eventually(t, wait, "erin's message", rr.has("renewed"))
+	// The room admits proven members only, and so does its members list.
+	if ms, err := renewing.Members(ctx); err != nil || len(ms) != 1 || ms[0].Username != "erin" {
+		t.Errorf("members with erin's token: %+v, %v", ms, err)
+	}
 	for _, m := range rr.of(client.TypeMessage) {
 		if m.Body == "renewed" && m.Username != "erin" {
 			t.Errorf("renewed message from %q, want erin", m.Username)

@@ -302,6 +302,9 @@ test("jwt mode: the token goes in the handshake's query parameter, and an expire
   await c.send("signed in");
   await until("the message", () => rc.bodies().includes("signed in"));
   assert.equal(rc.byType.message[0].username, "carol");
+  // The room admits proven members only, and so does its members list.
+  assert.deepEqual((await c.members()).map((m) => m.username), ["carol"]);
+  assert.equal(calls, 2, "members() asked the token function too");
 
   // Without a token the join is refused: the client never gets connected.
   const anon = client(srv.url, { room: "js-jwt" });
@@ -313,6 +316,7 @@ test("jwt mode: the token goes in the handshake's query parameter, and an expire
   assert.ok([1008, 1006].includes(closes[0].code), "close code " + closes[0].code);
   assert.ok(closes[0].reconnect);
   assert.notEqual(anon.state, "connected");
+  await assert.rejects(anon.members(), (e) => e instanceof ChatError && e.code === "http_401");
 
   // A token that expires while connected: the server closes with 4002. A
   // fixed token cannot be renewed, so that client stops for good; a token
