@@ -191,6 +191,7 @@ export declare class Client {
   off<K extends keyof EventMap>(type: K, fn?: EventMap[K]): void;
   off(type: string, fn?: (env: Envelope, meta: DispatchMeta) => void): void;
   send(message: string | OutboundFrame, options?: SendOptions): Promise<Ack>;
+  /** GET /api/rooms/{room}/members, with the token as a join sends it (rooms of proven members need it); rejects with code "http_STATUS". */
   members(): Promise<Member[]>;
   close(): void;
 }
