@@ -19,6 +19,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/goleak"
 
+	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/client"
 	"github.com/chatserver/chatserver/pkg/config"
@@ -394,6 +395,100 @@ func TestServerAPIDeleteAndKick(t *testing.T) {
 	var ce *client.CloseError
 	if err := a.Err(); !errors.As(err, &ce) || ce.Code != client.CloseKicked || ce.Reason != "kicked" {
 		t.Fatalf("Err() after a kick = %v, want a CloseError 4001 kicked", err)
+	}
+}
+
+// A server restart while alice sends (Shutdown, then a new server on the
+// same address; history and refs in Redis): every Send returns its ack, and
+// alice and bob end with every message once.
+func TestRestartWhileSending(t *testing.T) {
+	prefix := redistest.Prefix(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	start := func(ln net.Listener) (stop func()) {
+		cfg, err := config.Load("", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Pipelines[pipeline.Message] = slices.DeleteFunc(cfg.Pipelines[pipeline.Message], func(s pipeline.Step) bool { return s.Use == "ratelimit" })
+		cfg.History.Store, cfg.Broker.Type = "redis", "redis"
+		cfg.Redis.URL, cfg.Redis.KeyPrefix = redistest.SharedURL, prefix
+		srv, err := server.New(cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		return func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+			if err := <-served; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		}
+	}
+	stop := start(ln)
+	defer func() { stop() }()
+	url := "http://" + addr
+	var mu sync.Mutex
+	var drops []int
+	a := dial(t, url, "go-restart", "alice", func(o *client.Options) {
+		o.OnDisconnect = func(d client.DisconnectInfo) { mu.Lock(); drops = append(drops, d.Code); mu.Unlock() }
+	})
+	ra := record(a)
+	rb := record(dial(t, url, "go-restart", "bob"))
+
+	const n = 60
+	want := make([]string, n)
+	acks := make([]client.Ack, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(context.Background(), 3*wait)
+	defer cancel()
+	for i := range n {
+		want[i] = fmt.Sprintf("m%02d", i)
+		if i == n/3 {
+			stop()
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatalf("listening again on %s: %v", addr, err)
+			}
+			stop = start(ln)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			acks[i], errs[i] = a.Send(ctx, client.Message{Body: want[i]})
+		}()
+		time.Sleep(time.Millisecond) // spread the sends over the restart
+	}
+	wg.Wait()
+	ids := map[string]bool{}
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("send %d: %v", i, errs[i])
+		}
+		ids[acks[i].ID] = true
+	}
+	if len(ids) != n {
+		t.Fatalf("%d distinct ids for %d messages", len(ids), n)
+	}
+	for name, r := range map[string]*recorder{"alice": ra, "bob": rb} {
+		testutil.Eventually(t, wait, name+" to have every message", func() bool { return len(r.bodies()) >= n })
+		if got := slices.Sorted(slices.Values(r.bodies())); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("%s got %d messages:\n%v\nwant each of %v once", name, len(got), r.bodies(), want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(drops) == 0 || drops[0] != 1001 {
+		t.Errorf("alice's disconnects: %v; want the shutdown's 1001 first", drops)
 	}
 }
 

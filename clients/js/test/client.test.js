@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 
 import * as chatserver from "../chatserver.js";
 import { connect, ChatError } from "../chatserver.js";
-import { Server, CutProxy, until, named, recorder, redisUp, redisAddr, sleep, WS } from "./server.js";
+import { Server, CutProxy, until, named, recorder, redisUp, redisAddr, dropRedisKeys, sleep, WS } from "./server.js";
 
 // Fast reconnects keep the tests short; the backoff itself is the same code.
 const quick = { minReconnectDelay: 20, maxReconnectDelay: 200 };
@@ -199,7 +199,7 @@ test("a server restart in the middle of sending: every message exactly once", as
     }
     assert.fail(`no Redis at ${redisAddr} and CI is set`);
   }
-  const prefix = "jstest:" + randomUUID().slice(0, 8) + ":";
+  const prefix = "chatserver-jstest:" + randomUUID().slice(0, 8) + ":";
   const srv = await startServer(
     burstConfig +
       `history: { store: redis, size: 500 }
@@ -207,6 +207,10 @@ redis: { url: "redis://${redisAddr}/0", key_prefix: "${prefix}" }
 broker: { type: redis }
 `,
   );
+  t.after(async () => {
+    await srv.stop(); // its history writer is done with the keys
+    await dropRedisKeys(prefix);
+  });
   const room = "js-restart";
   // Alice's sockets count how often each ref was written: a frame cut off
   // before its ack is written again after the restart.

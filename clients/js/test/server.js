@@ -58,6 +58,68 @@ export function redisUp() {
   });
 }
 
+// redisCommand sends one command to Redis and returns its reply: a string,
+// a number, or an array of them (enough for KEYS and DEL).
+export function redisCommand(...args) {
+  const [host, port] = redisAddr.split(":");
+  const req = "*" + args.length + "\r\n" + args.map((a) => "$" + Buffer.byteLength(a) + "\r\n" + a + "\r\n").join("");
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port: Number(port) });
+    let buf = "";
+    s.on("connect", () => s.write(req));
+    s.on("error", reject);
+    s.on("data", (d) => {
+      buf += d.toString();
+      const r = parseRESP(buf, 0);
+      if (r) {
+        s.destroy();
+        if (r.value instanceof Error) reject(r.value);
+        else resolve(r.value);
+      }
+    });
+  });
+}
+
+// parseRESP parses one reply at i, or returns null when buf holds less.
+function parseRESP(buf, i) {
+  const eol = buf.indexOf("\r\n", i);
+  if (eol < 0) return null;
+  const line = buf.slice(i + 1, eol);
+  switch (buf[i]) {
+    case "+":
+      return { value: line, next: eol + 2 };
+    case "-":
+      return { value: new Error(line), next: eol + 2 };
+    case ":":
+      return { value: Number(line), next: eol + 2 };
+    case "$": {
+      const n = Number(line);
+      if (n < 0) return { value: null, next: eol + 2 };
+      if (Buffer.byteLength(buf.slice(eol + 2)) < n + 2) return null;
+      return { value: buf.slice(eol + 2, eol + 2 + n), next: eol + 4 + n };
+    }
+    case "*": {
+      const out = [];
+      let next = eol + 2;
+      for (let k = 0; k < Number(line); k++) {
+        const r = parseRESP(buf, next);
+        if (!r) return null;
+        out.push(r.value);
+        next = r.next;
+      }
+      return { value: out, next };
+    }
+  }
+  throw new Error("unexpected Redis reply: " + JSON.stringify(buf));
+}
+
+// dropRedisKeys deletes every key under prefix (a test's own namespace).
+export async function dropRedisKeys(prefix) {
+  const keys = await redisCommand("KEYS", prefix.replace(/[*?[\]\\]/g, "\\$&") + "*");
+  if (keys.length) await redisCommand("DEL", ...keys);
+  return keys.length;
+}
+
 // Server is one chatserver process on a loopback port, with a config file of
 // its own (config: YAML added to server.addr). restart() stops it (SIGTERM,
 // as an operator would) and starts it again on the same port.
