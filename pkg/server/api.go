@@ -278,7 +278,8 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, 0, pipeline.Reject(codeUnavailable, "history store unavailable"))
 		return
 	}
-	if before := q.Get("before"); before != "" || q.Has("before") {
+	if q.Has("before") { // before= (empty) names no message either: 404
+		before := q.Get("before")
 		i := slices.IndexFunc(entries, func(e history.Entry) bool { return e.ID == before })
 		if i < 0 {
 			writeAPIError(w, 0, pipeline.Reject(codeNotFound, "no message %q in the history of room %s (evicted, deleted or never there)", before, room))

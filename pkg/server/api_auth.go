@@ -67,10 +67,15 @@ func (s *Server) requireKey(next http.Handler) http.Handler {
 }
 
 // requireKeyForReads guards the read routes: open unless api.protect_reads
-// (which config validation allows only with a key).
+// (which config validation allows only with a key), or unless the join
+// pipeline admits proven members only (see api_guard.go).
 func (s *Server) requireKeyForReads(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.API.ProtectReads && !s.authorized(w, r) {
+			return
+		}
+		if p := s.pipelines.Load(); !s.cfg.API.ProtectReads && p.Guarded() && !s.guardedRead(r, p) {
+			s.refuseGuardedRead(w) // api_guard.go
 			return
 		}
 		next.ServeHTTP(w, r)

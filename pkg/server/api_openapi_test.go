@@ -177,3 +177,45 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 	}
 }
+
+// Every $ref of openapi.json names a component it defines, and every
+// operation has an id (client generators name methods after it).
+func TestOpenAPIRefsResolve(t *testing.T) {
+	s := startServer(t, nil)
+	var doc map[string]any
+	if err := json.Unmarshal(apiCall(t, "GET", s.URL+"/api/openapi.json", "", "", "").body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(v any, where string)
+	walk = func(v any, where string) {
+		switch v := v.(type) {
+		case map[string]any:
+			if ref, ok := v["$ref"].(string); ok {
+				var at any = doc
+				for _, part := range strings.Split(strings.TrimPrefix(ref, "#/"), "/") {
+					m, _ := at.(map[string]any)
+					at = m[part]
+				}
+				if !strings.HasPrefix(ref, "#/") || at == nil {
+					t.Errorf("%s: $ref %q resolves to nothing", where, ref)
+				}
+			}
+			for k, e := range v {
+				walk(e, where+"/"+k)
+			}
+		case []any:
+			for i, e := range v {
+				walk(e, fmt.Sprintf("%s[%d]", where, i))
+			}
+		}
+	}
+	walk(doc, "")
+	paths, _ := doc["paths"].(map[string]any)
+	for path, ops := range paths {
+		for method, op := range ops.(map[string]any) {
+			if id, _ := op.(map[string]any)["operationId"].(string); id == "" {
+				t.Errorf("%s %s has no operationId", method, path)
+			}
+		}
+	}
+}

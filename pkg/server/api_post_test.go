@@ -74,6 +74,26 @@ func TestAPIPost(t *testing.T) {
 	if json.Unmarshal(h.body, &hist) != nil || len(hist) != 1 || !sameJSON(t, hist[0], r.body) {
 		t.Fatalf("history of ops: %s, want [%s]", h.body, r.body)
 	}
+	// A ref posted twice: the second answer is the first message's ack,
+	// and the members got the message once.
+	first := apiCall(t, "POST", s.URL+"/api/rooms/lobby/messages", apiKey, "", `{"username":"deploy-bot","body":"once","ref":"deploy-42"}`)
+	again := apiCall(t, "POST", s.URL+"/api/rooms/lobby/messages", apiKey, "", `{"username":"deploy-bot","body":"once","ref":"deploy-42"}`)
+	var env, ack frame
+	if first.status != 201 || again.status != 201 || json.Unmarshal(first.body, &env) != nil || json.Unmarshal(again.body, &ack) != nil ||
+		env.Type != "message" || ack.Type != "ack" || ack.ID != env.ID {
+		t.Fatalf("a ref posted twice: %d %s then %d %s", first.status, first.body, again.status, again.body)
+	}
+	// A direct message to alice: she gets it, with its to.
+	dm := apiCall(t, "POST", s.URL+"/api/rooms/lobby/messages", apiKey, "", `{"username":"deploy-bot","body":"psst","to":"alice","data":{"build":42}}`)
+	if dm.status != 201 {
+		t.Fatalf("direct message: %d %s", dm.status, dm.body)
+	}
+	if f := alice.next("message"); f.ID != env.ID {
+		t.Fatalf("alice got %s, want the message of ref deploy-42 once", f.raw)
+	}
+	if f := alice.next("message"); f.Body != "psst" || !strings.Contains(string(f.raw), `"to":"alice"`) || !strings.Contains(string(f.raw), `"data":{"build":42}`) {
+		t.Fatalf("alice got %s, want the direct message", f.raw)
+	}
 	// Over the default rate limit (burst 10) of a member: all go through.
 	for range 15 {
 		if r := apiCall(t, "POST", s.URL+"/api/rooms/ops/messages", apiKey, "", `{"username":"deploy-bot","body":"again"}`); r.status != 201 {

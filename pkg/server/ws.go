@@ -171,6 +171,7 @@ func (s *Server) runConn(ctx context.Context, c *client, expires time.Time, rele
 			// skipped: it might be what panicked.
 			c.close(websocket.CloseInternalServerErr, "internal error")
 			s.leaveRoom(c)
+			c.readerDone()
 			<-c.done
 		}
 	}()
@@ -184,7 +185,10 @@ func (s *Server) runConn(ctx context.Context, c *client, expires time.Time, rele
 			defer t.Stop()
 		}
 		s.readLoop(ctx, c)
+	} else {
+		drainClose(c)
 	}
+	c.readerDone()
 
 	s.leaveRoom(c)
 	if joined {
@@ -192,6 +196,19 @@ func (s *Server) runConn(ctx context.Context, c *client, expires time.Time, rele
 	}
 	c.close(websocket.CloseNormalClosure, "")
 	<-c.done
+}
+
+// drainClose reads what a refused joiner sends until it answers the close
+// frame its writer sends (or closeControlWindow passes), so that the socket
+// is not closed under a frame of the client's still in flight: some clients
+// (Node's WebSocket) then report 1006 instead of the close code.
+func drainClose(c *client) {
+	_ = c.ws.SetReadDeadline(time.Now().Add(2 * closeControlWindow))
+	for {
+		if _, _, err := c.ws.ReadMessage(); err != nil {
+			return
+		}
+	}
 }
 
 // leaveRoom takes c out of its room here and in cluster presence. It may run
