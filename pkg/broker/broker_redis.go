@@ -75,6 +75,12 @@ type RedisOptions struct {
 	// held frames are replayed, so that the other nodes have resubscribed
 	// and receive them live. Zero means 2s.
 	ReplaySettle time.Duration
+	// ReplayRate bounds the held frames replayed per second. The other
+	// nodes deliver them on top of live traffic, and a member whose send
+	// queue fills up is cut off as too slow, so a backlog must not arrive at
+	// once; and it must exceed this node's publish rate, or the outbox
+	// (which new publishes queue behind) never empties. Zero means 1000.
+	ReplayRate int
 	// DrainTimeout bounds how long Close waits for held frames to be
 	// replayed while Redis is reachable. Zero means 2s.
 	DrainTimeout time.Duration
@@ -168,6 +174,9 @@ func NewRedis(opts RedisOptions) *Redis {
 	}
 	if opts.ReplaySettle <= 0 {
 		opts.ReplaySettle = 2 * time.Second
+	}
+	if opts.ReplayRate <= 0 {
+		opts.ReplayRate = 1000
 	}
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 2 * time.Second

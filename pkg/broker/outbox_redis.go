@@ -19,7 +19,7 @@ import (
 // members at once (live chat on the node goes on) and held in the outbox, in
 // the order it was delivered. Once Redis is back and the node has been
 // resubscribed for ReplaySettle, the replay goroutine publishes the held
-// frames, oldest first, through replayScript: kept frames land in history
+// frames, oldest first, at most ReplayRate a second, through replayScript: kept frames land in history
 // then, once, in this node's delivery order, and every other node receives
 // them live. While the outbox holds anything, new publishes queue behind it
 // (and are delivered here at once), so each sender's frames reach the other
@@ -50,7 +50,8 @@ const payloadOutbox = 'o'
 // tokenLen is the length of a broker's token (hex).
 const tokenLen = 16
 
-// replayBatchSize is the most frames one replay round trip publishes.
+// replayBatchSize is the most frames one replay round trip publishes; a
+// round trip publishes ReplayRate/20 (a 20th of a second's worth) at most.
 const replayBatchSize = 256
 
 // replayScript is publishScript for a frame replayed from an outbox: the
@@ -273,9 +274,17 @@ func (b *Redis) replayLoop() {
 	var retry time.Duration
 	for {
 		if b.ob.n.Load() > 0 && b.settled() {
-			err := b.replayBatch()
+			n, err := b.replayBatch()
 			if err == nil {
 				retry = 0
+				// Paced: the other nodes' members get the held frames
+				// on top of live traffic, and a member whose send queue
+				// fills is cut off as too slow.
+				select {
+				case <-b.ctx.Done():
+					return
+				case <-time.After(time.Duration(n) * time.Second / time.Duration(b.opts.ReplayRate)):
+				}
 				continue
 			}
 			if retry == 0 {
@@ -304,13 +313,13 @@ func (b *Redis) replayLoop() {
 
 // replayBatch publishes the gaps to announce and then up to replayBatchSize
 // held frames, in one pipeline, and removes from the outbox what Redis took.
-func (b *Redis) replayBatch() error {
-	batch, gaps := b.ob.take(replayBatchSize)
+func (b *Redis) replayBatch() (int, error) {
+	batch, gaps := b.ob.take(min(replayBatchSize, max(1, b.opts.ReplayRate/20)))
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	defer cancel()
 	if err := replayScript.Load(ctx, b.rdb).Err(); err != nil {
 		b.ob.finish(0, true, gaps)
-		return fmt.Errorf("loading the replay script: %w", err)
+		return 0, fmt.Errorf("loading the replay script: %w", err)
 	}
 	pipe := b.rdb.Pipeline()
 	var gapRooms []string
@@ -346,12 +355,12 @@ func (b *Redis) replayBatch() error {
 		b.opts.OnReplayed(done)
 	}
 	if err != nil {
-		return fmt.Errorf("replaying %d held frames (%d taken): %w", len(batch), done, err)
+		return done, fmt.Errorf("replaying %d held frames (%d taken): %w", len(batch), done, err)
 	}
 	if b.ob.n.Load() == 0 {
 		b.log.Info("broker outbox replayed: the other nodes have every frame this node held")
 	}
-	return nil
+	return done + len(gapRooms), nil
 }
 
 func (b *Redis) replayCmd(ctx context.Context, pipe redis.Pipeliner, h held) {

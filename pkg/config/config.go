@@ -128,6 +128,11 @@ type Broker struct {
 	// out). When full, the oldest held frame is dropped, counted and
 	// announced to the other nodes with a `gap` frame. Default 10000.
 	OutboxSize int `mapstructure:"outbox_size"`
+	// ReplayRate bounds the held frames a node publishes per second once
+	// Redis is back (broker redis only): the other nodes' members get them
+	// on top of live traffic, and a member whose send queue fills up is cut
+	// off. It must exceed the node's publish rate. Default 1000.
+	ReplayRate int `mapstructure:"replay_rate"`
 }
 
 // Templates locates the page and message templates.
@@ -279,6 +284,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Broker.Type == "redis" && c.History.Store != "redis" {
 		return bad("broker.type", "broker redis shares history between nodes: it needs history.store: redis")
+	}
+	if c.Broker.ReplayRate < 1 {
+		return bad("broker.replay_rate", "must be at least 1, got %d", c.Broker.ReplayRate)
 	}
 	if c.Broker.OutboxSize < 1 {
 		return bad("broker.outbox_size", "must be at least 1, got %d", c.Broker.OutboxSize)

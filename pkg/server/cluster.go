@@ -47,8 +47,8 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 	if err != nil {
 		return nil, &config.Error{Source: s.cfg.Source, Key: "redis.url", Err: err}
 	}
-	// Short timeouts: a publish waits at most this long before falling back
-	// to local delivery when Redis is gone.
+	// Short timeouts: a publish waits at most this long before it is
+	// delivered locally and held in the broker's outbox when Redis is gone.
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, 2*time.Second, 2*time.Second
 	opt.MaxRetries = 1
 	s.rdb = redis.NewClient(opt)
@@ -66,6 +66,7 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 		OnFallback:    m.BrokerFallbacks.Inc,
 		OnLag:         func(d time.Duration) { m.BrokerLag.Set(d.Seconds()) },
 		OutboxSize:    s.cfg.Broker.OutboxSize,
+		ReplayRate:    s.cfg.Broker.ReplayRate,
 		GapFrame:      gapFrame,
 		OnOutboxDepth: func(n int) { m.BrokerOutbox.Set(float64(n)) },
 		OnOutboxDropped: func(n int) {
