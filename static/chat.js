@@ -311,6 +311,11 @@ function start() {
   client.on("history", function (frame) {
     if (everConnected && frame.complete === false) notice("Some earlier messages may be missing.", "gap");
   });
+  client.on("gap", function (g) {
+    // A node held more than broker.outbox_size frames while Redis was away.
+    const n = g.data && g.data.missed;
+    notice((n ? n + " messages" : "Some messages") + " sent during a server outage were lost.", "gap");
+  });
   client.on("message", onMessage);
   client.on("online", onPresence);
   client.on("offline", onPresence);
