@@ -110,27 +110,27 @@ func (c *FanoutConfig) defaults() error {
 // frames of this run that reached subscribers, each (subscriber, message)
 // pair once; Expected is Accepted × Subscribers.
 type FanoutResult struct {
-	Scenario      string  `json:"scenario"`
-	Subscribers   int     `json:"subscribers"`
-	Publishers    int     `json:"publishers"`
-	Rate          float64 `json:"rate"`
-	DurationS     float64 `json:"duration_s"`
-	Compress      bool    `json:"compress"`
-	Compressed    int     `json:"compressed_conns"` // connections that negotiated permessage-deflate
-	Published     int64   `json:"published"`
-	Rejected      int64   `json:"rejected"` // error frames the publishers got back (e.g. rate_limited)
-	Accepted      int64   `json:"accepted"`
-	Expected      int64   `json:"expected"`
-	Deliveries    int64   `json:"deliveries"`
-	Duplicates    int64   `json:"duplicates"`
+	Scenario    string  `json:"scenario"`
+	Subscribers int     `json:"subscribers"`
+	Publishers  int     `json:"publishers"`
+	Rate        float64 `json:"rate"`
+	DurationS   float64 `json:"duration_s"`
+	Compress    bool    `json:"compress"`
+	Compressed  int     `json:"compressed_conns"` // connections that negotiated permessage-deflate
+	Published   int64   `json:"published"`
+	Rejected    int64   `json:"rejected"` // error frames the publishers got back (e.g. rate_limited)
+	Accepted    int64   `json:"accepted"`
+	Expected    int64   `json:"expected"`
+	Deliveries  int64   `json:"deliveries"`
+	Duplicates  int64   `json:"duplicates"`
 	// Reordered counts messages a subscriber got after a later message of
 	// the same publisher (each publisher's messages must arrive in the order
 	// sent).
 	Reordered int64 `json:"reordered"`
 	// Gaps counts gap frames subscribers got (a node's outbox overflowed
 	// while Redis was down), and GapMissed the messages they said were lost.
-	Gaps      int64 `json:"gaps"`
-	GapMissed int64 `json:"gap_missed"`
+	Gaps          int64   `json:"gaps"`
+	GapMissed     int64   `json:"gap_missed"`
 	Lost          int64   `json:"lost"`
 	LossPct       float64 `json:"loss_pct"`
 	Disconnected  int     `json:"disconnected"` // subscribers the server closed during the run

@@ -18,8 +18,9 @@ import (
 // When a publish cannot reach Redis, the frame is delivered to this node's
 // members at once (live chat on the node goes on) and held in the outbox, in
 // the order it was delivered. Once Redis is back and the node has been
-// resubscribed for ReplaySettle, the replay goroutine publishes the held
-// frames, oldest first, at most ReplayRate a second, through replayScript: kept frames land in history
+// resubscribed for ReplaySettle (time for the other nodes to resubscribe
+// too), the replay goroutine publishes the held frames, oldest first, at most
+// ReplayRate a second, through replayScript: kept frames land in history
 // then, once, in this node's delivery order, and every other node receives
 // them live. While the outbox holds anything, new publishes queue behind it
 // (and are delivered here at once), so each sender's frames reach the other
@@ -40,7 +41,13 @@ import (
 // told rather than left with a silent hole.
 //
 // The outbox lives in memory: a node killed while its outbox holds frames
-// loses them (they were delivered on that node only).
+// loses them (they were delivered on that node only). A frame that is not
+// kept (online, offline, direct) whose direct publish failed after it may
+// have reached Redis can be delivered twice on other nodes (only kept
+// frames are checked against the history, and direct ones are deduplicated
+// by id); a node that resubscribes more than ReplaySettle after the others
+// gets kept frames replayed meanwhile from history (recover) but not the
+// others.
 
 // payloadOutbox starts a replayed frame on a room's channel: 'o', the
 // publishing broker's token (tokenLen bytes), the frame's own flag ('k',
