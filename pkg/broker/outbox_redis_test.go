@@ -301,3 +301,25 @@ func missing(got, want []string) []int {
 	}
 	return out
 }
+
+// A joiner on a node whose outbox holds frames of the room waits until they
+// are replayed, so the history it reads next has them (their echo is dropped
+// on this node: without the wait it would get them from neither).
+func TestWaitSubscribedWaitsForHeldFrames(t *testing.T) {
+	srv := redistest.StartServer(t)
+	rdb := outageClient(t, srv)
+	a := newNode(t, rdb, "p:")
+	a.join(t, "lobby")
+	srv.Kill()
+	held := publishN(t, a, "lobby", 5)
+	srv.Start()
+	testutil.Eventually(t, 15*time.Second, "a to resubscribe", func() bool { return a.resubs.Load() >= 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.WaitSubscribed(ctx, "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	if h := historyIDs(t, rdb, a.HistoryKey("lobby")); !slices.Equal(h, held) {
+		t.Fatalf("history after WaitSubscribed holds %v, want the held frames %v", h, held)
+	}
+}
