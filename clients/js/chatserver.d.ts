@@ -1,7 +1,7 @@
 // Type declarations of chatserver.js, the JavaScript client of chatserver.
 
 /** Envelope types the server sends. */
-export declare const SERVER_TYPES: readonly ["message", "online", "offline", "history", "error", "ack", "delete"];
+export declare const SERVER_TYPES: readonly ["message", "online", "offline", "history", "error", "ack", "delete", "gap"];
 /** The client's own event names ("*" aside). */
 export declare const CLIENT_EVENTS: readonly ["connect", "disconnect", "state"];
 /** Close code of a kick or ban through the server API: the client does not reconnect. */

@@ -28,7 +28,7 @@
 // browser a cookie set by your login (same site) is sent by the browser itself.
 
 /** Envelope types the server sends (SPEC §5, §9). */
-export const SERVER_TYPES = Object.freeze(["message", "online", "offline", "history", "error", "ack", "delete"]);
+export const SERVER_TYPES = Object.freeze(["message", "online", "offline", "history", "error", "ack", "delete", "gap"]);
 
 /** Names of the client's own events (not envelope types), and "*" for every frame. */
 export const CLIENT_EVENTS = Object.freeze(["connect", "disconnect", "state"]);

@@ -15,6 +15,9 @@ const (
 	TypeError   = "error"
 	TypeAck     = "ack"
 	TypeDelete  = "delete"
+	// TypeGap is an envelope saying that data.missed frames of the room
+	// were lost (a node held more than it could while its Redis was away).
+	TypeGap = "gap"
 )
 
 // Close codes after which the client does not reconnect.
