@@ -7,13 +7,17 @@ LDFLAGS  := -X github.com/chatserver/chatserver/pkg/cli.Version=$(VERSION) -X gi
 GOLANGCI := $(shell $(GO) env GOPATH)/bin/golangci-lint
 GOLANGCI_VERSION := v2.15.0
 
-.PHONY: build run test bench loadtest lint fuzz clean
+JS_DIR   := clients/js
+
+.PHONY: build run test test-js bench loadtest lint fuzz clean
 
 build: ## build bin/chatserver
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/chatserver
 
-run: ## run the chat room on :8000 with the embedded default config
-	$(GO) run ./cmd/chatserver serve
+ADDR ?=
+CONFIG ?=
+run: ## run the chat room (embedded config, :8000; make run ADDR=127.0.0.1:9000 CONFIG=my.yaml)
+	$(GO) run ./cmd/chatserver serve $(if $(ADDR),--addr $(ADDR)) $(if $(CONFIG),--config $(CONFIG))
 
 # The WebSocket tests run twice: with the fast paths (the default config) and
 # with every fast path off (fast_paths.*: false, the libraries' own way), so
@@ -22,10 +26,15 @@ run: ## run the chat room on :8000 with the embedded default config
 FAST_PATHS_OFF := CHATSERVER_FAST_PATHS_IDLE_READER=false CHATSERVER_FAST_PATHS_FRAME_WRITER=false \
 	CHATSERVER_FAST_PATHS_ENVELOPE_JSON=false
 
-test: ## vet and every test with the race detector (Redis and chromium tests included); pkg/server again with the fast paths off
+test: ## vet and every test with the race detector (Redis and chromium tests included); pkg/server again with the fast paths off; then test-js
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(FAST_PATHS_OFF) $(GO) test -race -count=1 -timeout 20m ./pkg/server
+	$(MAKE) test-js
+
+# npm ci runs when the devDependencies (typescript, ws) are not installed yet.
+test-js: build ## the JavaScript client: tsc --noEmit and its Node tests against bin/chatserver
+	cd $(JS_DIR) && { [ -x node_modules/.bin/tsc ] || npm ci --no-audit --no-fund; } && CHATSERVER_BIN=$(CURDIR)/$(BIN) npm test
 
 # GODEBUG: new goroutines start at 2 KB, as idle readers do in a server full of them (in a
 # test binary the adaptive start would follow the test's own goroutines; BENCHMARKS.md).

@@ -11,14 +11,9 @@ import (
 )
 
 func init() {
-	pipeline.Register(pipeline.Spec{
-		Name:        "emoji",
-		Description: "turns :smile: codes into emoji (an example custom plugin)",
-		Options:     func() any { return &Options{Codes: map[string]string{}} },
-		New: func(opts any, _ pipeline.Deps) (pipeline.Plugin, error) {
-			return New(*opts.(*Options)), nil
-		},
-	})
+	pipeline.Register(pipeline.NewSpec("emoji", "turns :smile: codes into emoji (an example custom plugin)",
+		func() *Options { return &Options{Codes: map[string]string{}} }, // the defaults
+		func(o *Options, _ pipeline.Deps) (pipeline.Plugin, error) { return New(*o), nil }))
 }
 
 // Options configure the emoji plugin.

@@ -17,6 +17,8 @@ import (
 
 	"github.com/chatserver/chatserver/examples/emoji"
 	"github.com/chatserver/chatserver/pkg/pipeline"
+	"github.com/chatserver/chatserver/pkg/pipeline/pipelinetest"
+	_ "github.com/chatserver/chatserver/pkg/plugins" // the built-ins the pipeline uses
 )
 
 func TestEmoji(t *testing.T) {
@@ -33,6 +35,24 @@ func TestEmoji(t *testing.T) {
 		if err := h.Handle(context.Background(), ev); err != nil || ev.Envelope.Body != tt.want {
 			t.Errorf("%q → %q (%v), want %q", tt.in, ev.Envelope.Body, err, tt.want)
 		}
+	}
+}
+
+// The plugin beside the built-ins it runs with, through the test kit.
+func TestEmojiInPipeline(t *testing.T) {
+	room := pipelinetest.New(t, `
+message:
+  - use: username
+  - use: validate
+  - use: emoji
+    with: { codes: { party: "🥳" } }
+  - use: render_html
+  - use: history
+  - use: broadcast
+`)
+	got := room.Member("ann").Say("<b>:party:</b>")
+	if got.Err != nil || got.Broadcast().Body != "<b>🥳</b>" || !strings.Contains(got.Broadcast().HTML, "&lt;b&gt;🥳") || len(got.Kept) != 1 {
+		t.Fatalf("%+v", got)
 	}
 }
 
@@ -72,6 +92,11 @@ pipelines:
 	out, err := exec.Command(bin, "plugins", "list").Output()
 	if err != nil || !strings.Contains(string(out), "emoji") || !strings.Contains(string(out), "broadcast") {
 		t.Fatalf("plugins list: %v\n%s", err, out)
+	}
+	// The config's own tests pass with the custom binary.
+	out, err = exec.Command(bin, "pipeline", "test", "--config", cfg, "pipeline_test.yaml").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "2 passed, 0 failed") {
+		t.Fatalf("pipeline test: %v\n%s", err, out)
 	}
 
 	// Logs go to a file (an *os.File is handed to the child as is, so no

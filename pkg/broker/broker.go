@@ -17,6 +17,11 @@ import (
 // that is not among them proves that everything after it is new.
 type DeliverFunc func(room, id string, frame []byte, kept bool)
 
+// KickFunc closes every local connection of username in room, with close
+// code 4001 (the server API's kick). The hub implements it; it must not block
+// on any client.
+type KickFunc func(room, username string)
+
 // DirectFunc hands a direct message to the local connections of room whose
 // member is named to, and to the connection with client id from (the
 // sender's, if it is on this node). The hub implements it; it must not block.
@@ -40,6 +45,10 @@ type Broker interface {
 	PublishDirect(ctx context.Context, room string, frame []byte, to string, from int64) error
 	Subscribe(ctx context.Context, room string) error
 	Unsubscribe(ctx context.Context, room string) error
+	// Kick has every node close the connections of username in room (see
+	// KickFunc). It is a control message, ordered with the room's frames on
+	// each node; nothing is kept.
+	Kick(ctx context.Context, room, username string) error
 	// Ping reports whether the broker's backend is reachable (for /readyz).
 	Ping(ctx context.Context) error
 	// Close stops the broker and waits for what it started.

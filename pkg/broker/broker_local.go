@@ -24,6 +24,8 @@ type Local struct {
 	OnStoreError func(room string, err error)
 	// Direct delivers direct messages. Nil: PublishDirect fails.
 	Direct DirectFunc
+	// OnKick closes the local connections Kick names. Nil: Kick does nothing.
+	OnKick KickFunc
 
 	seed  maphash.Seed
 	locks [stripes]sync.Mutex
@@ -53,6 +55,19 @@ func (l *Local) Publish(ctx context.Context, room, id string, frame []byte, keep
 		}
 	}
 	l.deliver(room, id, frame, keep && l.store != nil)
+	return nil
+}
+
+// Kick implements Broker: one node, so the kick is local, under the room's
+// lock like its frames.
+func (l *Local) Kick(_ context.Context, room, username string) error {
+	if l.OnKick == nil {
+		return nil
+	}
+	mu := &l.locks[maphash.String(l.seed, room)%stripes]
+	mu.Lock()
+	defer mu.Unlock()
+	l.OnKick(room, username)
 	return nil
 }
 

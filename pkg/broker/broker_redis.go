@@ -52,6 +52,9 @@ type RedisOptions struct {
 	// Direct hands direct messages to this node's members. Nil:
 	// PublishDirect fails and direct messages from other nodes are dropped.
 	Direct DirectFunc
+	// Kick closes this node's connections a kick names. Nil: kicks that
+	// reach this node do nothing.
+	Kick KickFunc
 	// Log receives the broker's logs. Nil: slog.Default().
 	Log *slog.Logger
 
@@ -429,10 +432,16 @@ func (b *Redis) handle(m *redis.Message) {
 	if st == nil {
 		return // unsubscribed meanwhile
 	}
+	if m.Payload[0] == payloadKick {
+		if b.opts.Kick != nil {
+			b.opts.Kick(room, m.Payload[1:])
+		}
+		return
+	}
 	kept, direct := m.Payload[0] == 'k', m.Payload[0] == 'd'
 	frame := []byte(m.Payload[1:])
-	id := history.IDOf(frame)
 	if direct {
+		id := history.IDOf(frame)
 		var h directHeader
 		if b.opts.Direct == nil || json.Unmarshal(frame, &h) != nil || h.To == "" {
 			return
@@ -443,6 +452,15 @@ func (b *Redis) handle(m *redis.Message) {
 		}
 		st.mu.Unlock()
 		return
+	}
+	// Only a kept frame's id is used: ids serve recovery and a joiner's
+	// dedup against its history, which concern kept frames only, and a
+	// frame that is not kept may name another message's id (a delete frame
+	// carries the id of the message it deletes) that must not be taken for
+	// its own — its delivery would be dropped as a duplicate.
+	var id string
+	if kept {
+		id = history.IDOf(frame)
 	}
 	if b.opts.OnLag != nil {
 		if ts := frameTS(frame); ts > 0 {

@@ -51,6 +51,12 @@ func TestExitCodesAndOneLineErrors(t *testing.T) {
 		{"unknown option", []string{"config", "check", "--config",
 			writeConfig(t, "pipelines:\n  message:\n    - use: ratelimit\n      with: {rat: 5}\n")}, 2, nil,
 			[]string{"pipelines.message[0] (ratelimit)", `unknown option "rat"`, "known: rate, burst"}, false},
+		{"config check redacts api keys", []string{"config", "check", "--config",
+			writeConfig(t, "api:\n  keys: [\"0123456789abcdef0123456789abcdef-secret\"]\n")}, 0,
+			[]string{"api: keys [<redacted>], protect_reads false"}, nil, true},
+		{"config check names a short api key by index", []string{"config", "check", "--config",
+			writeConfig(t, "api:\n  keys: [\"0123456789abcdef0123456789abcdef\", \"short\"]\n")}, 2, nil,
+			[]string{"api.keys[1]: must be at least 32 bytes, got 5"}, false},
 		{"bad yaml", []string{"config", "check", "--config", writeConfig(t, "server: [oops\n")}, 2, nil, []string{"not valid YAML"}, false},
 		{"unknown key", []string{"serve", "--config", writeConfig(t, "sever:\n  addr: x\n")}, 2, nil, []string{"sever"}, false},
 		{"serve cannot listen", []string{"serve", "--addr", "256.0.0.1:1"}, 1, nil, []string{"listen"}, false},
@@ -70,6 +76,9 @@ func TestExitCodesAndOneLineErrors(t *testing.T) {
 				if !strings.Contains(errs, w) {
 					t.Errorf("stderr lacks %q: %q", w, errs)
 				}
+			}
+			if strings.Contains(out+errs, "-secret") || strings.Contains(out+errs, `"short"`) {
+				t.Errorf("a key was printed: %q %q", out, errs)
 			}
 			if tt.noStderr && errs != "" {
 				t.Errorf("unexpected stderr %q", errs)

@@ -35,6 +35,7 @@ func newConfigCmd() *cobra.Command {
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "%s: ok\n", cfg.Source)
 			fmt.Fprintf(out, "history: %s (size %d), broker: %s\n", cfg.History.Store, cfg.History.Size, cfg.Broker.Type)
+			fmt.Fprintf(out, "api: %s\n", cfg.API) // keys print as <redacted>
 			return printPipelines(out, srv.Pipelines().Steps())
 		},
 	}

@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/chatserver/chatserver/pkg/pipeline"
@@ -39,7 +38,7 @@ sender alone would get. Steps that call out (webhook) do make their calls.`,
 	run.Flags().String("username", "", "the name the sender goes by (default: none yet, as a new connection)")
 	run.Flags().String("rename", "", "the message's username field (a rename request, honoured when allow_rename is on)")
 	run.Flags().String("room", server.DefaultRoom, "the sender's room")
-	cmd.AddCommand(run)
+	cmd.AddCommand(run, newPipelineTestCmd())
 	return cmd
 }
 
@@ -92,11 +91,7 @@ func runPipeline(cmd *cobra.Command, _ []string) error {
 
 	name, _ := flags.GetString("username")
 	sender := &offlineSender{room: room, name: name, rec: rec, values: map[any]any{}}
-	ev := &pipeline.Event{Kind: kind, Sender: sender, In: in}
-	// As the server does before running a pipeline.
-	ev.Envelope = pipeline.Envelope{ID: uuid.NewString(), Type: kind.EnvelopeType(), Room: room, ClientID: sender.ID(),
-		Username: name, To: in.To, Data: in.Data}
-	ev.Envelope.Stamp(time.Now())
+	ev := pipeline.NewEvent(kind, sender, in) // as the server starts every event
 
 	runErr := p.Run(context.Background(), ev)
 	return printRun(cmd.OutOrStdout(), kind, ev, runErr, rec)

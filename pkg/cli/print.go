@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -18,14 +17,11 @@ func printPipelines(w io.Writer, steps []pipeline.ResolvedStep) error {
 			fmt.Fprintf(w, "pipeline %s:\n", kind)
 		}
 		i++
-		opts := "{}"
-		if st.Options != nil {
-			b, err := json.Marshal(st.Options)
-			if err != nil {
-				return err
-			}
-			opts = string(b)
+		b, err := pipeline.EncodeOptions(st.Options)
+		if err != nil {
+			return err
 		}
+		opts := string(b)
 		label := st.Use
 		if st.Label != st.Use {
 			label = fmt.Sprintf("%s (%s)", st.Label, st.Use)

@@ -95,7 +95,11 @@ func TestPipelineRun(t *testing.T) {
 			`result: rejected, the sender gets error empty: body is empty`,
 		}, []string{`would broadcast`, `3\. commands`}},
 		{"join", []string{"--event", "join"}, 0, []string{`pipeline join:`, `would broadcast to lobby \(keep in history: false\): \{.*"type":"online".*"username":"游客1"`}, nil},
-		{"bad event", []string{"--event", "shout"}, 2, []string{`--event "shout"`}, nil},
+		{"a direct message with data", []string{"--body", "psst", "--to", "bob", "--data", `{"k":1}`}, 0, []string{
+			`would send to bob in lobby and to the sender \(a direct message\): \{.*"to":"bob".*"data":\{"k":1\}`,
+		}, []string{`keep in history: true`}},
+		{"bad data", []string{"--body", "x", "--data", `[1]`}, 2, []string{`--data: data must be a JSON object`}, nil},
+		{"bad event", []string{"--event", "shout"}, 2, []string{`--event "shout"`, `join, message, leave`}, nil},
 		{"bad config", []string{"--config", bad}, 2, []string{`bad.yaml`, `unknown plugin "nosuch"`}, nil},
 	}
 	for _, tt := range tests {
@@ -122,5 +126,51 @@ func TestPipelineRun(t *testing.T) {
 				t.Errorf("stack trace in output")
 			}
 		})
+	}
+}
+
+// pipeline test runs YAML cases against the configured pipelines: the
+// repository's own file passes; a failing case is reported with a diff and
+// exits 1; a bad file exits 2.
+func TestPipelineTest(t *testing.T) {
+	code, out, errOut := runCLI(t, "pipeline", "test", "../../config/chatserver_test.yaml")
+	if code != 0 || !strings.Contains(out, " passed, 0 failed") {
+		t.Fatalf("the repository's config tests: exit %d\n%s%s", code, out, errOut)
+	}
+
+	dir := t.TempDir()
+	cases := filepath.Join(dir, "cases.yaml")
+	if err := os.WriteFile(cases, []byte(`tests:
+  - name: passes
+    member: { name_cookie: ann }
+    event: { body: "hi <i>" }
+    expect: { envelope: { username: ann, body: "hi <i>" }, html_lacks: ["<i>"], kept: true }
+  - name: wrong expectations
+    member: { name_cookie: ann }
+    event: { body: "   " }
+    expect: { envelope: { body: "x" }, kept: true }
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runCLI(t, "pipeline", "test", cases)
+	for _, want := range []string{"ok   " + cases + ": passes", "FAIL " + cases + ":6: wrong expectations",
+		`error (body is empty): got "empty", want "none (accepted)"`, `envelope.body: got null, want "x"`,
+		`kept in history: got false, want true`, "1 passed, 1 failed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+
+	bad := filepath.Join(dir, "bad.yaml")
+	for _, body := range []string{"tests:\n  - name: x\n    expect: { eror: empty }\n", "tests: []\n", "tests:\n  - event: {}\n"} {
+		if err := os.WriteFile(bad, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code, _, errOut := runCLI(t, "pipeline", "test", bad); code != 2 || !strings.Contains(errOut, "bad.yaml") {
+			t.Errorf("%q: exit %d (%s), want 2 naming the file", body, code, errOut)
+		}
 	}
 }

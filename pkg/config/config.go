@@ -24,6 +24,7 @@ type Config struct {
 	Limits    Limits          `mapstructure:"limits"`
 	Pipelines pipeline.Config `mapstructure:"pipelines"`
 	Plugins   Plugins         `mapstructure:"plugins"`
+	API       API             `mapstructure:"api"`
 	FastPaths FastPaths       `mapstructure:"fast_paths"`
 
 	// Source names where the config came from ("embedded default" or a path),
@@ -282,6 +283,9 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
 			return bad("redis.url", "not a redis:// URL: %q", c.Redis.URL)
 		}
+	}
+	if err := c.API.validate(bad); err != nil {
+		return err
 	}
 	if c.Plugins.Timeout < 0 {
 		return bad("plugins.timeout", "must not be negative, got %v", c.Plugins.Timeout)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,5 +146,61 @@ func TestLoadLimitsFromEnv(t *testing.T) {
 	if l.MaxConnsPerIP != 7 || l.HandshakeTimeout != 3*time.Second || l.HandshakesPerIP.Rate != 0 ||
 		l.HandshakesPerIP.Burst != 20 || l.ExemptLoopback || l.MaxRooms != 10000 {
 		t.Fatalf("limits = %+v", l)
+	}
+}
+
+func TestAPIKeys(t *testing.T) {
+	long := strings.Repeat("k", MinAPIKeyBytes)
+	tests := []struct {
+		name    string
+		file    string
+		env     map[string]string
+		wantErr string // "" for a config that loads
+		keys    int
+	}{
+		{"none", "", nil, "", 0},
+		{"one in the file", "api:\n  keys: [\"" + long + "\"]\n", nil, "", 1},
+		{"short key named by index", "api:\n  keys: [\"" + long + "\", \"short-secret\"]\n", nil, "api.keys[1]: must be at least 32 bytes, got 12", 0},
+		{"from keys_env", "api:\n  keys_env: CHAT_TEST_KEYS\n", map[string]string{"CHAT_TEST_KEYS": long + " , " + long + "x"}, "", 2},
+		{"short key in keys_env", "api:\n  keys_env: CHAT_TEST_KEYS\n", map[string]string{"CHAT_TEST_KEYS": long + ",tiny-secret"}, "api.keys_env: $CHAT_TEST_KEYS: key 1 must be at least 32 bytes, got 11", 0},
+		{"keys_env not a name", "api:\n  keys_env: \"A=B\"\n", nil, "api.keys_env: must be the name of an environment variable", 0},
+		{"CHATSERVER_API_KEYS, comma-separated", "", map[string]string{"CHATSERVER_API_KEYS": long + "," + long + "y"}, "", 2},
+		{"protect_reads without a key", "api:\n  protect_reads: true\n", nil, "api.protect_reads: needs a key", 0},
+		{"keys_env unset is no key", "api:\n  keys_env: CHAT_TEST_UNSET\n", nil, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			path := ""
+			if tt.file != "" {
+				path = writeFile(t, tt.file)
+			}
+			cfg, err := Load(path, nil)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "short-secret") || strings.Contains(err.Error(), "tiny-secret") {
+					t.Fatalf("the error shows the key: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(cfg.API.AllKeys()); got != tt.keys || cfg.API.Enabled() != (tt.keys > 0) {
+				t.Fatalf("%d keys (enabled %t), want %d", got, cfg.API.Enabled(), tt.keys)
+			}
+			for _, s := range []string{fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg.API), cfg.API.String()} {
+				if strings.Contains(s, long) {
+					t.Fatalf("a printed config shows a key: %s", s)
+				}
+			}
+			if tt.keys > 0 && strings.Count(cfg.API.String(), "<redacted>") != tt.keys {
+				t.Fatalf("String() = %q, want %d <redacted>", cfg.API.String(), tt.keys)
+			}
+		})
 	}
 }

@@ -29,6 +29,10 @@ type Store interface {
 	Recent(ctx context.Context, room string, limit int) ([]Entry, error)
 	// Clear empties room's history.
 	Clear(ctx context.Context, room string) error
+	// Delete removes the entry whose id is id from room's history (the
+	// server API's DELETE), keeping the order of the others. It returns
+	// ErrNotFound when room's history does not hold id.
+	Delete(ctx context.Context, room, id string) error
 	// Ping reports whether the store is reachable (for /readyz).
 	Ping(ctx context.Context) error
 	// Close flushes what is pending and releases the store.
@@ -38,6 +42,10 @@ type Store interface {
 // ErrUnsupported is returned by operations a store cannot perform, such as
 // clearing an in-memory store that lives in another process.
 var ErrUnsupported = errors.New("history: not supported by this store")
+
+// ErrNotFound is Delete's answer for an id the room's history does not hold
+// (never kept, evicted, or deleted already).
+var ErrNotFound = errors.New("history: no such entry")
 
 // Since returns the entries after the one whose id is id. If id is not among
 // them (evicted, or never seen), it returns all entries and complete=false, so a

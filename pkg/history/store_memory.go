@@ -79,6 +79,33 @@ func (m *Memory) Clear(_ context.Context, room string) error {
 	return nil
 }
 
+// Delete implements Store: the ring is rebuilt without the entry, oldest
+// first, so the next append goes after the newest as before.
+func (m *Memory) Delete(_ context.Context, room, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.rooms[room]
+	if r == nil {
+		return ErrNotFound
+	}
+	for i := 0; i < r.n; i++ {
+		if r.buf[(r.start+i)%len(r.buf)].ID != id {
+			continue
+		}
+		kept := make([]Entry, len(r.buf))
+		n := 0
+		for j := 0; j < r.n; j++ {
+			if j != i {
+				kept[n] = r.buf[(r.start+j)%len(r.buf)]
+				n++
+			}
+		}
+		r.buf, r.start, r.n = kept, 0, n
+		return nil
+	}
+	return ErrNotFound
+}
+
 // Ping implements Store; memory is always reachable.
 func (m *Memory) Ping(context.Context) error { return nil }
 

@@ -274,6 +274,52 @@ func (r *Redis) Clear(ctx context.Context, room string) error {
 	return nil
 }
 
+// Delete implements Store. An entry still waiting to be written leaves the
+// queue; a written one is found with LRANGE and removed with one LREM of its
+// exact bytes (every copy of them), so the list is never rewritten and appends racing the delete
+// (the broker's publish script pushes into the same list) are not lost. Like
+// Clear, it waits for a batch being written.
+func (r *Redis) Delete(ctx context.Context, room, id string) error {
+	if id == "" {
+		return ErrNotFound
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	r.mu.Lock()
+	for i, p := range r.queue {
+		if p.room == room && p.id == id {
+			r.queue = append(r.queue[:i:i], r.queue[i+1:]...)
+			r.depthLocked()
+			r.mu.Unlock()
+			return nil
+		}
+	}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, r.opts.OpTimeout)
+	defer cancel()
+	key := r.Key(room)
+	frames, err := r.client.LRange(ctx, key, 0, -1).Result()
+	if err != nil {
+		return fmt.Errorf("redis history store %s: reading %s: %w", r.addr, key, err)
+	}
+	for i := len(frames) - 1; i >= 0; i-- {
+		if IDOf([]byte(frames[i])) != id {
+			continue
+		}
+		// Count 0: every copy of those bytes (a batch whose reply was lost
+		// is written twice; see Redis).
+		n, err := r.client.LRem(ctx, key, 0, frames[i]).Result()
+		if err != nil {
+			return fmt.Errorf("redis history store %s: removing from %s: %w", r.addr, key, err)
+		}
+		if n == 0 {
+			return ErrNotFound // trimmed away between LRANGE and LREM
+		}
+		return nil
+	}
+	return ErrNotFound
+}
+
 // Ping implements Store: PING, bounded by OpTimeout.
 func (r *Redis) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.OpTimeout)

@@ -68,6 +68,11 @@ type Metrics struct {
 	// PresenceSuppressed counts online/offline events not broadcast because
 	// their room was over websocket.presence_limit.
 	PresenceSuppressed prometheus.Counter
+
+	// APIUnauthorized counts server API requests refused for want of a
+	// valid key, by reason (missing, invalid): a climbing invalid count is
+	// someone guessing keys.
+	APIUnauthorized *prometheus.CounterVec
 	// RefResends counts frames resent with the ref of an accepted frame:
 	// acknowledged again, not run again.
 	RefResends prometheus.Counter
@@ -131,6 +136,9 @@ func New() *Metrics {
 		PresenceSuppressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatserver_presence_suppressed_total", Help: "Online/offline events not broadcast: room over websocket.presence_limit.",
 		}),
+		APIUnauthorized: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatserver_api_unauthorized_total", Help: "Server API requests refused with 401, by reason (missing, invalid).",
+		}, []string{"reason"}),
 		RefResends: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatserver_ref_resends_total", Help: "Frames resent with the ref of an accepted frame: acknowledged again, not delivered again.",
 		}),
@@ -141,7 +149,7 @@ func New() *Metrics {
 		m.Connections, m.ConnectionsTotal, m.EventsIn, m.FramesOut, m.Dropped,
 		m.StepSeconds, m.StepErrors, m.HistoryErrors, m.Rooms, m.Refused, m.PresenceSuppressed, m.RefResends,
 		m.BrokerResubscribes, m.BrokerRecovered, m.BrokerFallbacks, m.BrokerLag,
-		m.HistoryQueueDepth, m.HistoryDropped,
+		m.HistoryQueueDepth, m.HistoryDropped, m.APIUnauthorized,
 	)
 	return m
 }

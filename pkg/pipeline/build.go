@@ -87,6 +87,11 @@ type ResolvedStep struct {
 // rendered into the page.
 type Gatekeeper interface {
 	GuardsJoin() bool
+	// Admit checks, without side effects, that s proves an identity that
+	// may join s.Room(): the server asks it for HTTP reads of a guarded
+	// room (history, members) made with the joiner's own credentials. It
+	// returns an *Error (rejected) when not.
+	Admit(s Sender) error
 }
 
 // Pipelines are the built pipelines, one per kind. They are immutable once
@@ -96,7 +101,7 @@ type Pipelines struct {
 	steps    []ResolvedStep
 	closers  []io.Closer
 	timeout  time.Duration
-	guarded  bool
+	gates    []Gatekeeper // the join steps that guard
 
 	// active counts events inside Run; a retired value closes its plugins
 	// when the last of them leaves (see Retire).
@@ -146,7 +151,7 @@ func Build(cfg Config, deps Deps, bo BuildOptions) (*Pipelines, error) {
 				p.closers = append(p.closers, c)
 			}
 			if g, ok := pl.(Gatekeeper); ok && kind == Join && g.GuardsJoin() {
-				p.guarded = true
+				p.gates = append(p.gates, g)
 			}
 			plugins[i] = pl
 			p.steps = append(p.steps, ResolvedStep{Kind: kind, Label: st.Label(), Use: st.Use, Options: opts})
@@ -299,7 +304,18 @@ func (p *Pipelines) Has(kind Kind) bool {
 
 // Guarded reports whether a join step admits only proven members (see
 // Gatekeeper).
-func (p *Pipelines) Guarded() bool { return p.guarded }
+func (p *Pipelines) Guarded() bool { return len(p.gates) > 0 }
+
+// Admit reports whether s would get past every guarding join step (see
+// Gatekeeper.Admit); nil when no step guards.
+func (p *Pipelines) Admit(s Sender) error {
+	for _, g := range p.gates {
+		if err := g.Admit(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Retire marks pipelines that were replaced (hot reload): their plugins are
 // closed once no event is running through them any more — at once if none is.

@@ -13,16 +13,18 @@
 // or act after next returned (ev.Completed tells whether the rest accepted it).
 //
 // A plugin package registers its plugins by name in init, like a database/sql
-// driver:
+// driver; NewSpec types the options end to end:
 //
 //	func init() {
-//		pipeline.Register(pipeline.Spec{
-//			Name:        "emoji",
-//			Description: "turns :smile: codes into emoji",
-//			Options:     func() any { return &Options{} }, // defaults; `with:` is decoded onto it
-//			New: func(opts any, deps pipeline.Deps) (pipeline.Plugin, error) { … },
-//		})
+//		pipeline.Register(pipeline.NewSpec("emoji", "turns :smile: codes into emoji",
+//			func() *Options { return &Options{} }, // defaults; `with:` is decoded onto them
+//			func(o *Options, deps pipeline.Deps) (pipeline.Plugin, error) { … }))
 //	}
+//
+// A handler changes a message's body with ev.SetBody (which also drops html
+// rendered from the old body) and reads and replaces a frame's data with
+// ev.Envelope.Data / ev.SetData. Package pipelinetest runs pipelines in a
+// test as the server does.
 //
 // and a custom binary is chatserver's command line plus a blank import of the
 // plugin package (see examples/emoji in the repository).

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"sync/atomic"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Kind says which pipeline an event runs through: one of the three built-in
@@ -194,6 +196,26 @@ type Event struct {
 	down      time.Duration // time spent in later steps; see observe
 	downErr   error         // what the later steps returned; see observe
 	completed bool
+}
+
+// NewEvent returns an event of kind from s, carrying in, with the envelope
+// the server starts every pipeline with: a new id, the kind's type, the
+// sender's room, client id and current name, in's to and data, and the
+// time. The server, `chatserver pipeline run` and the test kit build events
+// with it, so a plugin sees the same start everywhere.
+func NewEvent(kind Kind, s Sender, in Inbound) *Event {
+	ev := &Event{Kind: kind, In: in, Sender: s}
+	ev.Envelope = Envelope{
+		ID:       uuid.NewString(),
+		Type:     kind.EnvelopeType(),
+		Room:     s.Room(),
+		ClientID: s.ID(),
+		Username: s.Username(),
+		To:       in.To,
+		Data:     in.Data,
+	}
+	ev.Envelope.Stamp(time.Now())
+	return ev
 }
 
 // Completed reports whether the event went through every step of its

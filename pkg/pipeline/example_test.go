@@ -18,23 +18,19 @@ type ShoutOptions struct {
 // `pipelines.message: [{use: shout, with: {mark: "!!"}}]` would — and runs
 // events through it. In a real plugin package the Register call is in init.
 func Example() {
-	pipeline.Register(pipeline.Spec{
-		Name:        "shout",
-		Description: "upper-cases messages; rejects whispers",
-		Options:     func() any { return &ShoutOptions{Mark: "!"} },
-		New: func(opts any, _ pipeline.Deps) (pipeline.Plugin, error) {
-			mark := opts.(*ShoutOptions).Mark
+	pipeline.Register(pipeline.NewSpec("shout", "upper-cases messages; rejects whispers",
+		func() *ShoutOptions { return &ShoutOptions{Mark: "!"} }, // the defaults; `with:` is decoded onto them
+		func(o *ShoutOptions, _ pipeline.Deps) (pipeline.Plugin, error) {
 			return pipeline.PluginFunc(func(next pipeline.Handler) pipeline.Handler {
 				return pipeline.HandlerFunc(func(ctx context.Context, ev *pipeline.Event) error {
 					if strings.HasPrefix(ev.Envelope.Body, "psst") {
 						return pipeline.Reject(pipeline.CodeRejected, "no whispering")
 					}
-					ev.Envelope.Body = strings.ToUpper(ev.Envelope.Body) + mark
-					return next.Handle(ctx, ev) // the rest of the pipeline
+					ev.SetBody(strings.ToUpper(ev.Envelope.Body) + o.Mark) // the one way to change a body
+					return next.Handle(ctx, ev)                            // the rest of the pipeline
 				})
 			}), nil
-		},
-	})
+		}))
 
 	cfg := pipeline.Config{pipeline.Message: []pipeline.Step{{Use: "shout", With: map[string]any{"mark": "!!"}}}}
 	p, err := pipeline.Build(cfg, pipeline.Deps{}, pipeline.BuildOptions{})

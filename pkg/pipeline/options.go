@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
@@ -45,6 +46,47 @@ func (s Spec) OptionInfo() []OptionInfo {
 		k++
 	}
 	return out
+}
+
+// EncodeOptions encodes a decoded options struct as a JSON object keyed by
+// the `with:` keys people write (mapstructure tags), in field order — not by
+// Go field names, as encoding/json would. Values are encoded by encoding/json
+// (so a Secret prints as "<redacted>"); durations as strings ("2s").
+func EncodeOptions(opts any) ([]byte, error) {
+	if opts == nil {
+		return []byte("{}"), nil
+	}
+	v := reflect.ValueOf(opts)
+	for v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return json.Marshal(opts)
+	}
+	keys := OptionKeys(opts)
+	b := []byte{'{'}
+	k := 0
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Type().Field(i)
+		if name, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ","); !f.IsExported() || name == "-" {
+			continue
+		}
+		val := v.Field(i).Interface()
+		if d, ok := val.(time.Duration); ok {
+			val = d.String()
+		}
+		kb, _ := json.Marshal(keys[k])
+		vb, err := json.Marshal(val)
+		if err != nil {
+			return nil, fmt.Errorf("option %s: %w", keys[k], err)
+		}
+		if k > 0 {
+			b = append(b, ',')
+		}
+		b = append(append(append(b, kb...), ':'), vb...)
+		k++
+	}
+	return append(b, '}'), nil
 }
 
 // String formats the option as `key type = default`.

@@ -23,6 +23,25 @@ type Spec struct {
 	New func(opts any, deps Deps) (Plugin, error)
 }
 
+// NewSpec describes a plugin whose options are the struct O, typed end to
+// end: defaults returns a new *O filled with the defaults (a fresh one each
+// call: decoding writes into it), the step's `with:` is decoded onto it, and
+// build receives it — no type assertion, and no way to hand the decoder a
+// non-pointer. It is the typed form of filling Spec.Options and Spec.New by
+// hand, which keeps working.
+//
+//	pipeline.Register(pipeline.NewSpec("shout", "upper-cases messages",
+//		func() *ShoutOptions { return &ShoutOptions{Mark: "!"} },
+//		func(o *ShoutOptions, _ pipeline.Deps) (pipeline.Plugin, error) { return newShout(o), nil }))
+func NewSpec[O any](name, description string, defaults func() *O, build func(opts *O, deps Deps) (Plugin, error)) Spec {
+	return Spec{
+		Name:        name,
+		Description: description,
+		Options:     func() any { return defaults() },
+		New:         func(opts any, deps Deps) (Plugin, error) { return build(opts.(*O), deps) },
+	}
+}
+
 var (
 	registryMu sync.RWMutex
 	registry   = map[string]Spec{}

@@ -10,14 +10,10 @@ import (
 )
 
 func init() {
-	pipeline.Register(pipeline.Spec{
-		Name:        "commands",
-		Description: "slash commands: /nick NAME, /me ACTION, /who (replies go to the sender alone)",
-		Options:     func() any { return DefaultCommandsOptions() },
-		New: func(opts any, deps pipeline.Deps) (pipeline.Plugin, error) {
-			return NewCommands(*opts.(*CommandsOptions), deps)
-		},
-	})
+	pipeline.Register(pipeline.NewSpec("commands",
+		"slash commands: /nick NAME, /me ACTION, /who (replies go to the sender alone)",
+		DefaultCommandsOptions,
+		func(o *CommandsOptions, deps pipeline.Deps) (pipeline.Plugin, error) { return NewCommands(*o, deps) }))
 }
 
 // CommandsOptions configure the commands plugin.

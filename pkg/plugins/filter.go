@@ -14,14 +14,10 @@ import (
 )
 
 func init() {
-	pipeline.Register(pipeline.Spec{
-		Name:        "filter",
-		Description: "masks words from a list or a file in message bodies (whole words, any case, any script)",
-		Options:     func() any { return DefaultFilterOptions() },
-		New: func(opts any, _ pipeline.Deps) (pipeline.Plugin, error) {
-			return NewFilter(*opts.(*FilterOptions))
-		},
-	})
+	pipeline.Register(pipeline.NewSpec("filter",
+		"masks words from a list or a file in message bodies (whole words, any case, any script)",
+		DefaultFilterOptions,
+		func(o *FilterOptions, _ pipeline.Deps) (pipeline.Plugin, error) { return NewFilter(*o) }))
 }
 
 // FilterOptions configure the filter plugin. Words and File add up; at least

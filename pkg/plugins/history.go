@@ -10,14 +10,12 @@ import (
 )
 
 func init() {
-	pipeline.Register(pipeline.Spec{
-		Name:        "history",
-		Description: "appends to the room's history in the configured store",
-		Options:     func() any { return DefaultHistoryOptions() },
-		New: func(opts any, deps pipeline.Deps) (pipeline.Plugin, error) {
-			return NewHistory(*opts.(*HistoryOptions), deps.History)
-		},
-	})
+	pipeline.Register(pipeline.NewSpec("history",
+		"appends to the room's history in the configured store",
+		DefaultHistoryOptions,
+		func(o *HistoryOptions, deps pipeline.Deps) (pipeline.Plugin, error) {
+			return NewHistory(*o, deps.History)
+		}))
 }
 
 // HistoryOptions configure the history plugin.

@@ -322,6 +322,30 @@ func newVerifier(o *UsernameOptions) (verifier, error) {
 	return nil, nil
 }
 
+// Admit implements pipeline.Gatekeeper: s's credential is valid and, with
+// rooms_claim, lists s's room. Nothing is remembered.
+func (u *Username) Admit(s pipeline.Sender) error {
+	if u.verifier == nil {
+		return nil
+	}
+	p, err := u.verifier.verify(s)
+	if err == nil && u.opts.RoomsClaim != "" && !p.allows(s.Room()) {
+		return pipeline.Reject(pipeline.CodeRejected, "this identity may not join room %q", s.Room())
+	}
+	return refusal(err, u.opts.Mode)
+}
+
+// refusal is what a failed verification tells the sender.
+func refusal(err error, mode string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errNoCredential):
+		return pipeline.Reject(pipeline.CodeRejected, "sign in first: this room needs a signed identity (%s)", mode)
+	}
+	return pipeline.Reject(pipeline.CodeRejected, "identity refused: %v", err)
+}
+
 // proven returns the name ev's sender has proven, verifying it now if no
 // earlier step did. It rejects the event when the proof is missing or bad.
 func (u *Username) proven(ev *pipeline.Event) (string, error) {
@@ -342,10 +366,7 @@ func (u *Username) proven(ev *pipeline.Event) (string, error) {
 		}
 		err = errors.New("the name is empty")
 	}
-	if errors.Is(err, errNoCredential) {
-		return "", pipeline.Reject(pipeline.CodeRejected, "sign in first: this room needs a signed identity (%s)", u.opts.Mode)
-	}
-	return "", pipeline.Reject(pipeline.CodeRejected, "identity refused: %v", err)
+	return "", refusal(err, u.opts.Mode)
 }
 
 // compile-time check that Secret stays a JSON marshaler.

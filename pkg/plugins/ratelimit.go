@@ -13,14 +13,10 @@ import (
 )
 
 func init() {
-	pipeline.Register(pipeline.Spec{
-		Name:        "ratelimit",
-		Description: "per-client token bucket; over the limit the sender gets error rate_limited",
-		Options:     func() any { return DefaultRateLimitOptions() },
-		New: func(opts any, _ pipeline.Deps) (pipeline.Plugin, error) {
-			return NewRateLimit(*opts.(*RateLimitOptions))
-		},
-	})
+	pipeline.Register(pipeline.NewSpec("ratelimit",
+		"per-client token bucket; over the limit the sender gets error rate_limited",
+		DefaultRateLimitOptions,
+		func(o *RateLimitOptions, _ pipeline.Deps) (pipeline.Plugin, error) { return NewRateLimit(*o) }))
 }
 
 // RateLimitOptions configure the ratelimit plugin.

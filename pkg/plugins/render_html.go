@@ -11,14 +11,12 @@ import (
 )
 
 func init() {
-	pipeline.Register(pipeline.Spec{
-		Name:        "render_html",
-		Description: "fills html from a template (html/template: every user string is escaped)",
-		Options:     func() any { return DefaultRenderHTMLOptions() },
-		New: func(opts any, deps pipeline.Deps) (pipeline.Plugin, error) {
-			return NewRenderHTML(*opts.(*RenderHTMLOptions), deps.Templates)
-		},
-	})
+	pipeline.Register(pipeline.NewSpec("render_html",
+		"fills html from a template (html/template: every user string is escaped)",
+		DefaultRenderHTMLOptions,
+		func(o *RenderHTMLOptions, deps pipeline.Deps) (pipeline.Plugin, error) {
+			return NewRenderHTML(*o, deps.Templates)
+		}))
 }
 
 // RenderHTMLOptions configure the render_html plugin.

@@ -15,14 +15,10 @@ import (
 )
 
 func init() {
-	pipeline.Register(pipeline.Spec{
-		Name:        "username",
-		Description: "resolves the display name from a base64 cookie, a rename or a guest name, or proves it (HMAC-signed cookie or JWT); trims, strips control characters, bounds length",
-		Options:     func() any { return DefaultUsernameOptions() },
-		New: func(opts any, _ pipeline.Deps) (pipeline.Plugin, error) {
-			return NewUsername(*opts.(*UsernameOptions))
-		},
-	})
+	pipeline.Register(pipeline.NewSpec("username",
+		"resolves the display name from a base64 cookie, a rename or a guest name, or proves it (HMAC-signed cookie or JWT); trims, strips control characters, bounds length",
+		DefaultUsernameOptions,
+		func(o *UsernameOptions, _ pipeline.Deps) (pipeline.Plugin, error) { return NewUsername(*o) }))
 }
 
 // UsernameOptions configure the username plugin.

@@ -11,14 +11,10 @@ import (
 )
 
 func init() {
-	pipeline.Register(pipeline.Spec{
-		Name:        "validate",
-		Description: "rejects empty and over-long bodies and invalid UTF-8; strips control characters",
-		Options:     func() any { return DefaultValidateOptions() },
-		New: func(opts any, _ pipeline.Deps) (pipeline.Plugin, error) {
-			return NewValidator(*opts.(*ValidateOptions))
-		},
-	})
+	pipeline.Register(pipeline.NewSpec("validate",
+		"rejects empty and over-long bodies and invalid UTF-8; strips control characters",
+		DefaultValidateOptions,
+		func(o *ValidateOptions, _ pipeline.Deps) (pipeline.Plugin, error) { return NewValidator(*o) }))
 }
 
 // ValidateOptions configure the validate plugin.

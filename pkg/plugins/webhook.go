@@ -17,14 +17,10 @@ import (
 )
 
 func init() {
-	pipeline.Register(pipeline.Spec{
-		Name:        "webhook",
-		Description: "POSTs the event as JSON to a URL; the reply passes, changes, rejects or answers it (plugins in any language)",
-		Options:     func() any { return DefaultWebhookOptions() },
-		New: func(opts any, deps pipeline.Deps) (pipeline.Plugin, error) {
-			return NewWebhook(*opts.(*WebhookOptions), deps)
-		},
-	})
+	pipeline.Register(pipeline.NewSpec("webhook",
+		"POSTs the event as JSON to a URL; the reply passes, changes, rejects or answers it (plugins in any language)",
+		DefaultWebhookOptions,
+		func(o *WebhookOptions, deps pipeline.Deps) (pipeline.Plugin, error) { return NewWebhook(*o, deps) }))
 }
 
 // WebhookOptions configure the webhook plugin.

@@ -82,6 +82,10 @@ type client struct {
 	// the queue (start); writing while a writeLoop runs; finished once it
 	// closed the connection (finish), after which no writer starts.
 	canWrite, writing, finished bool
+	// readerGone is set once the reader stopped reading (readerDone): after
+	// a close frame, the writer closes the socket then, or after
+	// closeControlWindow.
+	readerGone bool
 	pingDue                     bool        // the writer is to send a ping
 	pinger                      *time.Timer // sets pingDue every ping_interval
 	username                    string
@@ -276,6 +280,7 @@ func (c *client) writeLoop() {
 		if closing {
 			_ = c.ws.WriteControl(websocket.CloseMessage,
 				websocket.FormatCloseMessage(code, text), time.Now().Add(closeControlWindow))
+			c.awaitReader(time.Now().Add(closeControlWindow))
 			c.finish()
 			return
 		}
@@ -303,6 +308,42 @@ func (c *client) pace(fc *flushClock) {
 	select { // what woke us is about to be written
 	case <-c.wake:
 	default:
+	}
+}
+
+// readerDone tells the writer that the reader stopped reading: the client
+// answered a close frame, went away, or is not read any more.
+func (c *client) readerDone() {
+	c.mu.Lock()
+	c.readerGone = true
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// awaitReader waits, after the writer sent a close frame, until the reader
+// has read the client's answer (or stopped reading) or deadline passes. RFC
+// 6455 has the server close TCP after the closing handshake: closing it at
+// once, while a frame of the client's is still in flight, makes the client's
+// stack reset the connection, and some clients (Node's WebSocket) then
+// report 1006 instead of the close code — a kicked client would reconnect.
+func (c *client) awaitReader(deadline time.Time) {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for {
+		c.mu.Lock()
+		gone := c.readerGone
+		c.mu.Unlock()
+		if gone {
+			return
+		}
+		select {
+		case <-c.wake: // deliveries wake it too: look again
+		case <-t.C:
+			return
+		}
 	}
 }
 

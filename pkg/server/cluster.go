@@ -21,6 +21,7 @@ type clusterPresence interface {
 	Add(room string, m broker.Member)
 	Remove(room string, clientID int64)
 	Members(ctx context.Context, room string) ([]broker.Member, error)
+	Rooms(ctx context.Context) (map[string]int, error)
 	Node() int64
 	Close() error
 }
@@ -36,6 +37,7 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 	if s.cfg.Broker.Type != "redis" {
 		l := broker.NewLocal(store, deliver, s.log)
 		l.OnStoreError = func(string, error) { s.metrics.HistoryErrors.Inc() }
+		l.OnKick = s.kickLocal
 		l.Direct = s.hub.deliverDirect
 		return l, nil
 	}
@@ -55,6 +57,7 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 		HistorySize:   s.cfg.History.Size,
 		Store:         store,
 		Deliver:       deliver,
+		Kick:          s.kickLocal,
 		Direct:        s.hub.deliverDirect,
 		Log:           s.log,
 		OnResubscribe: m.BrokerResubscribes.Inc,

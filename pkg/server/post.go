@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
-	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
@@ -54,11 +51,7 @@ func (s *Server) Post(ctx context.Context, room, username string, in pipeline.In
 			return nil, pipeline.Reject(pipeline.CodeRejected, "a frame with ref %q is still being handled; resend it later", in.Ref)
 		}
 	}
-	sender := &apiSender{room: room, name: username}
-	ev := &pipeline.Event{Kind: kind, In: in, Sender: sender}
-	ev.Envelope = pipeline.Envelope{ID: uuid.NewString(), Type: kind.EnvelopeType(), Room: room,
-		Username: username, To: in.To, Data: in.Data}
-	ev.Envelope.Stamp(time.Now())
+	ev := pipeline.NewEvent(kind, &apiSender{room: room, name: username}, in)
 	err := p.Run(ctx, ev)
 	if err != nil {
 		if key != "" {

@@ -45,6 +45,9 @@ type presencePublisher struct {
 
 // Publish implements pipeline.Publisher.
 func (p presencePublisher) Publish(ctx context.Context, pub pipeline.Publication) error {
+	if err := p.s.admitJoin(ctx, pub.ID); err != nil { // a banned joiner (bans.go)
+		return err
+	}
 	switch {
 	case pub.To != "":
 		return p.s.publishDirect(ctx, pub)

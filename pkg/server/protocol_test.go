@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -407,16 +408,16 @@ func TestClusterDirectMessagesAndResends(t *testing.T) {
 	if f.Body != "psst" || f.To != "bob" {
 		t.Fatalf("bob got %s", f.raw)
 	}
-	if mine := alice.next("message"); mine.ID != f.ID {
-		t.Fatalf("alice's copy %s", mine.raw)
-	}
-	if a := alice.next("ack"); a.ID != f.ID {
-		t.Fatalf("ack %s", a.raw)
+	// In a cluster the ack (sent once Redis took the publish) may come
+	// before the sender's own copy (which comes back through Redis).
+	mine, ack := alice.messageAndAck()
+	if mine.ID != f.ID || ack.ID != f.ID {
+		t.Fatalf("alice's copy %s, ack %s, want id %s", mine.raw, ack.raw, f.ID)
 	}
 	quiet(t, carol, alice, "a direct message across nodes")
 
 	alice.send(map[string]any{"body": "hello all", "ref": "x2"})
-	first := alice.next("ack")
+	_, first := alice.messageAndAck()
 	alice.conn.Close()
 	alice = member(t, n3, "", "alice") // reconnects to another node
 	alice.send(map[string]any{"body": "hello all", "ref": "x2"})
@@ -459,4 +460,78 @@ func waitMembers(t *testing.T, s *testServer, n int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// In signed/jwt modes the history and members of a room are read over HTTP
+// only with the credentials a join would be admitted with (or an API key).
+func TestGuardedReadsNeedTheProof(t *testing.T) {
+	with := map[string]any{"mode": "jwt", "jwt_key": identitySecret, "rooms_claim": "rooms", "cookie": "identity"}
+	s := startServer(t, withIdentity(with))
+	tok := func(rooms ...string) string {
+		v, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"name": "alice", "rooms": rooms,
+			"exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(identitySecret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if _, err := s.Post(t.Context(), "ops", "bot", pipeline.Inbound{Body: "deploy at noon"}); err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string, h http.Header) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, s.URL+path, nil)
+		for k, v := range h {
+			req.Header[k] = v
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	tests := []struct {
+		name, path string
+		header     http.Header
+		want       int
+	}{
+		{"history without a proof", "/api/rooms/ops/history", nil, 401},
+		{"members without a proof", "/api/rooms/ops/members", nil, 401},
+		{"history with a token for the room", "/api/rooms/ops/history?token=" + tok("ops"), nil, 200},
+		{"history with the cookie", "/api/rooms/ops/history", cookieHeader("identity=" + tok("o*")), 200},
+		{"members with a token for the room", "/api/rooms/ops/members?token=" + tok("ops"), nil, 200},
+		{"a token for another room", "/api/rooms/ops/history?token=" + tok("lobby"), nil, 401},
+		{"a forged token", "/api/rooms/ops/history?token=" + tok("ops") + "x", nil, 401},
+		{"the list of rooms needs a key", "/api/rooms?token=" + tok("*"), nil, 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := get(tt.path, tt.header)
+			if code != tt.want {
+				t.Fatalf("%s: %d %s, want %d", tt.path, code, body, tt.want)
+			}
+			if code == 200 && strings.Contains(tt.path, "history") && !strings.Contains(body, "deploy at noon") {
+				t.Fatalf("history %s", body)
+			}
+			if code == 401 && strings.Contains(body, "deploy") {
+				t.Fatalf("a refusal carries the room: %s", body)
+			}
+		})
+	}
+}
+
+// messageAndAck reads c's frames until it has both a message and an ack,
+// in whichever order they come.
+func (c *wsClient) messageAndAck() (msg, ack frame) {
+	c.t.Helper()
+	for msg.Type == "" || ack.Type == "" {
+		switch f := c.read(); f.Type {
+		case "message":
+			msg = f
+		case "ack":
+			ack = f
+		}
+	}
+	return msg, ack
 }

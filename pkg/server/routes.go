@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io/fs"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -26,25 +25,10 @@ func (s *Server) routes() http.Handler {
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	r.Get("/readyz", s.serveReady)
 	r.Method(http.MethodGet, "/metrics", s.metrics.Handler())
-	r.Route("/api/rooms/{room}", func(r chi.Router) {
-		r.Use(roomParam)
-		r.Get("/history", s.serveHistory)
-		r.Get("/members", s.serveMembers)
-	})
+	r.Route("/api", s.apiRoutes) // api.go
 	static, _ := fs.Sub(chatserver.Static, "static")
 	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)))
 	return r
-}
-
-// roomParam refuses invalid room names with 400 before any handler runs.
-func roomParam(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !ValidRoom(chi.URLParam(r, "room")) {
-			writeJSONError(w, http.StatusBadRequest, "invalid room name: want 1-64 characters of A-Z a-z 0-9 _ . -")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // pageData is what templates/index.html is executed with.
@@ -96,42 +80,6 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(buf.Bytes())
 }
 
-func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
-	limit := 0
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			writeJSONError(w, http.StatusBadRequest, "limit must be a non-negative integer")
-			return
-		}
-		limit = n
-	}
-	entries, err := s.store.Recent(r.Context(), chi.URLParam(r, "room"), limit)
-	if err != nil {
-		s.log.Error("api: reading history", "err", err)
-		writeJSONError(w, http.StatusServiceUnavailable, "history store unavailable")
-		return
-	}
-	entries, bad := history.Valid(entries)
-	if bad > 0 {
-		s.log.Warn("api: skipped history entries that are not JSON", "room", chi.URLParam(r, "room"), "count", bad)
-	}
-	out := make([]json.RawMessage, len(entries))
-	for i, e := range entries {
-		out[i] = e.Frame
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (s *Server) serveMembers(w http.ResponseWriter, r *http.Request) {
-	members, err := s.Deps().Members.Members(r.Context(), chi.URLParam(r, "room"))
-	if err != nil {
-		writeJSONError(w, http.StatusServiceUnavailable, "members unavailable")
-		return
-	}
-	writeJSON(w, http.StatusOK, members)
-}
-
 // serveReady answers 200 when the store and broker answer, else 503 with
 // what is down.
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
@@ -159,8 +107,4 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_, _ = w.Write(append(b, '\n'))
-}
-
-func writeJSONError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
 }

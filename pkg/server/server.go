@@ -95,6 +95,13 @@ type Server struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+
+	// The server API (api.go): its keys, the bans its kicks record, and
+	// the joins being run, whose online the publisher checks against the
+	// bans (bans.go).
+	apiKeys *apiKeys
+	bans    broker.Bans
+	joining joins
 }
 
 // New builds a server from cfg: templates, store, broker and pipelines. It
@@ -107,6 +114,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		hub:      newHub(),
 		limiter:  newLimiter(cfg.Limits),
 		stopping: make(chan struct{}),
+		apiKeys:  newAPIKeys(cfg.API.AllKeys()),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -129,6 +137,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if s.broker, err = newBroker(s.store, s.hub.deliver); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
+	s.bans = s.newBans()
 	if s.rdb != nil {
 		s.refs = &redisRefs{rdb: s.rdb, prefix: cfg.Redis.KeyPrefix, ttl: cfg.WebSocket.RefTTL, log: s.log}
 	} else {

@@ -16,7 +16,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
 	"github.com/chatserver/chatserver/pkg/history"
@@ -137,7 +136,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.leaveRoom(c) // no more deliveries; then what came meanwhile goes
 		c.discard()
 		s.replyError(c, pipeline.AsError(err), "")
-		c.close(closePolicy, "join refused")
+		c.close(joinRefusalClose(err)) // 1008, or 4001 for a ban (bans.go)
 		c.start()
 		started = true
 		go s.runConn(ctx, c, time.Time{}, release) //nolint:gosec // G118: as below
@@ -172,6 +171,7 @@ func (s *Server) runConn(ctx context.Context, c *client, expires time.Time, rele
 			// skipped: it might be what panicked.
 			c.close(websocket.CloseInternalServerErr, "internal error")
 			s.leaveRoom(c)
+			c.readerDone()
 			<-c.done
 		}
 	}()
@@ -185,7 +185,10 @@ func (s *Server) runConn(ctx context.Context, c *client, expires time.Time, rele
 			defer t.Stop()
 		}
 		s.readLoop(ctx, c)
+	} else {
+		drainClose(c)
 	}
+	c.readerDone()
 
 	s.leaveRoom(c)
 	if joined {
@@ -193,6 +196,19 @@ func (s *Server) runConn(ctx context.Context, c *client, expires time.Time, rele
 	}
 	c.close(websocket.CloseNormalClosure, "")
 	<-c.done
+}
+
+// drainClose reads what a refused joiner sends until it answers the close
+// frame its writer sends (or closeControlWindow passes), so that the socket
+// is not closed under a frame of the client's still in flight: some clients
+// (Node's WebSocket) then report 1006 instead of the close code.
+func drainClose(c *client) {
+	_ = c.ws.SetReadDeadline(time.Now().Add(2 * closeControlWindow))
+	for {
+		if _, _, err := c.ws.ReadMessage(); err != nil {
+			return
+		}
+	}
 }
 
 // leaveRoom takes c out of its room here and in cluster presence. It may run
@@ -487,18 +503,11 @@ func producedID(ev *pipeline.Event) string {
 // pipelines. It returns the event and what the pipeline returned; the
 // caller tells the client.
 func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in pipeline.Inbound) (*pipeline.Event, error) {
-	ev := &pipeline.Event{Kind: kind, In: in, Sender: c}
-	ev.Envelope = pipeline.Envelope{
-		ID:       uuid.NewString(),
-		Type:     kind.EnvelopeType(),
-		Room:     c.room,
-		ClientID: c.id,
-		Username: c.Username(),
-		To:       in.To,
-		Data:     in.Data,
-	}
-	ev.Envelope.Stamp(time.Now())
+	ev := pipeline.NewEvent(kind, c, in)
 	s.quietIfCrowded(ev, c, kind)
+	if kind == pipeline.Join {
+		defer s.joining.watch(ev.Envelope.ID, c)() // its online is checked against bans (bans.go)
+	}
 
 	err := s.pipelines.Load().Run(ctx, ev)
 	if err == nil {

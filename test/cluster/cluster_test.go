@@ -105,6 +105,8 @@ redis:
 broker:
   type: redis
   node_ttl: 2s
+api:
+  keys: [%q]
 pipelines:
   message:
     - use: username
@@ -113,7 +115,7 @@ pipelines:
     - use: render_html
     - use: history
     - use: broadcast
-`, addr, raddr, prefix)
+`, addr, raddr, prefix, apiKey)
 	file := filepath.Join(t.TempDir(), name+".yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
