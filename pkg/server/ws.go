@@ -22,7 +22,7 @@ import (
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
-// appendHistoryFrame appends the first frame a client receives (SPEC §5):
+// appendHistoryFrame appends the first frame a client receives:
 // {"type":"history","room":…,"messages":[…],"complete":…}. complete is
 // present only when the client asked for ?since= (nil otherwise): false
 // means the id it gave was no longer in the history, so there may be a gap
@@ -132,6 +132,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// this handler returns).
 	ctx := context.Background()
 	ev, err := s.runEvent(ctx, c, pipeline.Join, pipeline.Inbound{})
+	if err == nil {
+		err = s.admitJoin(ctx, c) // a join pipeline without broadcast publishes no online to check (bans.go)
+	}
 	if err != nil {
 		s.leaveRoom(c) // no more deliveries; then what came meanwhile goes
 		c.discard()
@@ -177,14 +180,9 @@ func (s *Server) runConn(ctx context.Context, c *client, expires time.Time, rele
 	}()
 	joined := c.present.Load()
 	if joined {
-		if !expires.IsZero() {
-			t := time.AfterFunc(time.Until(expires), func() {
-				s.metrics.Dropped.WithLabelValues("expired").Inc()
-				c.close(closeExpired, "token expired")
-			})
-			defer t.Stop()
-		}
+		stop := s.expireAt(c, expires)
 		s.readLoop(ctx, c)
+		stop()
 	} else {
 		drainClose(c)
 	}
@@ -192,10 +190,33 @@ func (s *Server) runConn(ctx context.Context, c *client, expires time.Time, rele
 
 	s.leaveRoom(c)
 	if joined {
-		_, _ = s.runEvent(ctx, c, pipeline.Leave, pipeline.Inbound{})
+		s.leave(ctx, c)
 	}
 	c.close(websocket.CloseNormalClosure, "")
 	<-c.done
+}
+
+// expireAt closes c with 4002 at expires (its token's exp), unless the
+// returned stop is called first. Zero: never. (Out of runConn, as leave is,
+// to keep the idle reader's stack small: see onFrame.)
+//
+//go:noinline
+func (s *Server) expireAt(c *client, expires time.Time) (stop func() bool) {
+	if expires.IsZero() {
+		return func() bool { return false }
+	}
+	t := time.AfterFunc(time.Until(expires), func() {
+		s.metrics.Dropped.WithLabelValues("expired").Inc()
+		c.close(closeExpired, "token expired")
+	})
+	return t.Stop
+}
+
+// leave runs the leave pipeline for c.
+//
+//go:noinline
+func (s *Server) leave(ctx context.Context, c *client) {
+	_, _ = s.runEvent(ctx, c, pipeline.Leave, pipeline.Inbound{})
 }
 
 // drainClose reads what a refused joiner sends until it answers the close
@@ -285,8 +306,8 @@ func tailIDs(entries []history.Entry, n int) []string {
 }
 
 // readLoop reads frames until the connection ends and runs each through the
-// message pipeline. Bad input is answered with an error frame; the connection
-// stays open (SPEC §5), except for frames over the size limit (1009).
+// pipeline of its kind. Bad input is answered with an error frame and the
+// connection stays open, except for frames over the size limit (1009).
 func (s *Server) readLoop(ctx context.Context, c *client) {
 	for {
 		err := c.bc.waitReadable(c.heard)
@@ -313,14 +334,26 @@ func (s *Server) readLoop(ctx context.Context, c *client) {
 			c.close(closeUnsupported, "binary frames are not supported")
 			return
 		}
-		in, perr := decodeInbound(mt, data)
-		if perr != nil {
-			s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()
-			s.replyError(c, perr, in.Ref)
-			continue
-		}
-		s.handleFrame(ctx, c, in)
+		s.onFrame(ctx, c, mt, data)
 	}
+}
+
+// onFrame decodes one frame and answers it. It is kept out of readLoop (and
+// out of line): what handling a frame needs on the stack — the decoded
+// frame, the event — must not be in the frame of the loop an idle reader
+// parks in. An idle connection's goroutine then fits its 2 KB starting
+// stack; a few hundred bytes more in readLoop or runConn double it, ~2 KB
+// per idle connection (BenchmarkIdleConnections shows it).
+//
+//go:noinline
+func (s *Server) onFrame(ctx context.Context, c *client, mt int, data []byte) {
+	in, perr := decodeInbound(mt, data)
+	if perr != nil {
+		s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()
+		s.replyError(c, perr, in.Ref)
+		return
+	}
+	s.handleFrame(ctx, c, in)
 }
 
 // maxRefLen bounds a ref: the client's name for a frame, not a payload.
@@ -458,52 +491,32 @@ func jsonProblem(err error) error {
 	return err
 }
 
-// handleFrame runs one decoded frame through the pipeline of its kind and
-// answers it: an error, or, when it had a ref, an ack.
+// handleFrame runs one decoded frame of c's (see runFrame) and answers it:
+// an error, or, when it had a ref, an ack.
 func (s *Server) handleFrame(ctx context.Context, c *client, in pipeline.Inbound) {
-	kind := in.Kind()
-	if kind == pipeline.Join || kind == pipeline.Leave || !s.pipelines.Load().Has(kind) {
-		s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()
-		s.replyError(c, pipeline.Reject(pipeline.CodeUnknownType, "type %q names no event kind of this server", in.Type), in.Ref)
-		return
-	}
-	var key string
-	if in.Ref != "" {
-		key = s.refs.key(c.room, c.Username(), in.Ref)
-		id, st := s.refs.claim(ctx, key)
-		switch st {
-		case refAccepted: // a resend: acknowledged again, not run again
-			s.metrics.RefResends.Inc()
-			s.replyAck(c, in.Ref, id)
-			return
-		case refPending:
-			s.replyError(c, pipeline.Reject(pipeline.CodeRejected, "a frame with ref %q is still being handled; resend it later", in.Ref), in.Ref)
-			return
-		}
-	}
-	ev, err := s.runEvent(ctx, c, kind, in)
-	if err != nil {
-		if key != "" {
-			s.refs.release(ctx, key)
-		}
-		s.replyError(c, pipeline.AsError(err), in.Ref)
-		return
-	}
-	if key != "" {
-		id := producedID(ev)
-		s.refs.accept(ctx, key, id)
-		s.replyAck(c, in.Ref, id)
+	o := s.runFrame(ctx, c.room, s.refName(c, in), in, func(kind pipeline.Kind) (*pipeline.Event, error) {
+		return s.runEvent(ctx, c, kind, in)
+	})
+	switch {
+	case o.err != nil:
+		s.replyError(c, pipeline.AsError(o.err), in.Ref)
+	case in.Ref != "":
+		s.replyAck(c, in.Ref, o.id)
+	case o.late != nil: // no ref to ack: say what failed, as for any frame
+		s.replyError(c, pipeline.AsError(o.late), "")
 	}
 }
 
-// producedID is the id of the envelope an accepted event produced: published
-// (or kept by a history step without a broadcast). An event that produced
-// none (a command answered to the sender alone) has "".
-func producedID(ev *pipeline.Event) string {
-	if ev.Published || ev.Keep && ev.Completed() {
-		return ev.Envelope.ID
+// refName is the name c's frame in is remembered under for resends: the
+// proven name where the join guards (a frame's username is ignored there,
+// and must not let anyone claim another's refs); in plain mode the name the
+// frame asks for, if any — a resend is the same frame, whatever name the
+// connection went by when it was first sent — else the connection's.
+func (s *Server) refName(c *client, in pipeline.Inbound) string {
+	if !s.pipelines.Load().Guarded() && in.Username != nil && strings.TrimSpace(*in.Username) != "" {
+		return *in.Username
 	}
-	return ""
+	return c.Username()
 }
 
 // runEvent builds an event of kind for c and runs it through the current
@@ -512,9 +525,6 @@ func producedID(ev *pipeline.Event) string {
 func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in pipeline.Inbound) (*pipeline.Event, error) {
 	ev := pipeline.NewEvent(kind, c, in)
 	s.quietIfCrowded(ev, c, kind)
-	if kind == pipeline.Join {
-		defer s.joining.watch(ev.Envelope.ID, c)() // its online is checked against bans (bans.go)
-	}
 
 	err := s.pipelines.Load().Run(ctx, ev)
 	if err == nil {
