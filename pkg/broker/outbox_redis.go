@@ -219,6 +219,10 @@ func (o *outbox) isOwn(id string) bool {
 	return ok
 }
 
+// Held returns the number of frames in the outbox: accepted while Redis
+// could not take them, not yet replayed.
+func (b *Redis) Held() int { return int(b.ob.n.Load()) }
+
 // newToken returns a random token naming this broker in replayed payloads.
 func newToken() string {
 	b := make([]byte, tokenLen/2)

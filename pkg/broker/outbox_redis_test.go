@@ -3,6 +3,8 @@ package broker_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -321,5 +323,105 @@ func TestWaitSubscribedWaitsForHeldFrames(t *testing.T) {
 	}
 	if h := historyIDs(t, rdb, a.HistoryKey("lobby")); !slices.Equal(h, held) {
 		t.Fatalf("history after WaitSubscribed holds %v, want the held frames %v", h, held)
+	}
+}
+
+// replyDropper is a TCP proxy in front of Redis that, while drop is set,
+// forwards commands but throws Redis's replies away: a publish Redis ran
+// whose reply never arrives.
+type replyDropper struct {
+	ln   net.Listener
+	drop atomic.Bool
+	wg   sync.WaitGroup
+}
+
+func newReplyDropper(t *testing.T, target string) *replyDropper {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &replyDropper{ln: ln}
+	var mu sync.Mutex
+	var conns []net.Conn
+	p.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, r)
+			mu.Unlock()
+			p.wg.Go(func() { _, _ = io.Copy(r, c); _ = r.Close() })
+			p.wg.Go(func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := r.Read(buf)
+					if n > 0 && !p.drop.Load() {
+						if _, err := c.Write(buf[:n]); err != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				_ = c.Close()
+			})
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// A publish whose reply is lost after Redis ran it (the connection drops
+// replies for a while) is held and replayed; the replay finds its id in the
+// history and neither appends nor publishes it again.
+func TestOutboxReplayAfterLostReply(t *testing.T) {
+	srv := redistest.StartServer(t)
+	proxy := newReplyDropper(t, srv.Addr())
+	// No retries: a retry of a publish that timed out would run it twice
+	// (the server's client has none either, see server/cluster.go).
+	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String(), DialTimeout: 300 * time.Millisecond,
+		ReadTimeout: 300 * time.Millisecond, WriteTimeout: time.Second, MaxRetries: -1})
+	defer viaProxy.Close()
+	direct := outageClient(t, srv)
+	a, b := newNode(t, viaProxy, "p:"), newNode(t, direct, "p:")
+	a.join(t, "lobby")
+	b.join(t, "lobby")
+	first := publishN(t, a, "lobby", 1) // Redis now has the publish script
+	testutil.Eventually(t, 5*time.Second, "b to get the first frame", func() bool { return len(b.ids("lobby")) == 1 })
+	proxy.drop.Store(true)
+	id := publishN(t, a, "lobby", 1)[0] // Redis runs it; the reply is lost
+	if a.fallbacks.Load() != 1 {
+		t.Fatalf("the publish was not held (fallbacks %d)", a.fallbacks.Load())
+	}
+	testutil.Eventually(t, 5*time.Second, "b to get the frame Redis ran", func() bool { return len(b.ids("lobby")) == 2 })
+	time.Sleep(time.Second) // replays meanwhile lose their replies too
+	proxy.drop.Store(false)
+	testutil.Eventually(t, 15*time.Second, "the held frame to be replayed", func() bool { return a.Held() == 0 })
+	end := afterReplays(t, a, b)
+	want := append(append(first, id), end...)
+	if h := historyIDs(t, direct, a.HistoryKey("lobby")); !slices.Equal(h, want) {
+		t.Errorf("history holds %v, want %v", h, want)
+	}
+	for name, n := range map[string]*node{"a": a, "b": b} {
+		if got := n.ids("lobby"); !slices.Equal(got, want) {
+			t.Errorf("%s delivered %v, want %v", name, got, want)
+		}
 	}
 }

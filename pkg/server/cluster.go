@@ -50,7 +50,12 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 	// Short timeouts: a publish waits at most this long before it is
 	// delivered locally and held in the broker's outbox when Redis is gone.
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, 2*time.Second, 2*time.Second
-	opt.MaxRetries = 1
+	// No retries: a publish whose reply timed out may have run, and a retry
+	// would run it again (twice in history). A failed publish is held in the
+	// broker's outbox instead, and its replay checks the history first.
+	// Presence, refs and bans treat a failed command as they treat Redis
+	// being away (resync later, fail open).
+	opt.MaxRetries = -1
 	s.rdb = redis.NewClient(opt)
 	m := s.metrics
 	b := broker.NewRedis(broker.RedisOptions{
