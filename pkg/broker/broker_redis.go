@@ -139,8 +139,9 @@ type Redis struct {
 	// lost): held frames are replayed ReplaySettle after it.
 	upAt atomic.Int64
 
-	ob    *outbox
-	token string // names this broker's replayed frames
+	ob     *outbox
+	recent recent // what was published lately, for rehold
+	token  string // names this broker's replayed frames
 
 	mu      sync.Mutex
 	rooms   map[string]*redisRoom
@@ -230,6 +231,9 @@ func (b *Redis) Publish(ctx context.Context, room, id string, frame []byte, keep
 		err := publishScript.Run(ctx, b.rdb, []string{b.HistoryKey(room)},
 			b.Channel(room), frame, string([]byte{flag}), b.size).Err()
 		if err == nil {
+			if keep {
+				b.recent.add(held{room: room, id: id, frame: frame, flag: flag, maybe: true, plain: true})
+			}
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -238,13 +242,15 @@ func (b *Redis) Publish(ctx context.Context, room, id string, frame []byte, keep
 		b.log.Warn("redis publish failed; delivering on this node and holding the frame for replay", "room", room, "id", id, "err", err)
 	}
 	b.hold(held{room: room, id: id, frame: frame, flag: flag, maybe: tried}, func(st *redisRoom) {
-		// Only a kept frame's id is used, as in handle.
-		seenID := ""
-		if keep {
-			seenID = id
-		}
-		if st != nil && st.seen.add(seenID) {
-			b.opts.Deliver(room, seenID, frame, keep)
+		// Not recorded in seen: its replay is dropped here by its token,
+		// and seen must keep the ids delivered before the outage, which
+		// replays of recent frames are checked against (see recent).
+		if st != nil {
+			deliverID := ""
+			if keep {
+				deliverID = id // only a kept frame's id is used, as in handle
+			}
+			b.opts.Deliver(room, deliverID, frame, keep)
 		}
 	})
 	return nil
@@ -264,6 +270,7 @@ func (b *Redis) PublishDirect(ctx context.Context, room string, frame []byte, to
 		tried = true
 		err := b.rdb.Publish(ctx, b.Channel(room), append([]byte{'d'}, frame...)).Err()
 		if err == nil {
+			b.recent.add(held{room: room, id: history.IDOf(frame), frame: frame, flag: 'd', plain: true})
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -272,10 +279,8 @@ func (b *Redis) PublishDirect(ctx context.Context, room string, frame []byte, to
 		b.log.Warn("redis publish failed; delivering on this node and holding the frame for replay", "room", room, "err", err)
 	}
 	id := history.IDOf(frame)
-	b.hold(held{room: room, id: id, frame: frame, flag: 'd', maybe: tried}, func(st *redisRoom) {
-		if st == nil || st.seen.add(id) {
-			b.opts.Direct(room, frame, to, from)
-		}
+	b.hold(held{room: room, id: id, frame: frame, flag: 'd', maybe: tried}, func(*redisRoom) {
+		b.opts.Direct(room, frame, to, from) // not recorded in seen, as in Publish
 	})
 	return nil
 }
@@ -457,6 +462,7 @@ func (b *Redis) receive() {
 			}
 			if !failed {
 				b.log.Warn("redis subscription connection lost; reconnecting", "err", err)
+				b.rehold()
 			}
 			failed = true
 			b.down.Store(true)

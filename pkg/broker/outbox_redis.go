@@ -93,6 +93,9 @@ type held struct {
 	// maybe: a publish of it failed after it may have reached Redis; the
 	// replay checks the history before appending it again.
 	maybe bool
+	// plain: published before the outage (see recent); replayed with its
+	// bare flag, so every node, this one too, delivers it unless it has.
+	plain bool
 }
 
 // outbox is the bounded FIFO of held frames. q[:inflight] is the batch the
@@ -222,6 +225,96 @@ func (o *outbox) isOwn(id string) bool {
 // Held returns the number of frames in the outbox: accepted while Redis
 // could not take them, not yet replayed.
 func (b *Redis) Held() int { return int(b.ob.n.Load()) }
+
+// recentWindow is how far back the frames a node published are held again
+// when its subscription fails (see recent).
+const recentWindow = time.Second
+
+// recentMax bounds the frames recent remembers: well under the dedupe ring
+// (seenSize, at least 256), which must still hold their ids when their
+// replays arrive.
+const recentMax = 64
+
+// recent remembers the kept and direct frames this node published in the
+// last recentWindow. When Redis dies it may not have written them to every
+// subscriber yet: a node whose subscription lost them recovers kept frames
+// from history — unless Redis comes back empty. So when the subscription
+// fails, they go back in the outbox, ahead of what is held, to be replayed
+// with their bare flag and a history check: a node that has one drops it by
+// id (held frames are not recorded in seen, so the ids delivered before the
+// outage are still there), and a kept one still in history is neither
+// appended nor published again. Frames that are not kept (presence) are not
+// remembered: they have no id to be deduplicated by.
+type recent struct {
+	mu     sync.Mutex
+	frames []recentFrame // oldest first
+}
+
+type recentFrame struct {
+	h  held
+	at time.Time
+}
+
+func (r *recent) add(h held) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := 0
+	for i < len(r.frames) && (now.Sub(r.frames[i].at) > recentWindow || len(r.frames)-i >= recentMax) {
+		i++
+	}
+	if i > 0 {
+		clear(r.frames[:i])
+		r.frames = r.frames[i:]
+	}
+	r.frames = append(r.frames, recentFrame{h: h, at: now})
+}
+
+// take returns the frames of the last recentWindow and forgets them all.
+func (r *recent) take() []held {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []held
+	for _, f := range r.frames {
+		if now.Sub(f.at) <= recentWindow {
+			out = append(out, f.h)
+		}
+	}
+	r.frames = nil
+	return out
+}
+
+// unshift puts hs at the head of the outbox, after the batch in flight.
+func (o *outbox) unshift(hs []held) {
+	if len(hs) == 0 {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	q := make([]held, 0, len(o.q)+len(hs))
+	q = append(append(append(q, o.q[:o.inflight]...), hs...), o.q[o.inflight:]...)
+	o.q = q
+	for _, h := range hs {
+		o.rooms[h.room]++
+	}
+	o.n.Store(int64(len(o.q)))
+}
+
+// rehold puts the frames published in the last recentWindow back in the
+// outbox (the subscription just failed).
+func (b *Redis) rehold() {
+	hs := b.recent.take()
+	if len(hs) == 0 {
+		return
+	}
+	b.ob.unshift(hs)
+	b.outboxChanged(0, 0)
+	select {
+	case b.ob.wake <- struct{}{}:
+	default:
+	}
+}
 
 // newToken returns a random token naming this broker in replayed payloads.
 func newToken() string {
@@ -380,6 +473,9 @@ func (b *Redis) replayCmd(ctx context.Context, pipe redis.Pipeliner, h held) {
 		check = `{"id":"` + h.id + `"`
 	}
 	header := string([]byte{payloadOutbox}) + b.token + string([]byte{h.flag})
+	if h.plain {
+		header = string([]byte{h.flag})
+	}
 	pipe.EvalSha(ctx, replayScript.Hash(), []string{b.HistoryKey(h.room)},
 		b.Channel(h.room), h.frame, string([]byte{h.flag}), b.size, header, check)
 }

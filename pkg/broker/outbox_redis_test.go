@@ -425,3 +425,36 @@ func TestOutboxReplayAfterLostReply(t *testing.T) {
 		}
 	}
 }
+
+// Redis dies with a frame published but not yet written to another node's
+// subscription, and comes back empty: the publishing node puts what it
+// published in the last second back in its outbox, so the other node gets it
+// after all (once), and the publishing node does not deliver it twice.
+func TestOutboxRepublishesWhatRedisLostInFlight(t *testing.T) {
+	srv := redistest.StartServer(t)
+	proxy := newReplyDropper(t, srv.Addr())
+	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String(), DialTimeout: 300 * time.Millisecond,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
+	defer viaProxy.Close()
+	a, b := newNode(t, outageClient(t, srv), "p:"), newNode(t, viaProxy, "p:")
+	a.join(t, "lobby")
+	b.join(t, "lobby")
+	before := publishN(t, a, "lobby", 1)
+	testutil.Eventually(t, 5*time.Second, "b to get the first frame", func() bool { return len(b.ids("lobby")) == 1 })
+	proxy.drop.Store(true) // b's subscription stops getting what Redis writes
+	lost := publishN(t, a, "lobby", 1)
+	testutil.Eventually(t, 5*time.Second, "a to get its frame back", func() bool { return len(a.ids("lobby")) == 2 })
+	srv.Kill()
+	proxy.drop.Store(false)
+	srv.Start() // empty
+	testutil.Eventually(t, 15*time.Second, "the nodes to resubscribe", func() bool {
+		return a.resubs.Load() >= 1 && b.resubs.Load() >= 1
+	})
+	end := afterReplays(t, a, b)
+	want := append(append(before, lost...), end...)
+	for name, n := range map[string]*node{"a": a, "b": b} {
+		if got := n.ids("lobby"); !slices.Equal(got, want) {
+			t.Errorf("%s delivered %v, want %v", name, got, want)
+		}
+	}
+}
