@@ -177,7 +177,10 @@ func TestRedisOutageBothDirections(t *testing.T) {
 					hb = append(hb, e.Body)
 				}
 			}
-			if tc.name == "empty" {
+			if tc.name == "empty" && (len(ha) == 0 || ha[0] != "before") {
+				// An empty Redis lost "before", unless it was published in
+				// the last second before the kill: then node 1 published it
+				// again from its outbox (broker: recent).
 				wantA = wantA[1:]
 			}
 			if !slices.Equal(ha, wantA) || !slices.Equal(hb, wantB) {
