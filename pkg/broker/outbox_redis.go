@@ -98,21 +98,26 @@ type held struct {
 	plain bool
 }
 
-// outbox is the bounded FIFO of held frames. q[:inflight] is the batch the
-// replay goroutine is publishing: it is never dropped.
+// outbox is the bounded FIFO of held frames. front holds the frames put back
+// by rehold (at most recentMax; replayed first, never dropped); q the frames
+// held since, at most max, the oldest dropped when full. The batch the
+// replay goroutine is publishing is the first inflight frames of front (when
+// fromFront) or of q: it is never dropped.
 type outbox struct {
 	max  int
-	n    atomic.Int64 // len(q), read without the lock by Publish
+	n    atomic.Int64 // len(front)+len(q), read without the lock by Publish
 	wake chan struct{}
 
-	mu       sync.Mutex
-	q        []held
-	inflight int
-	rooms    map[string]int // held frames per room (WaitSubscribed)
-	gaps     map[string]int // frames dropped per room, not yet announced
-	own      idRing         // ids of kept frames held here: recovery skips them
-	dropLog  time.Time
-	dropN    int
+	mu        sync.Mutex
+	front     []held
+	q         []held
+	inflight  int
+	fromFront bool
+	rooms     map[string]int // held frames per room (WaitSubscribed)
+	gaps      map[string]int // frames dropped per room, not yet announced
+	own       idRing         // ids of kept frames held here: recovery skips them
+	dropLog   time.Time
+	dropN     int
 }
 
 func newOutbox(max int) *outbox {
@@ -125,22 +130,28 @@ func newOutbox(max int) *outbox {
 	}
 }
 
-// push appends h, dropping the oldest frame not in flight when full. It
+func (o *outbox) countLocked() { o.n.Store(int64(len(o.front) + len(o.q))) }
+
+// push appends h, dropping the oldest frame of q not in flight when full. It
 // returns how many frames were dropped and, at most once a second, how many
 // drops to log.
 func (o *outbox) push(h held) (dropped, toLog int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if len(o.q) >= o.max {
+		busy := 0 // q's frames in flight
+		if !o.fromFront {
+			busy = o.inflight
+		}
 		victim, self := h, true // when everything held is in flight, the new frame goes
-		if o.inflight < len(o.q) {
+		if busy < len(o.q) {
 			self = false
-			victim = o.q[o.inflight]
-			if o.inflight == 0 {
+			victim = o.q[busy]
+			if busy == 0 {
 				o.q[0] = held{}
 				o.q = o.q[1:]
 			} else {
-				o.q = slices.Delete(o.q, o.inflight, o.inflight+1)
+				o.q = slices.Delete(o.q, busy, busy+1)
 			}
 			o.rooms[victim.room]--
 			if o.rooms[victim.room] == 0 {
@@ -154,7 +165,7 @@ func (o *outbox) push(h held) (dropped, toLog int) {
 			toLog, o.dropN, o.dropLog = o.dropN, 0, now
 		}
 		if self {
-			o.n.Store(int64(len(o.q)))
+			o.countLocked()
 			return dropped, toLog
 		}
 	}
@@ -163,17 +174,23 @@ func (o *outbox) push(h held) (dropped, toLog int) {
 	if h.flag == 'k' {
 		o.own.add(h.id)
 	}
-	o.n.Store(int64(len(o.q)))
+	o.countLocked()
 	return dropped, toLog
 }
 
-// take marks up to max frames at the head as in flight and returns copies of
-// them, with the gaps to announce first (taken out of the outbox).
+// take marks up to max frames at the head (of front, else of q) as in flight
+// and returns copies of them, with the gaps to announce first (taken out of
+// the outbox).
 func (o *outbox) take(max int) (batch []held, gaps map[string]int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.inflight = min(len(o.q), max)
-	batch = slices.Clone(o.q[:o.inflight])
+	o.fromFront = len(o.front) > 0
+	src := o.q
+	if o.fromFront {
+		src = o.front
+	}
+	o.inflight = min(len(src), max)
+	batch = slices.Clone(src[:o.inflight])
 	if len(o.gaps) > 0 {
 		gaps, o.gaps = o.gaps, map[string]int{}
 	}
@@ -186,7 +203,11 @@ func (o *outbox) take(max int) (batch []held, gaps map[string]int) {
 func (o *outbox) finish(done int, failed bool, gaps map[string]int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, h := range o.q[:done] {
+	src := &o.q
+	if o.fromFront {
+		src = &o.front
+	}
+	for _, h := range (*src)[:done] {
 		o.rooms[h.room]--
 		if o.rooms[h.room] == 0 {
 			delete(o.rooms, h.room)
@@ -194,19 +215,19 @@ func (o *outbox) finish(done int, failed bool, gaps map[string]int) {
 	}
 	if failed {
 		for i := done; i < o.inflight; i++ {
-			o.q[i].maybe = true
+			(*src)[i].maybe = true
 		}
 	}
-	clear(o.q[:done])
-	o.q = o.q[done:]
-	if len(o.q) == 0 {
-		o.q = nil // let the backing array go
+	clear((*src)[:done])
+	*src = (*src)[done:]
+	if len(*src) == 0 {
+		*src = nil // let the backing array go
 	}
-	o.inflight = 0
+	o.inflight, o.fromFront = 0, false
 	for room, n := range gaps {
 		o.gaps[room] += n
 	}
-	o.n.Store(int64(len(o.q)))
+	o.countLocked()
 }
 
 func (o *outbox) holds(room string) bool {
@@ -285,20 +306,24 @@ func (r *recent) take() []held {
 	return out
 }
 
-// unshift puts hs at the head of the outbox, after the batch in flight.
+// unshift puts hs at the head of the outbox (in front, after a batch in
+// flight from it).
 func (o *outbox) unshift(hs []held) {
 	if len(hs) == 0 {
 		return
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	q := make([]held, 0, len(o.q)+len(hs))
-	q = append(append(append(q, o.q[:o.inflight]...), hs...), o.q[o.inflight:]...)
-	o.q = q
+	busy := 0
+	if o.fromFront {
+		busy = o.inflight
+	}
+	f := make([]held, 0, len(o.front)+len(hs))
+	o.front = append(append(append(f, o.front[:busy]...), hs...), o.front[busy:]...)
 	for _, h := range hs {
 		o.rooms[h.room]++
 	}
-	o.n.Store(int64(len(o.q)))
+	o.countLocked()
 }
 
 // rehold puts the frames published in the last recentWindow back in the
