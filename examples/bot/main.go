@@ -20,7 +20,8 @@ func main() {
 	}
 }
 
-// run answers every live "!time" in room until ctx ends (tests end it).
+// run answers every live "!time" in room until ctx ends (tests end it); the
+// ones in the history frame (FromHistory) are old: answered then, or stale.
 func run(ctx context.Context, url, room string) error {
 	c, err := client.Dial(ctx, url, client.Options{Room: room, Header: client.UsernameCookie("timebot")})
 	if err != nil {
