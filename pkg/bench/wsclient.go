@@ -28,6 +28,7 @@ import (
 // publisher's reader answers pings while its sender writes.
 type wsConn struct {
 	nc       net.Conn
+	rc       readCounter // what br reads from: nc, counting the reads
 	br       *bufio.Reader
 	payload  []byte // the current message, reused
 	deflated bool   // permessage-deflate was negotiated
@@ -86,8 +87,9 @@ func handshake(nc net.Conn, u *url.URL, o dialOptions) (*wsConn, error) {
 	if size <= 0 {
 		size = 4096
 	}
-	br := bufio.NewReaderSize(nc, size)
-	resp, err := http.ReadResponse(br, nil)
+	c := &wsConn{nc: nc, rc: readCounter{r: nc}}
+	c.br = bufio.NewReaderSize(&c.rc, size)
+	resp, err := http.ReadResponse(c.br, nil)
 	if err != nil {
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
@@ -96,7 +98,6 @@ func handshake(nc net.Conn, u *url.URL, o dialOptions) (*wsConn, error) {
 		return nil, fmt.Errorf("handshake: HTTP %d %s", resp.StatusCode, resp.Status)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	c := &wsConn{nc: nc, br: br}
 	c.deflated = strings.Contains(resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
 	return c, nil
 }
@@ -117,6 +118,9 @@ func (e errClosed) Error() string { return fmt.Sprintf("websocket closed by the 
 // readMessage returns the next data message. The slice is valid until the
 // next call. Pings are answered; a close frame ends with errClosed.
 func (c *wsConn) readMessage() ([]byte, error) {
+	if m, ok := c.peekMessage(); ok {
+		return m, nil
+	}
 	c.payload = c.payload[:0]
 	compressed := false
 	first := true
@@ -183,6 +187,50 @@ func (c *wsConn) readMessage() ([]byte, error) {
 		return c.inflate()
 	}
 	return c.payload, nil
+}
+
+// peekMessage returns the next message without copying it when it is one
+// whole frame in the read buffer — final, uncompressed, a data frame with a
+// 7- or 16-bit length, as nearly every message the server sends is — and
+// consumes it; the slice is the buffer's, valid until the next read.
+// Anything else it leaves unread for readMessage's general path.
+func (c *wsConn) peekMessage() ([]byte, bool) {
+	h, err := c.br.Peek(2) // every frame has two bytes: this cannot wait for more than one
+	if err != nil {
+		return nil, false
+	}
+	const fin, rsv1, masked = 0x80, 0x40, 0x80
+	if h[0]&(fin|rsv1) != fin || h[0]&0x0f >= opClose || h[0]&0x0f == 0 || h[1]&masked != 0 {
+		return nil, false
+	}
+	size, n := 2, int(h[1])
+	switch n {
+	case 127:
+		return nil, false
+	case 126:
+		if h, err = c.br.Peek(4); err != nil {
+			return nil, false
+		}
+		size, n = 4, int(binary.BigEndian.Uint16(h[2:]))
+	}
+	f, err := c.br.Peek(size + n) // bufio.ErrBufferFull when bigger than the buffer
+	if err != nil {
+		return nil, false
+	}
+	_, _ = c.br.Discard(size + n)
+	return f[size:], true
+}
+
+// readCounter counts the reads made on the connection: a message that was
+// read without one arrived together with the one before it.
+type readCounter struct {
+	r io.Reader
+	n uint64
+}
+
+func (rc *readCounter) Read(p []byte) (int, error) {
+	rc.n++
+	return rc.r.Read(p)
 }
 
 // deflateTail ends a permessage-deflate message (RFC 7692 §7.2.2) and adds an

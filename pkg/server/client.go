@@ -220,7 +220,8 @@ func (c *client) close(code int, text string) {
 }
 
 // writeLoop is the connection's only writer while it runs (see kick). It
-// writes what is queued, pings when a ping is due, and returns once the
+// writes what is queued — at once, or at the next flush tick when the client
+// is behind (see pace) — pings when a ping is due, and returns once the
 // connection is closed (see finish) or when the client has had nothing to
 // write for lingerTicks ticks of the server's linger clock: an idle
 // connection holds no writer goroutine, and so no stack.
