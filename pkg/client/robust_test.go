@@ -1,9 +1,13 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -11,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/client"
@@ -316,5 +322,73 @@ func closedWithin(t *testing.T, r *recorder) {
 	case <-r.done:
 	case <-time.After(wait):
 		t.Fatalf("the client did not stop within %v", wait)
+	}
+}
+
+// lossyConn drops the first ack the server sends and closes the connection
+// there: the frame's ack is lost with the connection. (Server frames are
+// unmasked; an ack is a small text frame: 0x81, its length, then the JSON.)
+type lossyConn struct {
+	net.Conn
+	dropped *atomic.Bool
+}
+
+func (c *lossyConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.dropped.Load() {
+		if i := bytes.Index(p[:n], []byte(`{"type":"ack"`)); i >= 2 && p[i-2] == 0x81 && p[i-1] < 126 {
+			c.dropped.Store(true)
+			_ = c.Conn.Close()
+			if i == 2 {
+				return 0, io.ErrUnexpectedEOF
+			}
+			return i - 2, nil
+		}
+	}
+	return n, err
+}
+
+// The first ack is lost and the connection ends: the frame is written again
+// on the next connection, same ref, and the server recognises it by the
+// sender's name — the cookie's, or, for a guest, Options.Username, which
+// goes with every frame, the resend too: the history holds it once.
+func TestLostAckKeptOnce(t *testing.T) {
+	url := startServer(t)
+	for _, tc := range []struct {
+		name string
+		opts func(*client.Options)
+	}{
+		{"named by its cookie", func(*client.Options) {}},
+		{"a guest with Username", func(o *client.Options) { o.Header, o.Username = nil, "gus" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			room := "go-lossy-" + strings.ReplaceAll(tc.name, " ", "-")
+			var dropped atomic.Bool
+			d := &websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return &lossyConn{Conn: conn, dropped: &dropped}, nil
+			}}
+			c := dial(t, url, room, "lena", func(o *client.Options) { o.Dialer = d; tc.opts(o) })
+			ack := send(t, c, client.Message{Body: "only once"})
+			if !dropped.Load() {
+				t.Fatal("no ack was dropped: the test proves nothing")
+			}
+			resp, err := http.Get(url + "/api/rooms/" + room + "/history")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hist []client.Event
+			err = json.NewDecoder(resp.Body).Decode(&hist)
+			_ = resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(hist) != 1 || hist[0].Body != "only once" || hist[0].ID != ack.ID {
+				t.Fatalf("history %+v, want the message once, with the acked id %s", hist, ack.ID)
+			}
+		})
 	}
 }
