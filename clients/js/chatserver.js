@@ -471,9 +471,12 @@ export class Client {
     if (wasConnected || !byClient) this._emit("disconnect", { code, reason, reconnect: false });
   }
 
+  // _write writes p on the open connection, once. A socket already closing
+  // (the server's close frame came, its close event not yet) would drop it:
+  // it waits for the next connection instead.
   _write(p) {
     const ws = this._ws;
-    if (!ws || p.written) return;
+    if (!ws || p.written || ws.readyState !== 1) return;
     p.written = true;
     ws.send(p.text);
     if (this.options.ackTimeout > 0) {
