@@ -123,11 +123,12 @@ type Options struct {
 	// clients that only Send.
 	EventBuffer int
 	// OnConnect is called each time a connection is ready (its history frame
-	// arrived), OnDisconnect each time a connection ends. Both are called
-	// one at a time, in order, from a goroutine of the client's that does
-	// not read the network: a slow callback delays only the callbacks after
-	// it, and a callback may call Close.
-	OnConnect    func(ConnectInfo)
+	// arrived). Callbacks are called one at a time, in order, from a
+	// goroutine of the client's that does not read the network: a slow
+	// callback delays only the callbacks after it, and a callback may call
+	// Close.
+	OnConnect func(ConnectInfo)
+	// OnDisconnect is called each time a connection ends, as OnConnect is.
 	OnDisconnect func(DisconnectInfo)
 }
 

@@ -338,7 +338,7 @@ func (c *lossyConn) Read(p []byte) (int, error) {
 	if n > 0 && !c.dropped.Load() {
 		if i := bytes.Index(p[:n], []byte(`{"type":"ack"`)); i >= 2 && p[i-2] == 0x81 && p[i-1] < 126 {
 			c.dropped.Store(true)
-			_ = c.Conn.Close()
+			_ = c.Close()
 			if i == 2 {
 				return 0, io.ErrUnexpectedEOF
 			}
