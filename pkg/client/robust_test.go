@@ -141,13 +141,11 @@ func TestBackoffGrowsAndResets(t *testing.T) {
 	p := newCutProxy(t, strings.TrimPrefix(url, "http://"))
 	var mu sync.Mutex
 	var delays []time.Duration
-	connects := 0
 	delaysNow := func() []time.Duration { mu.Lock(); defer mu.Unlock(); return append([]time.Duration(nil), delays...) }
 	const minB, maxB = 10 * time.Millisecond, 80 * time.Millisecond
-	dial(t, "http://"+p.addr(), "go-backoff", "alice", func(o *client.Options) {
+	c := dial(t, "http://"+p.addr(), "go-backoff", "alice", func(o *client.Options) {
 		o.MinBackoff, o.MaxBackoff = minB, maxB
 		o.OnDisconnect = func(d client.DisconnectInfo) { mu.Lock(); delays = append(delays, d.Delay); mu.Unlock() }
-		o.OnConnect = func(client.ConnectInfo) { mu.Lock(); connects++; mu.Unlock() }
 	})
 	p.setFlaky(true)
 	p.cut()
@@ -162,14 +160,16 @@ func TestBackoffGrowsAndResets(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("delays %v, want %v", got, want)
 	}
-	// A connection that stays up resets it. (Each flaky connection got
-	// ready: the OnConnect count grew with the reconnects.)
-	testutil.Eventually(t, wait, "a lasting connection", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return connects >= 7
-	})
-	time.Sleep(2 * maxB) // longer than MaxBackoff: the connection counts as lasting
+	// A connection that stays up for 2×MaxBackoff resets it; one accepted
+	// while the proxy was still flaky ends meanwhile, and we wait again.
+	for {
+		testutil.Eventually(t, wait, "a connection", c.Connected)
+		m := len(delaysNow())
+		time.Sleep(2 * maxB)
+		if c.Connected() && len(delaysNow()) == m {
+			break
+		}
+	}
 	n := len(delaysNow())
 	p.cut()
 	p.resume()
