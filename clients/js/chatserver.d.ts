@@ -86,7 +86,7 @@ export interface DispatchMeta {
   fromHistory: boolean;
 }
 
-/** What send() takes besides a plain string body (SPEC §9.1). */
+/** What send() takes besides a plain string body. */
 export interface OutboundFrame {
   /** "message" (the default) or a custom kind of the server. */
   type?: string;

@@ -27,13 +27,13 @@
 // cookie option. The `token` option here is sent as that query parameter; in a
 // browser a cookie set by your login (same site) is sent by the browser itself.
 
-/** Envelope types the server sends (SPEC §5, §9). */
+/** Envelope types the server sends. */
 export const SERVER_TYPES = Object.freeze(["message", "online", "offline", "history", "error", "ack", "delete"]);
 
 /** Names of the client's own events (not envelope types), and "*" for every frame. */
 export const CLIENT_EVENTS = Object.freeze(["connect", "disconnect", "state"]);
 
-/** Close codes the server uses for a final close (SPEC §9.2, PLAN). */
+/** Close codes the server uses for a final close. */
 export const CLOSE_KICKED = 4001;
 export const CLOSE_TOKEN_EXPIRED = 4002;
 
@@ -70,7 +70,7 @@ const DEFAULTS = {
   headers: undefined,
 };
 
-// Fields an inbound frame may carry (SPEC §9.1); anything else is refused by
+// Fields an inbound frame may carry; anything else is refused by
 // the server, so it is refused here first.
 const FRAME_FIELDS = ["type", "body", "username", "data", "to", "ref"];
 

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -89,6 +91,11 @@ func TestPresenceRooms(t *testing.T) {
 			return err == nil && fmt.Sprint(got) == fmt.Sprint(want)
 		})
 	}
+	// A room its last member left is no longer among the node's candidates.
+	testutil.Eventually(t, 5*time.Second, "gone out of b's rooms set", func() bool {
+		rooms, err := rdb.SMembers(context.Background(), prefix+"node:"+strconv.FormatInt(b.Node(), 10)+":rooms").Result()
+		return err == nil && fmt.Sprint(rooms) != "" && !slices.Contains(rooms, "gone") && slices.Contains(rooms, "ops")
+	})
 	b.die() // b's members stop counting once its heartbeat expires
 	testutil.Eventually(t, 5*time.Second, "b's rooms to go", func() bool {
 		got, err := a.Rooms(context.Background())

@@ -324,11 +324,25 @@ func (p *RedisPresence) flush(ctx context.Context) bool {
 		return true
 	}
 	me := strconv.FormatInt(p.node, 10)
+	// Rooms this node has no member in any more leave its rooms set (the
+	// candidates of Rooms), so the set does not grow with every room ever
+	// joined.
+	p.mu.Lock()
+	left := map[string]bool{}
+	for _, op := range ops {
+		if op.remove && len(p.local[op.room]) == 0 {
+			left[op.room] = true
+		}
+	}
+	p.mu.Unlock()
 	pipe := p.rdb.Pipeline()
 	for _, op := range ops {
 		h := p.key("members:" + op.room)
 		if op.remove {
 			pipe.HDel(ctx, h, p.field(op.m.ClientID))
+			if left[op.room] {
+				pipe.SRem(ctx, p.key("node:"+me+":rooms"), op.room)
+			}
 			continue
 		}
 		v, _ := json.Marshal(op.m)

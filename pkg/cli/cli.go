@@ -21,7 +21,7 @@ import (
 	"github.com/chatserver/chatserver/pkg/config"
 )
 
-// Exit codes (SPEC §3).
+// Exit codes, the same for every command.
 const (
 	ExitOK      = 0
 	ExitFailure = 1 // failure at run time

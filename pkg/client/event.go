@@ -5,7 +5,7 @@ import (
 	"strconv"
 )
 
-// Frame types the server sends (SPEC §5, §9). A custom kind's envelopes carry
+// Frame types the server sends . A custom kind's envelopes carry
 // the kind's name, e.g. "typing".
 const (
 	TypeMessage = "message"
@@ -63,7 +63,7 @@ type Event struct {
 	Raw json.RawMessage `json:"-"`
 }
 
-// Message is what Send sends (SPEC §9.1). Every field is optional except as
+// Message is what Send sends . Every field is optional except as
 // the server's pipeline requires (a message needs a non-blank Body).
 type Message struct {
 	// Type is "message" (when empty) or a custom kind of the server.

@@ -13,7 +13,7 @@ import (
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
-// Config is the whole configuration file (SPEC §6).
+// Config is the whole configuration file (config/chatserver.yaml documents every key).
 type Config struct {
 	Server    Server          `mapstructure:"server"`
 	WebSocket WebSocket       `mapstructure:"websocket"`

@@ -88,10 +88,10 @@ type ResolvedStep struct {
 type Gatekeeper interface {
 	GuardsJoin() bool
 	// Admit checks, without side effects, that s proves an identity that
-	// may join s.Room(): the server asks it for HTTP reads of a guarded
-	// room (history, members) made with the joiner's own credentials. It
-	// returns an *Error (rejected) when not.
-	Admit(s Sender) error
+	// may join s.Room(), and returns the proven name: the server asks it for
+	// HTTP reads of a guarded room (history, members) made with the
+	// joiner's own credentials. It returns an *Error (rejected) when not.
+	Admit(s Sender) (name string, err error)
 }
 
 // Pipelines are the built pipelines, one per kind. They are immutable once
@@ -302,19 +302,30 @@ func (p *Pipelines) Has(kind Kind) bool {
 	return ok
 }
 
+// Accepts returns nil when a client's frame may ask for kind — message, or a
+// custom kind of these pipelines — and an *Error with CodeUnknownType
+// otherwise: join and leave are the server's own events.
+func (p *Pipelines) Accepts(kind Kind) error {
+	if kind == Join || kind == Leave || !p.Has(kind) {
+		return Reject(CodeUnknownType, "type %q names no event kind of this server", string(kind))
+	}
+	return nil
+}
+
 // Guarded reports whether a join step admits only proven members (see
 // Gatekeeper).
 func (p *Pipelines) Guarded() bool { return len(p.gates) > 0 }
 
 // Admit reports whether s would get past every guarding join step (see
-// Gatekeeper.Admit); nil when no step guards.
-func (p *Pipelines) Admit(s Sender) error {
+// Gatekeeper.Admit), and the name the last of them proved; nil and "" when
+// no step guards.
+func (p *Pipelines) Admit(s Sender) (name string, err error) {
 	for _, g := range p.gates {
-		if err := g.Admit(s); err != nil {
-			return err
+		if name, err = g.Admit(s); err != nil {
+			return "", err
 		}
 	}
-	return nil
+	return name, nil
 }
 
 // Retire marks pipelines that were replaced (hot reload): their plugins are

@@ -35,6 +35,9 @@ type Publisher interface {
 
 // Publication is one frame to publish and who gets it.
 type Publication struct {
+	// Kind is the kind of the event published (the publisher tells a join's
+	// own online from other frames by it).
+	Kind  Kind
 	Room  string
 	ID    string // the envelope's id
 	Frame []byte // the encoded envelope
@@ -55,7 +58,7 @@ type Publication struct {
 // Publication returns what publishing ev's encoded envelope (frame) means.
 func (ev *Event) Publication(frame []byte) Publication {
 	e := &ev.Envelope
-	return Publication{Room: e.Room, ID: e.ID, Frame: frame, Keep: ev.Keep && e.To == "",
+	return Publication{Kind: ev.Kind, Room: e.Room, ID: e.ID, Frame: frame, Keep: ev.Keep && e.To == "",
 		To: e.To, From: e.ClientID, Quiet: ev.Quiet, Sender: ev.Sender}
 }
 

@@ -169,7 +169,7 @@ func (in *Inbound) Kind() Kind {
 type Event struct {
 	Kind     Kind
 	Envelope Envelope
-	// In is the decoded client frame (message events only).
+	// In is the decoded client frame (message and custom-kind events).
 	In Inbound
 	// Sender is the connection the event is about. For join and leave it is the
 	// member joining or leaving.

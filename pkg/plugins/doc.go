@@ -1,6 +1,6 @@
 // Package plugins holds the built-in pipeline plugins of chatserver: username,
 // validate, ratelimit, render_html, history, broadcast, filter, commands and
-// webhook (SPEC §6).
+// webhook.
 //
 // Each plugin registers itself by name in init, so importing this package
 // (usually for its side effects) makes them usable as `use: NAME` in YAML:

@@ -323,16 +323,24 @@ func newVerifier(o *UsernameOptions) (verifier, error) {
 }
 
 // Admit implements pipeline.Gatekeeper: s's credential is valid and, with
-// rooms_claim, lists s's room. Nothing is remembered.
-func (u *Username) Admit(s pipeline.Sender) error {
+// rooms_claim, lists s's room; the name is the one a join would take.
+// Nothing is remembered.
+func (u *Username) Admit(s pipeline.Sender) (string, error) {
 	if u.verifier == nil {
-		return nil
+		return "", nil
 	}
 	p, err := u.verifier.verify(s)
 	if err == nil && u.opts.RoomsClaim != "" && !p.allows(s.Room()) {
-		return pipeline.Reject(pipeline.CodeRejected, "this identity may not join room %q", s.Room())
+		return "", pipeline.Reject(pipeline.CodeRejected, "this identity may not join room %q", s.Room())
 	}
-	return refusal(err, u.opts.Mode)
+	if err != nil {
+		return "", refusal(err, u.opts.Mode)
+	}
+	name := CleanName(p.name, u.opts.MaxLength)
+	if name == "" {
+		return "", refusal(errors.New("the name is empty"), u.opts.Mode)
+	}
+	return name, nil
 }
 
 // refusal is what a failed verification tells the sender.

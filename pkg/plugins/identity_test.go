@@ -227,6 +227,8 @@ func TestUsernameIdentityOptions(t *testing.T) {
 	}{
 		{"signed", map[string]any{"mode": "signed", "secret": testSecret}, ""},
 		{"unknown mode", map[string]any{"mode": "oauth"}, `unknown mode "oauth"`},
+		{"rooms_claim in plain mode", map[string]any{"rooms_claim": "rooms"}, "rooms_claim needs mode jwt"},
+		{"rooms_claim in signed mode", map[string]any{"mode": "signed", "secret": strings.Repeat("s", 32), "cookie": "id", "rooms_claim": "rooms"}, "rooms_claim needs mode jwt"},
 		{"signed without secret", map[string]any{"mode": "signed"}, "exactly one of secret and secret_env"},
 		{"signed with both", map[string]any{"mode": "signed", "secret": testSecret, "secret_env": "X"}, "exactly one"},
 		{"short secret", map[string]any{"mode": "signed", "secret": "hunter2"}, "at least 32 bytes"},

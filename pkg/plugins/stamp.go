@@ -38,7 +38,7 @@ func stamp(ev *pipeline.Event) {
 		e.Datetime = time.UnixMilli(e.TS).Format(pipeline.DatetimeLayout)
 	}
 	if e.Type == pipeline.TypeOnline || e.Type == pipeline.TypeOffline {
-		// SPEC §5: presence envelopes carry no body or html.
+		// Presence envelopes carry no body or html.
 		e.Body, e.HTML = "", ""
 	}
 }

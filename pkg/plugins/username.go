@@ -135,7 +135,11 @@ func (u *Username) Wrap(next pipeline.Handler) pipeline.Handler {
 		name, proven := ev.Sender.Value(verifiedKey{}).(string)
 		switch {
 		case pipeline.IsTrusted(ev.Sender):
-			name = ev.Sender.Username() // the server API's caller, named as given
+			// The server API's caller names itself: trusted, but cleaned
+			// like every name (no control or bidi characters, bounded).
+			if name = CleanName(ev.Sender.Username(), u.opts.MaxLength); name == "" {
+				return pipeline.Reject(pipeline.CodeInvalidJSON, "username is empty once cleaned")
+			}
 		case proven:
 			// A name proven at join stays, whatever this step's mode.
 		case u.verifier != nil:

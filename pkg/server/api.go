@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -35,7 +36,7 @@ const (
 	codeUnavailable  = "unavailable" // the history store or Redis did not answer
 )
 
-// apiStatus is the HTTP status of an error code (SPEC §9.2).
+// apiStatus is the HTTP status of an error code.
 func apiStatus(code string) int {
 	switch code {
 	case pipeline.CodeInvalidJSON, pipeline.CodeEmpty, pipeline.CodeTooLong, pipeline.CodeUnknownType, codeBadRequest:
@@ -154,7 +155,7 @@ func (s *Server) kick(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, 0, perr)
 		return
 	}
-	if req.Username == nil || *req.Username == "" {
+	if req.Username == nil || strings.TrimSpace(*req.Username) == "" {
 		writeAPIError(w, 0, pipeline.Reject(pipeline.CodeInvalidJSON, "field username is required"))
 		return
 	}

@@ -13,7 +13,8 @@ import (
 // the room: GET /api/rooms/{room}/history and /members answer a caller that
 // proves, with the credentials it would join with (the cookie, or ?token=),
 // an identity the join would admit to that room — or one with an API key —
-// and 401 to anyone else. The list of rooms needs a key. The check runs the
+// and 401 to anyone else, a name banned from the room included. The list of
+// rooms needs a key. The check runs the
 // join steps' Gatekeeper.Admit, which verifies without side effects: nobody
 // joins, nothing is announced.
 
@@ -26,7 +27,14 @@ func (s *Server) guardedRead(r *http.Request, p *pipeline.Pipelines) bool {
 	if room == "" || !ValidRoom(room) {
 		return false
 	}
-	return p.Admit(&httpSender{r: r, room: room}) == nil
+	name, err := p.Admit(&httpSender{r: r, room: room})
+	if err != nil {
+		return false
+	}
+	// A banned name reads nothing of the room either (when the bans cannot
+	// be read, as at a join, the proof is enough).
+	banned, _ := s.bans.Banned(r.Context(), room, name)
+	return !banned
 }
 
 // refuseGuardedRead answers a read of a guarded room without a proof.

@@ -109,6 +109,7 @@ func TestAPIBadInput(t *testing.T) {
 		{"kick: unknown field", "POST", "/api/rooms/lobby/kick", "", `{"username":"alice","reason":"x"}`, 400, "invalid_json", "reason"},
 		{"kick: no username", "POST", "/api/rooms/lobby/kick", "", `{"ban":"10m"}`, 400, "invalid_json", "username"},
 		{"kick: empty username", "POST", "/api/rooms/lobby/kick", "", `{"username":""}`, 400, "invalid_json", "username"},
+		{"kick: blank username", "POST", "/api/rooms/lobby/kick", "", `{"username":"  "}`, 400, "invalid_json", "username"},
 		{"kick: ban not a duration", "POST", "/api/rooms/lobby/kick", "", `{"username":"alice","ban":"forever"}`, 400, "invalid_json", "ban"},
 		{"kick: negative ban", "POST", "/api/rooms/lobby/kick", "", `{"username":"alice","ban":"-1m"}`, 400, "invalid_json", "ban"},
 		{"kick: ban of the wrong type", "POST", "/api/rooms/lobby/kick", "", `{"username":"alice","ban":600}`, 400, "invalid_json", "ban"},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/chatserver/chatserver/pkg/broker"
@@ -16,29 +15,16 @@ import (
 // node enforces them (broker.RedisBans), else in this process
 // (broker.MemoryBans, bounded).
 //
-// The check runs when a join is published: the join pipeline's broadcast
-// step publishes the joiner's `online` once the username step resolved its
-// name, and the server's publisher refuses that publish for a banned name
-// (admitJoin). So a refused joiner is never announced, and, as for any
-// refused join, it sees nothing of the room: it gets `error rejected` and a
-// 4001 close, before any history.
-
-// joins maps the envelope id of each join being run to its client, so the
-// publisher can tell the join's own `online` from any other publish.
-type joins struct{ m sync.Map }
-
-// watch registers the join whose online envelope has id id; the returned
-// function forgets it once the join pipeline returned.
-func (j *joins) watch(id string, c *client) func() {
-	j.m.Store(id, c)
-	return func() { j.m.Delete(id) }
-}
-
-func (j *joins) client(id string) *client {
-	c, _ := j.m.Load(id)
-	cl, _ := c.(*client)
-	return cl
-}
+// The check runs twice in a join, both before anything of the room leaves
+// the server: when the join's broadcast step publishes the joiner's own
+// `online` (its name is resolved by then: the publisher refuses that publish
+// for a banned name, so a banned joiner is never announced), and again once
+// the join pipeline returned (a join pipeline without a broadcast step
+// publishes nothing). A refused joiner, as any, gets `error rejected` and,
+// for a ban, a 4001 close, before any history.
+//
+// Bans are by name: in plain mode, where anyone can take any name, a rename
+// gets around them; they mean something in signed and jwt modes.
 
 // newBans returns the bans of this server: in Redis with broker redis (the
 // server's Redis client, its key prefix), else in memory.
@@ -65,17 +51,12 @@ func joinRefusalClose(err error) (int, string) {
 	return closePolicy, "join refused"
 }
 
-// admitJoin is called by the server's publisher for every publish; for the
-// online envelope of a join (id), whose joiner's name is resolved by now, it
-// refuses a banned name: the error (`rejected`, marked errBanned) fails the
-// join before anything is published, and serveWS answers it as any refused
-// join, with a 4001 close. When the bans cannot be read (Redis down) the
-// joiner is admitted — live chat goes on without Redis — and it is logged.
-func (s *Server) admitJoin(ctx context.Context, id string) error {
-	c := s.joining.client(id)
-	if c == nil {
-		return nil
-	}
+// admitJoin refuses c's join when its name (resolved by the join's username
+// step) is banned from its room: the error (`rejected`, marked errBanned)
+// fails the join, and serveWS answers it as any refused join, with a 4001
+// close. When the bans cannot be read (Redis down) the joiner is admitted —
+// live chat goes on without Redis — and it is logged.
+func (s *Server) admitJoin(ctx context.Context, c *client) error {
 	ctx, cancel := context.WithTimeout(ctx, banCheckTimeout)
 	defer cancel()
 	name := c.Username()

@@ -63,7 +63,8 @@ type client struct {
 	rawQuery string // the handshake's query, parsed on demand (plugins rarely ask)
 	cookie   string // the raw Cookie header of the handshake
 	slot     int    // index in room.members, guarded by the room's lock
-	// present is set while the client is listed in cluster presence.
+	// present is set once the client's join was accepted, until it leaves:
+	// only then is it a member to others (members lists, cluster presence).
 	present atomic.Bool
 	// lastWrite is when the writer last wrote frames, and behind whether
 	// that write carried more than one (see pace). Only the writer uses
@@ -86,10 +87,10 @@ type client struct {
 	// a close frame, the writer closes the socket then, or after
 	// closeControlWindow.
 	readerGone bool
-	pingDue                     bool        // the writer is to send a ping
-	pinger                      *time.Timer // sets pingDue every ping_interval
-	username                    string
-	values                      map[any]any
+	pingDue    bool        // the writer is to send a ping
+	pinger     *time.Timer // sets pingDue every ping_interval
+	username   string
+	values     map[any]any
 	// histSeen holds the newest ids of the history frame (histTail of them)
 	// until the first live kept frame newer than the history arrives: a
 	// message appended to history before the history was read but delivered

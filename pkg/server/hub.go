@@ -151,11 +151,10 @@ func (h *hub) members(roomName string) []pipeline.Member {
 	defer r.mu.RUnlock()
 	out := make([]pipeline.Member, 0, len(r.members))
 	for _, c := range r.members {
-		c.mu.Lock()
-		handshaking, name := c.bc == nil, c.username
-		c.mu.Unlock()
-		if !handshaking { // a client whose 101 is not written yet is not a member to others
-			out = append(out, pipeline.Member{ClientID: c.id, Username: name})
+		// A client whose join was not accepted yet (it may be refused) is
+		// not a member to others.
+		if c.present.Load() {
+			out = append(out, pipeline.Member{ClientID: c.id, Username: c.Username()})
 		}
 	}
 	return out
@@ -220,7 +219,8 @@ func (h *hub) cutAll() int {
 
 // isPresence reports whether frame is an online or offline envelope. Inside a
 // JSON string a quote is escaped, so the first `"type":"` is the envelope's
-// own type field (pipeline.Envelope.AppendJSON; envelopes hold no objects).
+// own type field: AppendJSON writes type second, before data (the one field
+// that holds an object, which may have a "type" key of its own).
 func isPresence(frame []byte) bool {
 	i := bytes.Index(frame, []byte(`"type":"`))
 	if i < 0 {

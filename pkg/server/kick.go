@@ -50,10 +50,7 @@ func (h *hub) roomCounts() map[string]int {
 	for name, r := range rooms {
 		r.mu.RLock()
 		for _, c := range r.members {
-			c.mu.Lock()
-			handshaking := c.bc == nil
-			c.mu.Unlock()
-			if !handshaking {
+			if c.present.Load() { // joined, not joining
 				out[name]++
 			}
 		}

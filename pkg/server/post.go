@@ -28,43 +28,29 @@ func (s *Server) Post(ctx context.Context, room, username string, in pipeline.In
 	if username == "" {
 		return nil, pipeline.Reject(pipeline.CodeInvalidJSON, "username is required")
 	}
-	kind := in.Kind()
-	p := s.pipelines.Load()
-	if kind == pipeline.Join || kind == pipeline.Leave || !p.Has(kind) {
-		return nil, pipeline.Reject(pipeline.CodeUnknownType, "type %q names no event kind of this server", in.Type)
-	}
 	if err := pipeline.CheckData(in.Data); err != nil {
 		return nil, pipeline.Reject(pipeline.CodeInvalidJSON, "field data: %v", err)
 	}
-	var key string
-	if in.Ref != "" {
-		if !validRef(in.Ref) {
-			return nil, pipeline.Reject(pipeline.CodeInvalidJSON, "field ref must be 1-%d printable ASCII characters", maxRefLen)
-		}
-		key = s.refs.key(room, username, in.Ref)
-		id, st := s.refs.claim(ctx, key)
-		switch st {
-		case refAccepted:
-			s.metrics.RefResends.Inc()
-			return json.Marshal(pipeline.AckFrame{Type: pipeline.TypeAck, Ref: in.Ref, ID: id})
-		case refPending:
-			return nil, pipeline.Reject(pipeline.CodeRejected, "a frame with ref %q is still being handled; resend it later", in.Ref)
-		}
+	if in.Ref != "" && !validRef(in.Ref) {
+		return nil, pipeline.Reject(pipeline.CodeInvalidJSON, "field ref must be 1-%d printable ASCII characters", maxRefLen)
 	}
-	ev := pipeline.NewEvent(kind, &apiSender{room: room, name: username}, in)
-	err := p.Run(ctx, ev)
-	if err != nil {
-		if key != "" {
-			s.refs.release(ctx, key)
+	o := s.runFrame(ctx, room, username, in, func(kind pipeline.Kind) (*pipeline.Event, error) {
+		ev := pipeline.NewEvent(kind, &apiSender{room: room, name: username}, in)
+		err := s.pipelines.Load().Run(ctx, ev)
+		outcome := "ok"
+		if err != nil {
+			outcome = "rejected"
 		}
-		s.metrics.EventsIn.WithLabelValues(string(kind), "rejected").Inc()
-		return nil, err
+		s.metrics.EventsIn.WithLabelValues(string(kind), outcome).Inc()
+		return ev, err
+	})
+	switch {
+	case o.err != nil:
+		return nil, o.err
+	case o.resent:
+		return json.Marshal(pipeline.AckFrame{Type: pipeline.TypeAck, Ref: in.Ref, ID: o.id})
 	}
-	s.metrics.EventsIn.WithLabelValues(string(kind), "ok").Inc()
-	if key != "" {
-		s.refs.accept(ctx, key, producedID(ev))
-	}
-	frame, err := ev.Frame()
+	frame, err := o.ev.Frame()
 	if err != nil {
 		return nil, fmt.Errorf("encoding the envelope: %w", err)
 	}

@@ -18,7 +18,7 @@ import (
 // resolved, plugins see the events), but the publish of the presence event
 // itself is cut short — the joiner alone gets its own online frame, so it
 // still learns its client_id and name, and /api/rooms/{room}/members says
-// who is there. Rooms at or under the limit behave exactly as SPEC §5 says.
+// who is there. Rooms at or under the limit get every online and offline.
 
 // quietIfCrowded sets ev.Quiet when ev is a presence event of kind in a
 // room over the limit: its broadcast is then cut short (see
@@ -45,8 +45,10 @@ type presencePublisher struct {
 
 // Publish implements pipeline.Publisher.
 func (p presencePublisher) Publish(ctx context.Context, pub pipeline.Publication) error {
-	if err := p.s.admitJoin(ctx, pub.ID); err != nil { // a banned joiner (bans.go)
-		return err
+	if c, ok := pub.Sender.(*client); ok && pub.Kind == pipeline.Join {
+		if err := p.s.admitJoin(ctx, c); err != nil { // a banned joiner (bans.go)
+			return err
+		}
 	}
 	switch {
 	case pub.To != "":

@@ -14,7 +14,7 @@ import (
 
 // In a room over websocket.presence_limit, joins and leaves are not
 // broadcast, but the joiner still gets its own online frame; at or under the
-// limit, presence is as SPEC §5 says.
+// limit, presence is broadcast to everyone, the joiner included.
 func TestPresenceLimit(t *testing.T) {
 	s := startServer(t, func(c *config.Config) {
 		fastLimits(c)

@@ -90,6 +90,7 @@ func TestStrictFrames(t *testing.T) {
 		{"ref empty", `{"body":"hi","ref":""}`, "field ref must be 1-64 printable ASCII"},
 		{"ref too long", `{"body":"hi","ref":"` + strings.Repeat("r", 65) + `"}`, "field ref"},
 		{"ref not ASCII", `{"body":"hi","ref":"é"}`, "field ref"},
+		{"ref with a control character", `{"body":"hi","ref":"a\u0001"}`, "field ref"},
 		{"ref a number", `{"body":"hi","ref":3}`, "field ref must be a string"},
 		{"not an object", `["body"]`, "JSON object"},
 		{"two objects", `{"body":"a"}{"body":"b"}`, "one JSON object per frame"},
@@ -253,7 +254,7 @@ func TestAcksAndResends(t *testing.T) {
 	alice.conn.Close()
 	alice = member(t, s, "", "alice")
 	alice.send(map[string]any{"body": "once", "ref": "m-1"})
-	if again := alice.expect("ack"); again.ID != m.ID {
+	if again := alice.next("ack"); again.ID != m.ID { // (the old connection's offline may come first)
 		t.Fatalf("resend after a reconnect acked %s, want %s", again.raw, m.ID)
 	}
 	quiet(t, bob, alice, "two resends")
@@ -347,6 +348,9 @@ func TestRoomsClaim(t *testing.T) {
 		{"no claim", "ops", nil, false},
 		{"empty list", "ops", []string{}, false},
 		{"everything", "anything", []string{"*"}, true},
+		{"a number", "ops", 5, false},
+		{"a list with a number", "ops", []any{1, "ops"}, false},
+		{"an object", "ops", map[string]any{"ops": true}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -62,9 +62,10 @@ const pendingID = "\x00pending"
 // memoryRefs keeps refs in memory, at most max of them: when full, the
 // oldest go first (they would expire first, every entry living ttl).
 type memoryRefs struct {
-	ttl time.Duration
-	max int
-	now func() time.Time
+	ttl     time.Duration
+	pending time.Duration // how long a claim waits for its frame's outcome
+	max     int
+	now     func() time.Time
 
 	mu    sync.Mutex
 	ids   map[string]memoryRef
@@ -76,11 +77,22 @@ type memoryRef struct {
 	expires time.Time
 }
 
-// defaultMaxRefs bounds memoryRefs: ~100 bytes each, ~10 MB at most.
+// defaultMaxRefs bounds memoryRefs (an entry is a key of ~90 bytes and an id).
 const defaultMaxRefs = 100_000
 
-func newMemoryRefs(ttl time.Duration, max int) *memoryRefs {
-	return &memoryRefs{ttl: ttl, max: max, now: time.Now, ids: map[string]memoryRef{}}
+func newMemoryRefs(ttl, pending time.Duration, max int) *memoryRefs {
+	return &memoryRefs{ttl: ttl, pending: pending, max: max, now: time.Now, ids: map[string]memoryRef{}}
+}
+
+// pendingTTL is how long a claimed ref stays pending: its frame's pipeline
+// ends within plugins.timeout, so a claim older than that (plus a margin)
+// belongs to a node that died mid-frame, and a resend may run. Zero timeout
+// (none): ttl.
+func pendingTTL(timeout, ttl time.Duration) time.Duration {
+	if timeout <= 0 {
+		return ttl
+	}
+	return min(timeout+5*time.Second, ttl)
 }
 
 func (m *memoryRefs) key(room, name, ref string) string { return room + "\x00" + refHash(name, ref) }
@@ -96,7 +108,7 @@ func (m *memoryRefs) claim(_ context.Context, key string) (string, refState) {
 		return r.id, refAccepted
 	}
 	m.evict(now)
-	m.ids[key] = memoryRef{id: pendingID, expires: now.Add(m.ttl)}
+	m.ids[key] = memoryRef{id: pendingID, expires: now.Add(m.pending)}
 	m.order = append(m.order, key)
 	return "", refNew
 }
@@ -136,10 +148,11 @@ func (m *memoryRefs) release(_ context.Context, key string) {
 
 // redisRefs keeps refs in Redis as PREFIX ref:ROOM:HASH → id, with a TTL.
 type redisRefs struct {
-	rdb    *redis.Client
-	prefix string
-	ttl    time.Duration
-	log    *slog.Logger
+	rdb     *redis.Client
+	prefix  string
+	ttl     time.Duration
+	pending time.Duration // see pendingTTL
+	log     *slog.Logger
 }
 
 func (r *redisRefs) key(room, name, ref string) string {
@@ -147,15 +160,17 @@ func (r *redisRefs) key(room, name, ref string) string {
 }
 
 func (r *redisRefs) claim(ctx context.Context, key string) (string, refState) {
-	ok, err := r.rdb.SetNX(ctx, key, pendingID, r.ttl).Result()
-	if err == nil && ok {
-		return "", refNew
-	}
 	var id string
-	if err == nil {
-		id, err = r.rdb.Get(ctx, key).Result()
-		if errors.Is(err, redis.Nil) { // expired between the two commands
-			return r.claim(ctx, key)
+	var err error
+	for range 3 { // a key may expire between SETNX and GET: try again
+		var ok bool
+		if ok, err = r.rdb.SetNX(ctx, key, pendingID, r.pending).Result(); err == nil && ok {
+			return "", refNew
+		}
+		if err == nil {
+			if id, err = r.rdb.Get(ctx, key).Result(); !errors.Is(err, redis.Nil) {
+				break
+			}
 		}
 	}
 	if err != nil {

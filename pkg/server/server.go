@@ -101,7 +101,6 @@ type Server struct {
 	// bans (bans.go).
 	apiKeys *apiKeys
 	bans    broker.Bans
-	joining joins
 }
 
 // New builds a server from cfg: templates, store, broker and pipelines. It
@@ -139,9 +138,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.bans = s.newBans()
 	if s.rdb != nil {
-		s.refs = &redisRefs{rdb: s.rdb, prefix: cfg.Redis.KeyPrefix, ttl: cfg.WebSocket.RefTTL, log: s.log}
+		s.refs = &redisRefs{rdb: s.rdb, prefix: cfg.Redis.KeyPrefix, ttl: cfg.WebSocket.RefTTL,
+			pending: pendingTTL(cfg.Plugins.Timeout, cfg.WebSocket.RefTTL), log: s.log}
 	} else {
-		s.refs = newMemoryRefs(cfg.WebSocket.RefTTL, defaultMaxRefs)
+		s.refs = newMemoryRefs(cfg.WebSocket.RefTTL, pendingTTL(cfg.Plugins.Timeout, cfg.WebSocket.RefTTL), defaultMaxRefs)
 	}
 	s.hub.opened = func(room string) { _ = s.broker.Subscribe(context.Background(), room) }
 	s.hub.closed = func(room string) { _ = s.broker.Unsubscribe(context.Background(), room) }

@@ -22,7 +22,7 @@ import (
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
-// appendHistoryFrame appends the first frame a client receives (SPEC §5):
+// appendHistoryFrame appends the first frame a client receives:
 // {"type":"history","room":…,"messages":[…],"complete":…}. complete is
 // present only when the client asked for ?since= (nil otherwise): false
 // means the id it gave was no longer in the history, so there may be a gap
@@ -132,6 +132,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// this handler returns).
 	ctx := context.Background()
 	ev, err := s.runEvent(ctx, c, pipeline.Join, pipeline.Inbound{})
+	if err == nil {
+		err = s.admitJoin(ctx, c) // a join pipeline without broadcast publishes no online to check (bans.go)
+	}
 	if err != nil {
 		s.leaveRoom(c) // no more deliveries; then what came meanwhile goes
 		c.discard()
@@ -296,8 +299,8 @@ func tailIDs(entries []history.Entry, n int) []string {
 }
 
 // readLoop reads frames until the connection ends and runs each through the
-// message pipeline. Bad input is answered with an error frame; the connection
-// stays open (SPEC §5), except for frames over the size limit (1009).
+// pipeline of its kind. Bad input is answered with an error frame and the
+// connection stays open, except for frames over the size limit (1009).
 func (s *Server) readLoop(ctx context.Context, c *client) {
 	for {
 		err := c.bc.waitReadable(c.heard)
@@ -481,52 +484,32 @@ func jsonProblem(err error) error {
 	return err
 }
 
-// handleFrame runs one decoded frame through the pipeline of its kind and
-// answers it: an error, or, when it had a ref, an ack.
+// handleFrame runs one decoded frame of c's (see runFrame) and answers it:
+// an error, or, when it had a ref, an ack.
 func (s *Server) handleFrame(ctx context.Context, c *client, in pipeline.Inbound) {
-	kind := in.Kind()
-	if kind == pipeline.Join || kind == pipeline.Leave || !s.pipelines.Load().Has(kind) {
-		s.metrics.EventsIn.WithLabelValues(string(pipeline.Message), "rejected").Inc()
-		s.replyError(c, pipeline.Reject(pipeline.CodeUnknownType, "type %q names no event kind of this server", in.Type), in.Ref)
-		return
-	}
-	var key string
-	if in.Ref != "" {
-		key = s.refs.key(c.room, c.Username(), in.Ref)
-		id, st := s.refs.claim(ctx, key)
-		switch st {
-		case refAccepted: // a resend: acknowledged again, not run again
-			s.metrics.RefResends.Inc()
-			s.replyAck(c, in.Ref, id)
-			return
-		case refPending:
-			s.replyError(c, pipeline.Reject(pipeline.CodeRejected, "a frame with ref %q is still being handled; resend it later", in.Ref), in.Ref)
-			return
-		}
-	}
-	ev, err := s.runEvent(ctx, c, kind, in)
-	if err != nil {
-		if key != "" {
-			s.refs.release(ctx, key)
-		}
-		s.replyError(c, pipeline.AsError(err), in.Ref)
-		return
-	}
-	if key != "" {
-		id := producedID(ev)
-		s.refs.accept(ctx, key, id)
-		s.replyAck(c, in.Ref, id)
+	o := s.runFrame(ctx, c.room, s.refName(c, in), in, func(kind pipeline.Kind) (*pipeline.Event, error) {
+		return s.runEvent(ctx, c, kind, in)
+	})
+	switch {
+	case o.err != nil:
+		s.replyError(c, pipeline.AsError(o.err), in.Ref)
+	case in.Ref != "":
+		s.replyAck(c, in.Ref, o.id)
+	case o.late != nil: // no ref to ack: say what failed, as for any frame
+		s.replyError(c, pipeline.AsError(o.late), "")
 	}
 }
 
-// producedID is the id of the envelope an accepted event produced: published
-// (or kept by a history step without a broadcast). An event that produced
-// none (a command answered to the sender alone) has "".
-func producedID(ev *pipeline.Event) string {
-	if ev.Published || ev.Keep && ev.Completed() {
-		return ev.Envelope.ID
+// refName is the name c's frame in is remembered under for resends: the
+// proven name where the join guards (a frame's username is ignored there,
+// and must not let anyone claim another's refs); in plain mode the name the
+// frame asks for, if any — a resend is the same frame, whatever name the
+// connection went by when it was first sent — else the connection's.
+func (s *Server) refName(c *client, in pipeline.Inbound) string {
+	if !s.pipelines.Load().Guarded() && in.Username != nil && strings.TrimSpace(*in.Username) != "" {
+		return *in.Username
 	}
-	return ""
+	return c.Username()
 }
 
 // runEvent builds an event of kind for c and runs it through the current
@@ -535,9 +518,6 @@ func producedID(ev *pipeline.Event) string {
 func (s *Server) runEvent(ctx context.Context, c *client, kind pipeline.Kind, in pipeline.Inbound) (*pipeline.Event, error) {
 	ev := pipeline.NewEvent(kind, c, in)
 	s.quietIfCrowded(ev, c, kind)
-	if kind == pipeline.Join {
-		defer s.joining.watch(ev.Envelope.ID, c)() // its online is checked against bans (bans.go)
-	}
 
 	err := s.pipelines.Load().Run(ctx, ev)
 	if err == nil {

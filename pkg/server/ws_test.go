@@ -76,7 +76,7 @@ func TestJoinMessageLeave(t *testing.T) {
 		}
 	}
 
-	// Frames are not HTML-escaped JSON (SPEC §5's example has plain tags),
+	// Frames are not HTML-escaped JSON (the protocol's example frame has plain tags),
 	// and a later joiner's history frame holds the broadcast bytes exactly.
 	alice.send(map[string]any{"body": "once more"})
 	live := alice.expect("message").raw

@@ -215,10 +215,10 @@ func (r *Result) Broadcast() pipeline.Envelope {
 }
 
 // Join runs the join pipeline for m.
-func (m *Member) Join() *Result { return m.run(pipeline.Join, pipeline.Inbound{}) }
+func (m *Member) Join() *Result { return m.run(pipeline.Join, pipeline.Inbound{}, false) }
 
 // Leave runs the leave pipeline for m.
-func (m *Member) Leave() *Result { return m.run(pipeline.Leave, pipeline.Inbound{}) }
+func (m *Member) Leave() *Result { return m.run(pipeline.Leave, pipeline.Inbound{}, false) }
 
 // Say sends a message with body, as the frame {"body": body}.
 func (m *Member) Say(body string) *Result {
@@ -226,10 +226,13 @@ func (m *Member) Say(body string) *Result {
 }
 
 // Run sends the frame in: its Type picks the pipeline (message when empty).
-func (m *Member) Run(in pipeline.Inbound) *Result { return m.run(in.Kind(), in) }
+// As on the server, a type that names no custom kind — join and leave
+// included — is refused with unknown_type.
+func (m *Member) Run(in pipeline.Inbound) *Result { return m.run(in.Kind(), in, true) }
 
-// run runs one event of kind for m, as the server would.
-func (m *Member) run(kind pipeline.Kind, in pipeline.Inbound) *Result {
+// run runs one event of kind for m, as the server would; frame says it is a
+// client's frame (whose kind is checked), not a join or leave.
+func (m *Member) run(kind pipeline.Kind, in pipeline.Inbound, frame bool) *Result {
 	r := m.room
 	r.mu.Lock()
 	pubFrom, histFrom := len(r.published), len(r.history)
@@ -240,9 +243,10 @@ func (m *Member) run(kind pipeline.Kind, in pipeline.Inbound) *Result {
 
 	ev := pipeline.NewEvent(kind, m, in)
 	res := &Result{Event: ev}
-	if !r.p.Has(kind) {
-		res.Cause = pipeline.Reject(pipeline.CodeUnknownType, "type %q names no event kind of this server", in.Type)
-	} else {
+	if frame {
+		res.Cause = r.p.Accepts(kind)
+	}
+	if res.Cause == nil {
 		res.Cause = r.p.Run(context.Background(), ev)
 	}
 	if res.Cause != nil {
