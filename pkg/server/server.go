@@ -180,7 +180,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 const readBufferSize = 512
 
 // idleTimeout is how long a client may send nothing, not even a pong, before
-// it is closed (SPEC: ping_interval + write_timeout).
+// it is closed: ping_interval + write_timeout.
 func (s *Server) idleTimeout() time.Duration {
 	return s.cfg.WebSocket.PingInterval + s.cfg.WebSocket.WriteTimeout
 }
