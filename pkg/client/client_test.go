@@ -391,13 +391,21 @@ func TestServerAPIDeleteAndKick(t *testing.T) {
 		d := ra.of(client.TypeDelete)
 		return len(d) == 1 && d[0].ID == posted.ID && d[0].Room == "go-api"
 	})
-	if resp := api(http.MethodPost, "/kick", `{"username": "alice"}`); resp.StatusCode != http.StatusOK {
+	if resp := api(http.MethodPost, "/kick", `{"username": "alice", "ban": "1m"}`); resp.StatusCode != http.StatusOK {
 		t.Fatalf("kick: %d", resp.StatusCode)
 	}
-	<-ra.done
+	closedWithin(t, ra)
 	var ce *client.CloseError
 	if err := a.Err(); !errors.As(err, &ce) || ce.Code != client.CloseKicked || ce.Reason != "kicked" {
 		t.Fatalf("Err() after a kick = %v, want a CloseError 4001 kicked", err)
+	}
+	// Banned: Dial says why, with the server's error frame.
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	_, err := client.Dial(ctx, url, client.Options{Room: "go-api", Header: client.UsernameCookie("alice")})
+	var re *client.Error
+	if !errors.As(err, &re) || re.Code != "rejected" {
+		t.Fatalf("Dial while banned = %#v, want an *Error rejected", err)
 	}
 }
 

@@ -65,8 +65,9 @@ func (c *Client) run() {
 		}
 		refused := code == websocket.ClosePolicyViolation && readyAt.IsZero()
 		if !everConn {
-			// The first attempt failed: Dial reports it.
-			if refused && joinErr != nil {
+			// The first attempt failed: Dial reports it, as the server's
+			// error frame when the join was refused (1008, or 4001 for a ban).
+			if joinErr != nil {
 				err = joinErr
 			}
 			c.first <- err
