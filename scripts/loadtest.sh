@@ -4,6 +4,8 @@
 #
 #   scripts/loadtest.sh quick     # one short fan-out and 1,000 idle connections (make loadtest)
 #   scripts/loadtest.sh fanout    # fan-out at 100 and 1,000 members across rates
+#   scripts/loadtest.sh light     # light rooms: 50, 100, 1,000 members at 10 and 100 msg/s
+#                                 # (BIN_B=other-binary alternates two servers, ROUNDS=3 each)
 #   scripts/loadtest.sh conns     # memory per idle connection at 1k, 10k, 19k
 #   scripts/loadtest.sh compress  # fan-out with and without permessage-deflate
 #   scripts/loadtest.sh redis     # fan-out, memory vs Redis history store, alternating (needs redis-server on 127.0.0.1:6379)
@@ -159,6 +161,18 @@ fanout)
 conns)
 	for n in 1000 10000 19000; do run conns -n $n --settle 5s; done
 	;;
+light)
+	# Light rooms (BENCHMARKS.md, "Light load"): BIN and, if set, BIN_B
+	# alternate, ROUNDS (3) runs each of every members x rate.
+	for n in 50 100 1000; do
+		for r in 10 100; do
+			for _ in $(seq "${ROUNDS:-3}"); do
+				run fanout -n $n -r $r -d 10s
+				if [ -n "${BIN_B:-}" ]; then BIN=$BIN_B GEN=${GEN_B:-$GEN} run fanout -n $n -r $r -d 10s; fi
+			done
+		done
+	done
+	;;
 compress)
 	run fanout -n 1000 -r 600 -d 10s
 	run fanout -n 1000 -r 600 -d 10s --compress
@@ -203,6 +217,6 @@ run-cluster)
 	cluster "$@"
 	;;
 *)
-	echo "usage: $0 quick|fanout|conns|compress|redis|cluster|chaos|all|run SCENARIO [FLAGS]|run-cluster SCENARIO [FLAGS]|run-chaos aof|empty OUTAGE_S" >&2; exit 2
+	echo "usage: $0 quick|fanout|light|conns|compress|redis|cluster|chaos|all|run SCENARIO [FLAGS]|run-cluster SCENARIO [FLAGS]|run-chaos aof|empty OUTAGE_S" >&2; exit 2
 	;;
 esac

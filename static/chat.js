@@ -33,9 +33,12 @@ let membersEl, memberCount, memberCountToggle, typingEl;
 let client = null;
 let errorTimer = null;
 
-// Members keyed by client_id. While the members request of a connection is in
-// flight, online/offline events are also kept in pending, to be replayed over
-// the snapshot when it arrives.
+// Members keyed by client_id: ids are unique across a cluster (each node
+// numbers its connections in a range of its own, below 2^53, so a JavaScript
+// number holds them exactly); a restarted server numbers anew, and the map is
+// rebuilt from the members list on every connect. While the members request
+// of a connection is in flight, online/offline events are also kept in
+// pending, to be replayed over the snapshot when it arrives.
 let members = new Map();
 let pending = null;
 let membersSeq = 0;
@@ -44,6 +47,12 @@ let membersSeq = 0;
 const typing = new Map();
 let typingSentAt = 0;
 let typingOff = false; // the server has no typing kind
+// Our own typing signals come back to us. Until the client knows its
+// client_id (from an ack), typing envelopes that arrive while a signal of
+// ours waits for its ack are held, and those whose id an ack names are ours.
+let ownTypingInFlight = 0;
+let heldTyping = [];
+const ownTypingIds = new Set();
 
 // --- username cookie (base64 of UTF-8, as in the seed) ---
 
@@ -149,8 +158,23 @@ function appendEnvelope(env) {
     el = messageElement(env);
     inbox.appendChild(el);
   }
-  if (el && el.classList.contains("message")) markMine(el);
+  if (el && el.classList.contains("message")) {
+    markMine(el);
+    if (env.to) markDirect(el, env.to);
+  }
   return true;
+}
+
+// markDirect shows that a message went to one member (and its sender) only.
+function markDirect(el, to) {
+  el.classList.add("direct");
+  const meta = el.querySelector(".meta");
+  if (!meta) return;
+  const label = document.createElement("span");
+  label.className = "to";
+  label.textContent = "→ " + String(to) + " (private)";
+  meta.appendChild(document.createTextNode(" "));
+  meta.appendChild(label);
 }
 
 function notice(text, kind) {
@@ -223,9 +247,28 @@ function stopTyping(clientId) {
   renderTyping();
 }
 
-function onTyping(env) {
+function onTyping(env, meta) {
+  if (meta && meta.fromHistory) return; // a kept signal from the past
+  if (env.client_id === client.clientId) return; // our own signal
+  if (client.clientId === null && ownTypingInFlight > 0) {
+    heldTyping.push(env); // ours or not: the ack will tell
+    return;
+  }
+  if (ownTypingIds.has(env.id)) return;
+  showTyping(env);
+}
+
+function releaseTyping() {
+  if (ownTypingInFlight > 0) return;
+  const held = heldTyping;
+  heldTyping = [];
+  for (const env of held) {
+    if (env.client_id !== client.clientId && !ownTypingIds.has(env.id)) showTyping(env);
+  }
+}
+
+function showTyping(env) {
   const id = env.client_id;
-  if (id === client.clientId || (currentName() && env.username === currentName())) return; // our own signal
   const old = typing.get(id);
   if (old) clearTimeout(old.timer);
   typing.set(id, {
@@ -247,13 +290,19 @@ function signalTyping() {
   const frame = { type: "typing" };
   const name = currentName();
   if (name) frame.username = name;
+  ownTypingInFlight++;
   client.send(frame, { volatile: true }).then(
-    function () {
-      // Our client_id is known from this ack on: drop our own name if the
-      // signal came back before it was.
-      if (client.clientId !== null) stopTyping(client.clientId);
+    function (ack) {
+      ownTypingInFlight--;
+      if (ack && ack.id) {
+        ownTypingIds.add(ack.id);
+        if (ownTypingIds.size > 16) ownTypingIds.delete(ownTypingIds.values().next().value);
+      }
+      releaseTyping();
     },
     function (err) {
+      ownTypingInFlight--;
+      releaseTyping();
       // Typing is best effort; a server without the kind (or an older one
       // refusing the field) turns it off for this page.
       if (err && (err.code === "unknown_type" || err.code === "invalid_json")) typingOff = true;
@@ -287,7 +336,8 @@ function onMessage(env) {
   }
 }
 
-function onPresence(env) {
+function onPresence(env, meta) {
+  if (meta && meta.fromHistory) return; // kept presence from the past: the members list says who is here
   applyPresence(env);
   if (pending) pending.push(env);
   if (env.type === "offline") stopTyping(env.client_id);
@@ -296,7 +346,11 @@ function onPresence(env) {
 }
 
 function start() {
-  client = connect("/", { room: room });
+  // Resume after the last message the server rendered into the page: the
+  // history frame then brings only what came since.
+  const rendered = inbox.querySelectorAll(".message[id^='m']");
+  const last = rendered.length ? rendered[rendered.length - 1].id.slice(1) : "";
+  client = connect("/", last ? { room: room, since: last } : { room: room });
   let everConnected = false;
   client.on("state", function (state) {
     if (state === "connecting") setStatus("connecting", everConnected ? "reconnecting…" : "connecting…");

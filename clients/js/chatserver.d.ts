@@ -111,7 +111,9 @@ export interface Member {
 }
 
 /** A WebSocket constructor: the global one, or e.g. the ws package's. */
-export type WebSocketClass = new (url: string) => {
+export type WebSocketClass = new (url: string, ...options: any[]) => {
+  /** 0 connecting, 1 open, 2 closing, 3 closed. */
+  readonly readyState: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
   onmessage: ((ev: { data: unknown }) => void) | null;
@@ -130,25 +132,40 @@ export interface Options {
   token?: string | (() => string | Promise<string>);
   /** The query parameter of the token (the plugin's token_param). Default "token". */
   tokenParam?: string;
-  /** Sent as the `username` of every frame that has none (renames where the server allows it). */
+  /**
+   * Sent as the `username` of every frame that has none, resends included:
+   * it renames where the server allows it, and in plain mode it is the name
+   * a resent ref is recognised by (a guest without it may get a message
+   * whose ack was lost delivered twice).
+   */
   username?: string;
   /** Resume after this message id on the first connect (e.g. the last one a page rendered). */
   since?: string;
   /** Backoff: the first reconnect waits up to this many ms. Default 500. */
   minReconnectDelay?: number;
-  /** Backoff cap in ms. Default 10000. */
+  /** Backoff cap in ms; a connection that stayed ready this long resets the backoff. Default 10000. */
   maxReconnectDelay?: number;
-  /** A send() rejects with code "timeout" after this many ms without an answer; 0: never. Default 30000. */
+  /**
+   * A frame written and not answered within this many ms (or a probe) means
+   * the connection is dead: the client closes it (4000), reconnects and
+   * writes the frame again; 0: never. Default 10000.
+   */
   ackTimeout?: number;
+  /** After this many ms without a frame from the server, a probe is sent (answered without side effects); 0: never. Default 30000. */
+  probeInterval?: number;
+  /** A send() rejects with code "timeout" after this many ms in all (the frame is forgotten, it may have been delivered); 0: never. Default 0. */
+  sendTimeout?: number;
+  /** Refused joins in a row (1008 before the history frame) after which a client with a token function stops; without one the first is final. Default 3. */
+  maxRefusals?: number;
   /** Frames larger than this (bytes) are refused locally: the server's websocket.max_message_bytes. Default 8192. */
   maxFrameBytes?: number;
-  /** How many envelope ids are remembered to drop duplicates. Default 1000. */
+  /** How many envelope ids are remembered to drop duplicates; keep it at least the server's history.size. Default 1000, at least 100. */
   dedupe?: number;
   /** The WebSocket class. Default globalThis.WebSocket. */
   WebSocket?: WebSocketClass;
   /** The fetch function members() uses. Default globalThis.fetch. */
   fetch?: typeof fetch;
-  /** Headers of members()'s request. */
+  /** Headers of members()'s request and of the handshake where the WebSocket class takes them (Node's own, the ws package's; not a browser's). */
   headers?: Record<string, string>;
 }
 
@@ -179,7 +196,13 @@ export declare class Client {
   readonly options: Required<Pick<Options, "room">> & Options;
   readonly room: string;
   readonly state: State;
-  /** Id of the last kept message seen: the ?since= of the next connect. */
+  /**
+   * The ?since= of the next connect: the id of the last envelope seen that
+   * the server is believed to keep — a history frame's last entry, or a live
+   * envelope without `to` that is not a system reply (username "system",
+   * client_id 0), of type message or of a type seen in a history frame; a
+   * delete of it moves it back to the kept id before.
+   */
   readonly lastId: string;
   /** This connection's client_id once an ack told which envelope was ours, else null. */
   readonly clientId: number | null;

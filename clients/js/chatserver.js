@@ -9,18 +9,34 @@
 //
 // What it guarantees, and how:
 //   - Reconnect: after a close it reconnects with exponential backoff and
-//     full jitter (a random delay in [0, min(max, min·2^attempt)]), until
-//     close() or a close the server means as final (4001 kicked; 4002 token
-//     expired when the token is a fixed string rather than a function).
-//   - Recovery: it reconnects with ?since=<id of the last kept message it
-//     saw>, so the server's history frame holds exactly what it missed, and
-//     every envelope id is remembered (the last `dedupe` ids) so that nothing
-//     is dispatched twice: no gap, no duplicate.
+//     full jitter (a random delay in [0, min(max, min·2^attempt))); attempt
+//     goes back to 0 only after a connection stayed ready for
+//     maxReconnectDelay. It stops on close() or on a close the server means
+//     as final: 4001 kicked; 4002 token expired, and a refused join (1008
+//     before the history frame), when the token is not a function (with a
+//     function: after maxRefusals refusals in a row).
+//   - Liveness: a browser's WebSocket cannot see the server's pings, so a
+//     frame written and not answered within ackTimeout, or a probe sent after
+//     probeInterval without any frame and not answered, means the connection
+//     is dead (half-open): the client closes it (4000) and reconnects; the
+//     frames stay pending and are written again.
+//   - Recovery: it reconnects with ?since=<id of the last envelope it saw
+//     that the server keeps> (see _keep for the rule), so the server's
+//     history frame holds what it missed, and every envelope id is
+//     remembered (the last `dedupe` ids, at least the history's size) so that
+//     nothing is dispatched twice. Direct messages, system replies and kinds
+//     the server does not keep (typing, by default) are live only; so are
+//     deletes.
 //   - Acks: send() gives each frame a `ref` and resolves with the server's
 //     ack, or rejects with a ChatError carrying the server's error code.
 //     Frames not yet acknowledged when the connection drops are written again,
 //     with the same ref, once it is back: the server acknowledges a ref it
-//     already accepted with the first id and does not deliver it twice.
+//     already accepted with the first id and does not deliver it twice. It
+//     knows the resend by the sender's name (the proven one in signed/jwt
+//     mode; in plain mode the frame's `username` — the username option goes
+//     with every frame, resends too — else the connection's): a guest with
+//     neither gets a new name on each connection, and a frame whose ack was
+//     lost may then be delivered twice.
 //
 // Tokens: the server's username plugin in `jwt` mode reads the token from the
 // handshake's query parameter `token` (its option token_param) or from its
@@ -62,7 +78,10 @@ const DEFAULTS = {
   username: undefined,
   minReconnectDelay: 500,
   maxReconnectDelay: 10000,
-  ackTimeout: 30000,
+  ackTimeout: 10000,
+  probeInterval: 30000,
+  sendTimeout: 0,
+  maxRefusals: 3,
   maxFrameBytes: 8192,
   dedupe: 1000,
   WebSocket: undefined,
@@ -114,6 +133,7 @@ export class Client {
     if (typeof this._WS !== "function") {
       throw new Error("chatserver: no WebSocket: pass options.WebSocket (e.g. the ws package), or use Node 22+ (Node 20: --experimental-websocket)");
     }
+    if (!(o.dedupe >= 100)) o.dedupe = 100; // a recovery may bring the whole history again
     this._listeners = new Map();
     this._seen = new Set(); // envelope ids dispatched, oldest first (insertion order)
     this._pending = new Map(); // ref -> {frame, text, resolve, reject, timer, written}, in send order
@@ -125,8 +145,15 @@ export class Client {
     this._ackIds = new Set(); // ids acked to us whose envelope has not arrived yet
     this._idClient = new Map(); // recent envelope id -> client_id
     this._attempt = 0;
+    this._refusals = 0;
+    this._readyAt = 0; // when the current connection got its history frame; 0 before
+    this._refusal = null; // the error frame of a refused join, before any history frame
     this._timer = null;
+    this._idle = null; // probe timer: no frame for probeInterval
+    this._probeN = 0;
     this._connectedOnce = false;
+    this._kept = []; // ids believed kept in history, oldest first (a delete of lastId falls back)
+    this._keptKinds = new Set(["message"]); // envelope types seen in a history frame
     this._open();
   }
 
@@ -162,7 +189,11 @@ export class Client {
    * sent now or never: offline, the promise rejects with not_connected at
    * once, and if the connection drops before the answer it rejects with
    * not_connected instead of being sent again (for signals that go stale,
-   * like typing).
+   * like typing). A frame that waits for its answer longer than ackTimeout
+   * while connected is taken as a dead connection: the client reconnects and
+   * writes it again. sendTimeout (off by default) bounds the whole wait: the
+   * promise then rejects with "timeout" and the frame is forgotten (it may
+   * have been delivered).
    */
   send(message, opts) {
     const frame = typeof message === "string" ? { body: message } : Object.assign({}, message);
@@ -182,12 +213,11 @@ export class Client {
     const text = JSON.stringify(frame);
     if (encoder.encode(text).length > this.options.maxFrameBytes) return Promise.reject(tooBig(this.options.maxFrameBytes));
     return new Promise((resolve, reject) => {
-      const p = { frame, text, resolve, reject, timer: null, written: false, volatile };
-      if (this.options.ackTimeout > 0) {
+      const p = { frame, text, resolve, reject, timer: null, ackTimer: null, written: false, volatile };
+      if (this.options.sendTimeout > 0) {
         p.timer = setTimeout(() => {
-          this._pending.delete(ref);
-          reject(new ChatError("timeout", "no answer from the server within " + this.options.ackTimeout + " ms", ref));
-        }, this.options.ackTimeout);
+          this._settle(ref, null, new ChatError("timeout", "no answer from the server within " + this.options.sendTimeout + " ms", ref));
+        }, this.options.sendTimeout);
       }
       this._pending.set(ref, p);
       if (this.state === "connected") this._write(p);
@@ -273,14 +303,17 @@ export class Client {
     if (q.length) url += "&" + q.join("&");
     let ws;
     try {
-      ws = new this._WS(url);
+      ws = this._newSocket(url);
     } catch (e) {
       this._scheduleReconnect({ code: 0, reason: e && e.message ? e.message : String(e) });
       return;
     }
     this._ws = ws;
+    this._readyAt = 0;
+    this._refusal = null;
     ws.onmessage = (ev) => {
       if (ws !== this._ws) return;
+      this._alive();
       if (typeof ev.data !== "string") return; // the server sends text frames only
       let f;
       try {
@@ -305,7 +338,59 @@ export class Client {
     };
   }
 
+  // _newSocket opens the WebSocket; the headers option goes into the
+  // handshake where the implementation takes it: the ws package's
+  // (url, protocols, {headers}) and Node's own (url, {headers}). A browser's
+  // WebSocket takes none (it sends the site's cookies itself).
+  _newSocket(url) {
+    const h = this.options.headers;
+    if (!h || typeof document !== "undefined") return new this._WS(url);
+    if (typeof this._WS.Server === "function" || typeof this._WS.createWebSocketStream === "function") return new this._WS(url, [], { headers: h });
+    return new this._WS(url, { headers: h });
+  }
+
+  // _alive notes that a frame arrived: the connection works; the idle probe
+  // waits probeInterval again.
+  _alive() {
+    clearTimeout(this._idle);
+    this._idle = null;
+    if (this.options.probeInterval > 0 && this.state === "connected") {
+      this._idle = setTimeout(() => this._probe(), this.options.probeInterval);
+    }
+  }
+
+  // _probe asks the server for an answer without side effects: a frame of
+  // type "join", which clients may not send, is answered by an error
+  // (unknown_type) with its ref. No answer within ackTimeout: dead.
+  _probe() {
+    const ws = this._ws;
+    if (!ws || this.state !== "connected") return;
+    const ref = "probe." + this._refPrefix + (++this._probeN).toString(36);
+    try {
+      ws.send(JSON.stringify({ type: "join", ref }));
+    } catch (e) {
+      // the close event follows
+    }
+    this._idle = setTimeout(() => this._dead(ws, "no answer to a probe"), this.options.ackTimeout > 0 ? this.options.ackTimeout : this.options.probeInterval);
+  }
+
+  // _dead gives up a connection that stopped answering (half-open TCP): it
+  // is closed with 4000 and the client reconnects with the backoff, as after
+  // any close; the pending frames stay and are written again.
+  _dead(ws, why) {
+    if (ws !== this._ws) return;
+    this._ws = null;
+    try {
+      ws.close(4000, why);
+    } catch (e) {
+      // already closing
+    }
+    this._closed(4000, why);
+  }
+
   _closed(code, reason) {
+    clearTimeout(this._idle);
+    this._idle = null;
     if (code === 1009) {
       // The server found a frame too big: the largest frame in flight would
       // only close the next connection again.
@@ -320,12 +405,30 @@ export class Client {
       else {
         if (p.written) p.resent = true;
         p.written = false;
+        clearTimeout(p.ackTimer);
+        p.ackTimer = null;
       }
     }
     this.clientId = null;
     this._ackIds.clear();
-    const final = code === CLOSE_KICKED || (code === CLOSE_TOKEN_EXPIRED && typeof this.options.token !== "function");
+    const tokenFn = typeof this.options.token === "function";
+    // A 1008 before the history frame is a refused join (a 1008 later is a
+    // queue overflow): the same handshake would be refused again.
+    const refused = code === 1008 && !this._readyAt;
+    if (this._readyAt) {
+      this._refusals = 0;
+      // Only a connection that lasted resets the backoff: one closed right
+      // after its history frame must not make the client hammer the server.
+      if (Date.now() - this._readyAt >= this.options.maxReconnectDelay) this._attempt = 0;
+    }
+    if (refused) this._refusals++;
+    this._readyAt = 0;
+    const final =
+      code === CLOSE_KICKED ||
+      (code === CLOSE_TOKEN_EXPIRED && !tokenFn) ||
+      (refused && (!tokenFn || this._refusals >= this.options.maxRefusals));
     if (final) {
+      if (refused && this._refusal && this._refusal.reason) reason = (reason || "join refused") + ": " + this._refusal.reason;
       this._final(code, reason, false);
       return;
     }
@@ -349,6 +452,8 @@ export class Client {
   _final(code, reason, byClient) {
     clearTimeout(this._timer);
     this._timer = null;
+    clearTimeout(this._idle);
+    this._idle = null;
     const ws = this._ws;
     this._ws = null;
     if (ws && byClient) {
@@ -366,10 +471,18 @@ export class Client {
     if (wasConnected || !byClient) this._emit("disconnect", { code, reason, reconnect: false });
   }
 
+  // _write writes p on the open connection, once. A socket already closing
+  // (the server's close frame came, its close event not yet) would drop it:
+  // it waits for the next connection instead.
   _write(p) {
-    if (!this._ws || p.written) return;
+    const ws = this._ws;
+    if (!ws || p.written || ws.readyState !== 1) return;
     p.written = true;
-    this._ws.send(p.text);
+    ws.send(p.text);
+    if (this.options.ackTimeout > 0) {
+      clearTimeout(p.ackTimer);
+      p.ackTimer = setTimeout(() => this._dead(ws, "no answer within " + this.options.ackTimeout + " ms"), this.options.ackTimeout);
+    }
   }
 
   _settle(ref, ack, err) {
@@ -377,6 +490,7 @@ export class Client {
     if (!p) return;
     this._pending.delete(ref);
     clearTimeout(p.timer);
+    clearTimeout(p.ackTimer);
     if (err) p.reject(err);
     else p.resolve(ack);
   }
@@ -404,12 +518,31 @@ export class Client {
     if (this._ackIds.size > 64) this._ackIds.delete(this._ackIds.values().next().value);
   }
 
-  // _keep moves ?since= forward to env when the server keeps such envelopes
-  // in history: room messages from a member (a system reply, client_id 0, and
-  // a direct message, with `to`, are never kept; resuming after one would
-  // report a gap that is not there).
+  // _keep moves ?since= (lastId) to a live envelope the server is believed
+  // to keep in history. The client cannot know for sure; the rule: an
+  // envelope with an id, without `to` (direct messages are never kept), that
+  // is not a system reply (username "system" with client_id 0, sent to its
+  // asker alone; an API post, client_id 0 with another name, is kept), of
+  // type message or of a type seen in a history frame (a kind the server
+  // keeps). The history frame's last entry is always kept (_onHistory). A
+  // wrong guess costs no message: the server then sends its whole history,
+  // marked incomplete, and dedupe drops what was seen.
   _keep(env) {
-    if (env.id && env.type === "message" && env.client_id !== 0 && !env.to) this.lastId = env.id;
+    if (!env.id || env.to || (env.client_id === 0 && env.username === "system") || !this._keptKinds.has(env.type)) return;
+    this.lastId = env.id;
+    this._remember(env.id);
+  }
+
+  _remember(id) {
+    this._kept.push(id);
+    if (this._kept.length > this.options.dedupe) this._kept.shift();
+  }
+
+  // _forget drops a deleted id; when it was lastId, the kept id before it
+  // takes its place (the server's history no longer holds it).
+  _forget(id) {
+    this._kept = this._kept.filter((k) => k !== id);
+    if (this.lastId === id && this._kept.length) this.lastId = this._kept[this._kept.length - 1];
   }
 
   _handle(f) {
@@ -429,11 +562,14 @@ export class Client {
         if (f.ref !== undefined) this._settle(String(f.ref), f, null);
         return;
       case "error":
+        if (typeof f.ref === "string" && f.ref.startsWith("probe." + this._refPrefix)) return; // a probe's answer: _alive did its work
+        if (f.ref === undefined && !this._readyAt) this._refusal = f; // a refused join: a 1008 close follows
         this._emit("*", f);
         this._emit("error", f);
         if (f.ref !== undefined) this._settle(String(f.ref), null, new ChatError(f.code || "error", f.reason, f.ref));
         return;
       case "delete":
+        if (f.id) this._forget(f.id);
         this._emit("*", f);
         this._emit("delete", f);
         return;
@@ -455,20 +591,23 @@ export class Client {
   }
 
   _onHistory(f) {
-    const all = Array.isArray(f.messages) ? f.messages : [];
-    const fresh = all.filter((m) => m && typeof m === "object" && this._fresh(m.id));
+    const all = (Array.isArray(f.messages) ? f.messages : []).filter((m) => m && typeof m === "object");
+    for (const m of all) if (m.type) this._keptKinds.add(m.type); // the server keeps this kind
+    const fresh = all.filter((m) => this._fresh(m.id));
+    for (const m of fresh) if (m.id) this._remember(m.id);
     // The history frame is the server's record: its last entry is kept,
     // whatever its type.
     const last = all[all.length - 1];
     if (last && last.id) this.lastId = last.id;
     const recovered = this._connectedOnce;
     this._connectedOnce = true;
-    this._attempt = 0;
+    this._readyAt = Date.now();
     const frame = Object.assign({}, f, { messages: fresh });
     this._emit("*", frame);
     this._emit("history", frame);
     for (const m of fresh) this._dispatch(m, true);
     this._setState("connected");
+    this._alive();
     this._emit("connect", { recovered, complete: f.complete !== false });
     for (const p of Array.from(this._pending.values())) this._write(p);
   }

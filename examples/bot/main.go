@@ -20,7 +20,7 @@ func main() {
 	}
 }
 
-// run answers every live "!time" in room until ctx ends (tests end it).
+// run answers each live "!time" (not the history frame's: stale) until ctx ends.
 func run(ctx context.Context, url, room string) error {
 	c, err := client.Dial(ctx, url, client.Options{Room: room, Header: client.UsernameCookie("timebot")})
 	if err != nil {

@@ -22,7 +22,7 @@ func init() { extraCommands = append(extraCommands, newAPICmd) }
 
 // APIKeyEnv is the environment variable `chatserver api` takes its key
 // from: a key on the command line would be in the shell history and in ps.
-const APIKeyEnv = "CHATSERVER_API_KEY"
+const APIKeyEnv = "CHATSERVER_API_KEY" //nolint:gosec // G101: the name of a variable, not a credential
 
 // apiTimeout bounds one request of `chatserver api`.
 const apiTimeout = 15 * time.Second

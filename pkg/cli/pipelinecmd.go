@@ -90,7 +90,8 @@ func runPipeline(cmd *cobra.Command, _ []string) error {
 	defer p.Close()
 
 	name, _ := flags.GetString("username")
-	sender := &offlineSender{room: room, name: name, rec: rec, values: map[any]any{}}
+	sender := &offlineSender{room: room, rec: rec}
+	sender.SetUsername(name)
 	ev := pipeline.NewEvent(kind, sender, in) // as the server starts every event
 
 	runErr := p.Run(context.Background(), ev)
@@ -207,10 +208,7 @@ func (r *recording) ObserveStep(_ pipeline.Kind, step string, d time.Duration, e
 type offlineSender struct {
 	room string
 	rec  *recording
-
-	mu     sync.Mutex
-	name   string
-	values map[any]any
+	pipeline.SenderState
 }
 
 func (s *offlineSender) ID() int64                    { return 1 }
@@ -219,35 +217,11 @@ func (s *offlineSender) Cookie(string) (string, bool) { return "", false }
 func (s *offlineSender) Query(string) string          { return "" }
 func (s *offlineSender) RemoteAddr() string           { return "127.0.0.1:0" }
 
-func (s *offlineSender) Username() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.name
-}
-
-func (s *offlineSender) SetUsername(name string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.name = name
-}
-
 func (s *offlineSender) Send(frame []byte) error {
 	s.rec.mu.Lock()
 	defer s.rec.mu.Unlock()
 	s.rec.replies = append(s.rec.replies, append([]byte(nil), frame...))
 	return nil
-}
-
-func (s *offlineSender) Value(key any) any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.values[key]
-}
-
-func (s *offlineSender) SetValue(key, value any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.values[key] = value
 }
 
 var (

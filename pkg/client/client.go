@@ -13,16 +13,34 @@
 // Its guarantees are the JavaScript client's (clients/js):
 //   - Reconnect: when a connection ends the client dials again after a delay
 //     drawn from [0, min(MaxBackoff, MinBackoff·2^attempt)) (exponential
-//     backoff with full jitter), until Close or a final close by the server
-//     (CloseKicked; CloseTokenExpired without a TokenFunc).
-//   - Recovery: it reconnects with ?since=<the last kept message it saw>, and
-//     remembers the ids it delivered, so Events carries every envelope once:
-//     no gap (while the server's history still holds it), no duplicate.
+//     backoff with full jitter). attempt goes back to 0 only once a
+//     connection stayed ready for MaxBackoff: a server that closes every
+//     connection right after its history frame is not hammered. The client
+//     stops, for good, on Close or on a final close by the server:
+//     CloseKicked; CloseTokenExpired without a TokenFunc; a refused join
+//     (1008 before the history frame) without a TokenFunc, or after
+//     MaxRefusals refusals in a row with one.
+//   - Liveness: the server pings every websocket.ping_interval (25s by
+//     default); a connection that brings no frame and no ping for
+//     ReadTimeout is closed and dialled again (a half-open TCP connection
+//     does not stay "connected").
+//   - Recovery: it reconnects with ?since=<the last kept envelope it saw>
+//     (see LastID for the rule), and remembers the ids it delivered (Dedupe,
+//     at least the server's history.size), so Events carries every kept
+//     envelope once: no gap while the server's history still holds it, no
+//     duplicate. Direct messages (with To), system replies and envelopes of
+//     kinds the server does not keep (typing, by default) are live only: what
+//     came while disconnected is not recovered. A delete arrives live only.
 //   - Acks: Send gives each frame a ref and returns the server's ack, or an
 //     *Error with the server's code. A frame not yet acknowledged when the
 //     connection drops is written again, same ref, once it is back; the
 //     server acknowledges a ref it accepted before with the first id and does
-//     not deliver it twice.
+//     not deliver it twice. It recognises the resend by the sender's name:
+//     the proven name in signed/jwt mode; in plain mode the frame's username
+//     (Options.Username is sent with every frame, resends included), else
+//     the connection's name — a guest without Username or a username cookie
+//     gets a new name on each connection, so its resends are not recognised
+//     and a frame whose ack was lost may be delivered twice.
 package client
 
 import (
@@ -62,9 +80,11 @@ type Options struct {
 	// TokenParam is the query parameter of the token (the plugin's
 	// token_param). Empty means "token".
 	TokenParam string
-	// Username is sent as the username of every frame that has none: it
-	// renames the connection where the server allows it. For a name from
-	// the join on, set the seed's cookie in Header (see UsernameCookie).
+	// Username is sent as the username of every frame that has none
+	// (resends included): it renames the connection where the server allows
+	// it, and it is the name a resent ref is recognised by in plain mode.
+	// For a name from the join on, set the seed's cookie in Header (see
+	// UsernameCookie).
 	Username string
 	// Header is sent with every handshake (Cookie, Origin, …).
 	Header http.Header
@@ -76,22 +96,39 @@ type Options struct {
 	HTTPClient *http.Client
 	// MinBackoff bounds the first reconnect's delay. Zero means 500ms.
 	MinBackoff time.Duration
-	// MaxBackoff caps the reconnect delay. Zero means 10s.
+	// MaxBackoff caps the reconnect delay; a connection that stayed ready
+	// this long resets the backoff. Zero means 10s.
 	MaxBackoff time.Duration
+	// MaxRefusals is how many refused joins in a row a client with a
+	// TokenFunc tries before it stops (without one, the first refusal is
+	// final). Zero means 3.
+	MaxRefusals int
 	// ReadTimeout ends a connection that received no frame and no ping this
 	// long (the server pings every websocket.ping_interval, 25s by default).
 	// Zero means 60s.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds one write. Zero means 10s.
 	WriteTimeout time.Duration
-	// Dedupe is how many envelope ids are remembered to drop duplicates.
-	// Zero means 1000.
+	// MaxFrameBytes is the largest frame Send writes (the server's
+	// websocket.max_message_bytes); a larger one fails with an *Error of
+	// code "too_big" without being sent. Zero means 8192.
+	MaxFrameBytes int
+	// Dedupe is how many envelope ids are remembered to drop duplicates;
+	// keep it at least the server's history.size (a recovery may resend the
+	// whole history). Zero means 1000; less than 100 means 100.
 	Dedupe int
+	// EventBuffer is how many events wait for a reader of Events; when it
+	// is full the oldest is dropped (DroppedEvents counts them). Zero means
+	// 1024; a negative value discards every event (Events only closes), for
+	// clients that only Send.
+	EventBuffer int
 	// OnConnect is called each time a connection is ready (its history frame
-	// arrived), from the client's reader: it must not block.
+	// arrived). Callbacks are called one at a time, in order, from a
+	// goroutine of the client's that does not read the network: a slow
+	// callback delays only the callbacks after it, and a callback may call
+	// Close.
 	OnConnect func(ConnectInfo)
-	// OnDisconnect is called each time a connection ends, from the client's
-	// reader: it must not block.
+	// OnDisconnect is called each time a connection ends, as OnConnect is.
 	OnDisconnect func(DisconnectInfo)
 }
 
@@ -134,25 +171,32 @@ type Client struct {
 	membersURL string
 	ctx        context.Context
 	cancel     context.CancelFunc
-	wg         sync.WaitGroup
+	wg         sync.WaitGroup // run and pump
 	events     chan Event
-	notify     chan struct{}
+	notify     chan struct{} // wakes the pump
+	cbWake     chan struct{} // wakes the callback goroutine
 	first      chan error
 	stop       chan struct{} // closed by Close: the pump drops what is queued
 	stopOnce   sync.Once
 
 	mu        sync.Mutex
-	conn      *websocket.Conn
+	link      *link // the current connection, nil between connections
 	connected bool
+	readyAt   time.Time // when the current connection became ready
 	everConn  bool
 	closed    bool
 	err       error
+	joinErr   *Error // the error frame of a refused join, before any history frame
 	lastID    string
+	kept      []string        // ids of envelopes believed kept, oldest first (for a delete of lastID)
+	keptKinds map[string]bool // envelope types seen in a history frame
 	seen      map[string]struct{}
 	seenOrder []string
 	pending   map[string]*pending
 	order     []string
 	queue     []Event
+	dropped   uint64
+	callbacks []func()
 	refPrefix string
 	refN      uint64
 }
@@ -160,7 +204,7 @@ type Client struct {
 type pending struct {
 	frame   []byte
 	done    chan result
-	written bool
+	written bool // on the current connection
 }
 
 type result struct {
@@ -171,8 +215,9 @@ type result struct {
 // Dial connects to the room at rawURL (the server's http(s) or ws(s)
 // address, with or without the /chatsocket path) and returns once the
 // connection is ready (the history frame arrived), or with the first
-// attempt's error; ctx bounds only that. The client then reconnects by
-// itself until Close.
+// attempt's error (an *Error with code "rejected" and the server's reason
+// when the join was refused); ctx bounds only that. The client then
+// reconnects by itself until Close.
 func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 	if opts.Room == "" {
 		opts.Room = "lobby"
@@ -190,8 +235,20 @@ func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 	opts.MaxBackoff = orDefault(opts.MaxBackoff, 10*time.Second)
 	opts.ReadTimeout = orDefault(opts.ReadTimeout, 60*time.Second)
 	opts.WriteTimeout = orDefault(opts.WriteTimeout, 10*time.Second)
-	if opts.Dedupe <= 0 {
+	switch {
+	case opts.Dedupe == 0:
 		opts.Dedupe = 1000
+	case opts.Dedupe < 100:
+		opts.Dedupe = 100
+	}
+	if opts.MaxFrameBytes <= 0 {
+		opts.MaxFrameBytes = 8192
+	}
+	if opts.EventBuffer == 0 {
+		opts.EventBuffer = 1024
+	}
+	if opts.MaxRefusals <= 0 {
+		opts.MaxRefusals = 3
 	}
 	wsURL, membersURL, err := resolveURLs(rawURL, opts.Room)
 	if err != nil {
@@ -201,14 +258,17 @@ func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 	_, _ = rand.Read(rb[:])
 	c := &Client{
 		opts: opts, wsURL: wsURL, membersURL: membersURL,
-		events: make(chan Event), notify: make(chan struct{}, 1), first: make(chan error, 1), stop: make(chan struct{}),
-		lastID: opts.Since, seen: map[string]struct{}{}, pending: map[string]*pending{},
+		events: make(chan Event), notify: make(chan struct{}, 1), cbWake: make(chan struct{}, 1),
+		first: make(chan error, 1), stop: make(chan struct{}),
+		lastID: opts.Since, keptKinds: map[string]bool{TypeMessage: true},
+		seen: map[string]struct{}{}, pending: map[string]*pending{},
 		refPrefix: hex.EncodeToString(rb[:]) + "-",
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(2)
 	go c.run()
 	go c.pump()
+	go c.runCallbacks()
 	select {
 	case err := <-c.first:
 		if err != nil {
@@ -229,11 +289,24 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
+// jitter draws a reconnect delay in [0, n); tests replace it.
+var jitter = func(n int64) int64 { return mrand.Int64N(n) } //nolint:gosec // G404: jitter needs no unpredictability
+
 // Events returns the channel of every frame the server sends, in order, each
-// envelope once. The client never blocks on it (frames wait in a queue of
-// their own). It is closed by Close (what was still queued is dropped) and
-// after a final close by the server (once what was queued was received).
+// envelope once. The client never blocks on it: frames wait in a queue of
+// EventBuffer, and the oldest is dropped when it is full (DroppedEvents). It
+// is closed by Close (what was still queued is dropped) and after a final
+// close by the server (once what was queued was received).
 func (c *Client) Events() <-chan Event { return c.events }
+
+// DroppedEvents is how many events were dropped because nobody read Events
+// and EventBuffer was full (the events discarded by a negative EventBuffer
+// are not counted).
+func (c *Client) DroppedEvents() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dropped
+}
 
 // Err returns why the server closed the client for good (a *CloseError), or
 // nil.
@@ -250,8 +323,15 @@ func (c *Client) Connected() bool {
 	return c.connected
 }
 
-// LastID is the id of the last kept message seen: the ?since= of the next
-// connect.
+// LastID is the ?since= of the next connect: the id of the last envelope
+// seen that the server is believed to keep in history. The client cannot
+// know for sure, so the rule is: the last entry of a history frame; then a
+// live envelope with an id, no To, that is not a system reply (username
+// "system" with client_id 0 — an API post of another name counts), of type
+// message or of a type seen in a history frame (a kind the server keeps).
+// When a delete removes it, the previous such id takes its place. A wrong
+// guess costs no message: the server then sends its whole history (marked
+// incomplete) and the ids already delivered are dropped.
 func (c *Client) LastID() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -259,7 +339,8 @@ func (c *Client) LastID() string {
 }
 
 // Send sends m and waits for the server's answer: the ack, or an *Error with
-// the server's code. While disconnected the frame waits and is written once
+// the server's code (or "too_big", without sending, for a frame over
+// MaxFrameBytes). While disconnected the frame waits and is written once
 // connected again (and again after each reconnect until answered); ctx
 // bounds the wait (the frame is then forgotten, though it may have been
 // delivered). After Close it returns ErrClosed.
@@ -277,6 +358,9 @@ func (c *Client) Send(ctx context.Context, m Message) (Ack, error) {
 	if err != nil {
 		return Ack{}, fmt.Errorf("chatserver: encoding the frame: %w", err)
 	}
+	if len(b) > c.opts.MaxFrameBytes {
+		return Ack{}, tooBig(c.opts.MaxFrameBytes, m.Ref)
+	}
 	p := &pending{frame: b, done: make(chan result, 1)}
 	c.mu.Lock()
 	if c.closed {
@@ -290,7 +374,7 @@ func (c *Client) Send(ctx context.Context, m Message) (Ack, error) {
 	c.pending[m.Ref] = p
 	c.order = append(c.order, m.Ref)
 	if c.connected {
-		c.writeLocked(p)
+		c.link.wakeup()
 	}
 	c.mu.Unlock()
 	select {
@@ -302,6 +386,10 @@ func (c *Client) Send(ctx context.Context, m Message) (Ack, error) {
 		c.mu.Unlock()
 		return Ack{}, ctx.Err()
 	}
+}
+
+func tooBig(limit int, ref string) *Error {
+	return &Error{Code: "too_big", Reason: "the frame is over " + strconv.Itoa(limit) + " bytes (websocket.max_message_bytes)", Ref: ref}
 }
 
 // Members lists who is in the room now, on every node
@@ -341,7 +429,10 @@ func (c *Client) Members(ctx context.Context) ([]Member, error) {
 
 // Close ends the client: the connection is closed (1000), no reconnect
 // follows, every Send waiting for its ack returns ErrClosed, and Events is
-// closed. It waits for the client's goroutines and is idempotent.
+// closed. It waits for the goroutines that read and write the network and
+// Events, and is idempotent. It may be called from OnConnect and
+// OnDisconnect: callbacks run on a goroutine Close does not wait for (it
+// ends once the callbacks queued before the close have run).
 func (c *Client) Close() error {
 	c.shut(nil)
 	c.stopOnce.Do(func() { close(c.stop) })
@@ -358,329 +449,20 @@ func (c *Client) shut(err error) {
 		return
 	}
 	c.closed, c.err, c.connected = true, err, false
-	conn := c.conn
+	var conn *websocket.Conn
+	if c.link != nil {
+		conn = c.link.conn
+	}
 	for _, ref := range append([]string(nil), c.order...) {
 		c.settleLocked(ref, result{err: ErrClosed})
 	}
 	c.notifyLocked() // the pump closes Events once the queue is empty
+	c.wakeCallbacks()
 	c.mu.Unlock()
 	c.cancel()
 	if conn != nil {
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 		_ = conn.Close()
-	}
-}
-
-// run dials, serves each connection, and waits out the backoff between them.
-func (c *Client) run() {
-	defer c.wg.Done()
-	attempt := 0
-	for {
-		conn, err := c.dial()
-		code, reason := 1006, ""
-		if err == nil {
-			err = c.serve(conn)
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				code, reason = ce.Code, ce.Text
-			}
-		}
-		c.mu.Lock()
-		closed, everConn, ready := c.closed, c.everConn, c.connected
-		c.conn, c.connected = nil, false
-		for _, p := range c.pending {
-			p.written = false
-		}
-		c.mu.Unlock()
-		if closed {
-			return
-		}
-		if !everConn {
-			// The first attempt failed: Dial reports it.
-			c.first <- err
-			return
-		}
-		if ready {
-			attempt = 0
-		}
-		if code == CloseKicked || code == CloseTokenExpired && c.opts.TokenFunc == nil {
-			ce := &CloseError{Code: code, Reason: reason}
-			c.disconnected(DisconnectInfo{Code: code, Reason: reason, Err: err})
-			c.shut(ce)
-			return
-		}
-		ceiling := min(c.opts.MaxBackoff, c.opts.MinBackoff<<min(attempt, 30))
-		delay := time.Duration(mrand.Int64N(int64(ceiling))) //nolint:gosec // G404: jitter needs no unpredictability
-		attempt++
-		c.disconnected(DisconnectInfo{Code: code, Reason: reason, Err: err, Reconnect: true, Delay: delay})
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-c.ctx.Done():
-			t.Stop()
-			return
-		}
-	}
-}
-
-func (c *Client) disconnected(info DisconnectInfo) {
-	if c.opts.OnDisconnect != nil {
-		c.opts.OnDisconnect(info)
-	}
-}
-
-// token returns Token, or what TokenFunc gives.
-func (c *Client) token(ctx context.Context) (string, error) {
-	if c.opts.TokenFunc == nil {
-		return c.opts.Token, nil
-	}
-	t, err := c.opts.TokenFunc(ctx)
-	if err != nil {
-		return "", fmt.Errorf("chatserver: token: %w", err)
-	}
-	return t, nil
-}
-
-// dial opens one connection, with ?since= and the token.
-func (c *Client) dial() (*websocket.Conn, error) {
-	q := url.Values{}
-	if id := c.LastID(); id != "" {
-		q.Set("since", id)
-	}
-	token, err := c.token(c.ctx)
-	if err != nil {
-		return nil, err
-	}
-	if token != "" {
-		q.Set(c.opts.TokenParam, token)
-	}
-	u := c.wsURL
-	if len(q) > 0 {
-		u += "&" + q.Encode()
-	}
-	conn, resp, err := c.opts.Dialer.DialContext(c.ctx, u, c.opts.Header)
-	if err != nil {
-		if resp != nil {
-			_ = resp.Body.Close()
-			return nil, &Error{Code: "http_" + strconv.Itoa(resp.StatusCode), Reason: "handshake refused: " + resp.Status}
-		}
-		return nil, fmt.Errorf("chatserver: dial: %w", err)
-	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		_ = conn.Close()
-		return nil, ErrClosed
-	}
-	c.conn = conn
-	c.mu.Unlock()
-	return conn, nil
-}
-
-// serve reads conn's frames until it ends, and returns why.
-func (c *Client) serve(conn *websocket.Conn) error {
-	defer conn.Close()
-	extend := func() { _ = conn.SetReadDeadline(time.Now().Add(c.opts.ReadTimeout)) }
-	extend()
-	conn.SetPingHandler(func(data string) error {
-		extend()
-		err := conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.opts.WriteTimeout))
-		if errors.Is(err, websocket.ErrCloseSent) {
-			return nil
-		}
-		return err
-	})
-	for {
-		mt, b, err := conn.ReadMessage()
-		if err != nil {
-			return err
-		}
-		extend()
-		if mt == websocket.TextMessage {
-			c.handle(b)
-		}
-	}
-}
-
-// handle decodes and delivers one frame.
-func (c *Client) handle(b []byte) {
-	var ev Event
-	if err := json.Unmarshal(b, &ev); err != nil {
-		return
-	}
-	ev.Raw = b
-	switch ev.Type {
-	case TypeHistory:
-		c.onHistory(ev)
-		return
-	case TypeAck:
-		c.mu.Lock()
-		c.settleLocked(ev.Ref, result{ack: Ack{Ref: ev.Ref, ID: ev.ID}})
-		c.emitLocked(ev)
-		c.mu.Unlock()
-		return
-	case TypeError:
-		c.mu.Lock()
-		if ev.Ref != "" {
-			c.settleLocked(ev.Ref, result{err: &Error{Code: ev.Code, Reason: ev.Reason, Ref: ev.Ref}})
-		}
-		c.emitLocked(ev)
-		c.mu.Unlock()
-		return
-	case TypeDelete:
-		c.mu.Lock()
-		c.emitLocked(ev)
-		c.mu.Unlock()
-		return
-	}
-	c.mu.Lock()
-	if c.freshLocked(ev.ID) {
-		c.keepLocked(ev)
-		c.emitLocked(ev)
-	}
-	c.mu.Unlock()
-}
-
-func (c *Client) onHistory(ev Event) {
-	var raw struct {
-		Messages []json.RawMessage `json:"messages"`
-	}
-	_ = json.Unmarshal(ev.Raw, &raw)
-	c.mu.Lock()
-	fresh := make([]Event, 0, len(raw.Messages))
-	for _, m := range raw.Messages {
-		var e Event
-		if json.Unmarshal(m, &e) != nil {
-			continue
-		}
-		e.Raw, e.FromHistory = m, true
-		if c.freshLocked(e.ID) {
-			fresh = append(fresh, e)
-		}
-	}
-	if n := len(ev.Messages); n > 0 && ev.Messages[n-1].ID != "" {
-		// The history frame is the server's record: its last entry is kept.
-		c.lastID = ev.Messages[n-1].ID
-	}
-	ev.Messages = fresh
-	c.emitLocked(ev)
-	for _, e := range fresh {
-		c.emitLocked(e)
-	}
-	info := ConnectInfo{Recovered: c.everConn, Complete: ev.Complete == nil || *ev.Complete}
-	first := !c.everConn
-	c.connected, c.everConn = true, true
-	for _, ref := range c.order {
-		c.writeLocked(c.pending[ref])
-	}
-	c.mu.Unlock()
-	if first {
-		c.first <- nil
-	}
-	if c.opts.OnConnect != nil {
-		c.opts.OnConnect(info)
-	}
-}
-
-// writeLocked writes p on the current connection unless it was written
-// there already. A failed write closes the connection: its reader then
-// reconnects, and p goes again.
-func (c *Client) writeLocked(p *pending) {
-	if c.conn == nil || p.written {
-		return
-	}
-	_ = c.conn.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-	if err := c.conn.WriteMessage(websocket.TextMessage, p.frame); err != nil {
-		_ = c.conn.Close()
-		return
-	}
-	p.written = true
-}
-
-func (c *Client) settleLocked(ref string, r result) {
-	p, ok := c.pending[ref]
-	if !ok {
-		return
-	}
-	delete(c.pending, ref)
-	for i, o := range c.order {
-		if o == ref {
-			c.order = append(c.order[:i], c.order[i+1:]...)
-			break
-		}
-	}
-	p.done <- r
-}
-
-// freshLocked reports whether envelope id was not delivered yet, and
-// remembers it.
-func (c *Client) freshLocked(id string) bool {
-	if id == "" {
-		return true
-	}
-	if _, ok := c.seen[id]; ok {
-		return false
-	}
-	c.seen[id] = struct{}{}
-	c.seenOrder = append(c.seenOrder, id)
-	if len(c.seenOrder) > c.opts.Dedupe {
-		delete(c.seen, c.seenOrder[0])
-		c.seenOrder = c.seenOrder[1:]
-	}
-	return true
-}
-
-// keepLocked moves ?since= to ev when the server keeps such envelopes: room
-// messages from a member (system replies, client_id 0, and direct messages
-// are never kept; resuming after one would report a false gap).
-func (c *Client) keepLocked(ev Event) {
-	if ev.ID != "" && ev.Type == TypeMessage && ev.ClientID != 0 && ev.To == "" {
-		c.lastID = ev.ID
-	}
-}
-
-func (c *Client) emitLocked(ev Event) {
-	c.queue = append(c.queue, ev)
-	c.notifyLocked()
-}
-
-func (c *Client) notifyLocked() {
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
-}
-
-// pump moves queued events to the Events channel, so that the reader never
-// waits for the consumer. Once the client is closed it closes Events: at
-// once after Close, after the queue is drained after a final close by the
-// server.
-func (c *Client) pump() {
-	defer c.wg.Done()
-	defer close(c.events)
-	for {
-		c.mu.Lock()
-		q, closed := c.queue, c.closed
-		c.queue = nil
-		c.mu.Unlock()
-		for _, ev := range q {
-			select {
-			case c.events <- ev:
-			case <-c.stop:
-				return
-			}
-		}
-		if len(q) > 0 {
-			continue
-		}
-		if closed {
-			return
-		}
-		select {
-		case <-c.notify:
-		case <-c.stop:
-			return
-		}
 	}
 }
 

@@ -305,10 +305,13 @@ func TestCutWhileSending(t *testing.T) {
 		t.Fatalf("%d distinct ids for %d messages", len(ids), n)
 	}
 	// The sends ran concurrently, so the server's order is theirs; both
-	// members see that one order, each message once.
+	// members see that one order, each message once. A duplicate would come
+	// before a message sent after all of them: compare once that one is in.
+	send(t, a, client.Message{Body: "barrier"})
 	for name, r := range map[string]*recorder{"alice": ra, "bob": rb} {
-		testutil.Eventually(t, wait, name+" to have every message", func() bool { return len(r.bodies()) >= n })
+		testutil.Eventually(t, wait, name+" to have every message", r.has("barrier"))
 		got := r.bodies()
+		got = got[:len(got)-1]
 		sorted := slices.Sorted(slices.Values(got))
 		if strings.Join(sorted, ",") != strings.Join(want, ",") {
 			t.Errorf("%s got %d messages:\n%v\nwant each of %v once", name, len(got), got, want)
@@ -388,13 +391,21 @@ func TestServerAPIDeleteAndKick(t *testing.T) {
 		d := ra.of(client.TypeDelete)
 		return len(d) == 1 && d[0].ID == posted.ID && d[0].Room == "go-api"
 	})
-	if resp := api(http.MethodPost, "/kick", `{"username": "alice"}`); resp.StatusCode != http.StatusOK {
+	if resp := api(http.MethodPost, "/kick", `{"username": "alice", "ban": "1m"}`); resp.StatusCode != http.StatusOK {
 		t.Fatalf("kick: %d", resp.StatusCode)
 	}
-	<-ra.done
+	closedWithin(t, ra)
 	var ce *client.CloseError
 	if err := a.Err(); !errors.As(err, &ce) || ce.Code != client.CloseKicked || ce.Reason != "kicked" {
 		t.Fatalf("Err() after a kick = %v, want a CloseError 4001 kicked", err)
+	}
+	// Banned: Dial says why, with the server's error frame.
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	_, err := client.Dial(ctx, url, client.Options{Room: "go-api", Header: client.UsernameCookie("alice")})
+	var re *client.Error
+	if !errors.As(err, &re) || re.Code != "rejected" {
+		t.Fatalf("Dial while banned = %#v, want an *Error rejected", err)
 	}
 }
 
@@ -479,9 +490,11 @@ func TestRestartWhileSending(t *testing.T) {
 	if len(ids) != n {
 		t.Fatalf("%d distinct ids for %d messages", len(ids), n)
 	}
+	send(t, a, client.Message{Body: "barrier"}) // a duplicate would come before it
 	for name, r := range map[string]*recorder{"alice": ra, "bob": rb} {
-		testutil.Eventually(t, wait, name+" to have every message", func() bool { return len(r.bodies()) >= n })
-		if got := slices.Sorted(slices.Values(r.bodies())); strings.Join(got, ",") != strings.Join(want, ",") {
+		testutil.Eventually(t, wait, name+" to have every message", r.has("barrier"))
+		got := r.bodies()
+		if got := slices.Sorted(slices.Values(got[:len(got)-1])); strings.Join(got, ",") != strings.Join(want, ",") {
 			t.Errorf("%s got %d messages:\n%v\nwant each of %v once", name, len(got), r.bodies(), want)
 		}
 	}
@@ -521,7 +534,7 @@ func TestTokenExpiry(t *testing.T) {
 		t.Fatal("Dial without a token joined a jwt room")
 	}
 
-	fixed := dial(t, url, "go-jwt", "", func(o *client.Options) { o.Header, o.Token = nil, jwtFor(t, key, "dave", 2*time.Second) })
+	fixed := dial(t, url, "go-jwt", "", func(o *client.Options) { o.Header, o.Token = nil, jwtFor(t, key, "dave", 3*time.Second) })
 	rf := record(fixed)
 	var mu sync.Mutex
 	renewals, connects := 0, 0
@@ -532,7 +545,7 @@ func TestTokenExpiry(t *testing.T) {
 			defer mu.Unlock()
 			renewals++
 			if renewals == 1 {
-				return jwtFor(t, key, "erin", 2*time.Second), nil
+				return jwtFor(t, key, "erin", 3*time.Second), nil
 			}
 			return jwtFor(t, key, "erin", time.Hour), nil
 		}
@@ -540,7 +553,7 @@ func TestTokenExpiry(t *testing.T) {
 	})
 	rr := record(renewing)
 
-	<-rf.done // Events closes after the final close
+	closedWithin(t, rf) // Events closes after the final close (exp is in whole seconds: 2-3 s)
 	var ce *client.CloseError
 	if err := fixed.Err(); !errors.As(err, &ce) || ce.Code != client.CloseTokenExpired {
 		t.Fatalf("fixed token: Err() = %v, want a CloseError 4002", err)
@@ -569,8 +582,11 @@ type cutProxy struct {
 	target string
 	mu     sync.Mutex
 	isCut  bool
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup
+	// flaky closes each connection right after the server's history frame
+	// went through: a connection that gets ready and ends at once.
+	flaky bool
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
 }
 
 func newCutProxy(t *testing.T, target string) *cutProxy {
@@ -611,15 +627,34 @@ func (p *cutProxy) accept() {
 		}
 		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 		p.wg.Add(2)
+		flaky := p.flaky
 		p.mu.Unlock()
-		go p.pipe(c, up)
-		go p.pipe(up, c)
+		go p.pipe(c, up, flaky)
+		go p.pipe(up, c, false)
 	}
 }
 
-func (p *cutProxy) pipe(dst, src net.Conn) {
+func (p *cutProxy) pipe(dst, src net.Conn, untilHistory bool) {
 	defer p.wg.Done()
-	_, _ = io.Copy(dst, src)
+	if untilHistory {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
+				}
+				if strings.Contains(string(buf[:n]), `"type":"history"`) {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+	} else {
+		_, _ = io.Copy(dst, src)
+	}
 	_ = dst.Close()
 	_ = src.Close()
 	p.mu.Lock()
@@ -635,6 +670,12 @@ func (p *cutProxy) cut() {
 	for c := range p.conns {
 		_ = c.Close()
 	}
+}
+
+func (p *cutProxy) setFlaky(on bool) {
+	p.mu.Lock()
+	p.flaky = on
+	p.mu.Unlock()
 }
 
 func (p *cutProxy) resume() {

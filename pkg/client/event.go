@@ -5,7 +5,7 @@ import (
 	"strconv"
 )
 
-// Frame types the server sends . A custom kind's envelopes carry
+// Frame types the server sends. A custom kind's envelopes carry
 // the kind's name, e.g. "typing".
 const (
 	TypeMessage = "message"
@@ -20,7 +20,8 @@ const (
 	TypeGap = "gap"
 )
 
-// Close codes after which the client does not reconnect.
+// Close codes after which the client does not reconnect. A refused join
+// (1008 before the history frame) is final too: see Options.MaxRefusals.
 const (
 	// CloseKicked is a kick or ban through the server API.
 	CloseKicked = 4001
@@ -66,7 +67,7 @@ type Event struct {
 	Raw json.RawMessage `json:"-"`
 }
 
-// Message is what Send sends . Every field is optional except as
+// Message is what Send sends. Every field is optional except as
 // the server's pipeline requires (a message needs a non-blank Body).
 type Message struct {
 	// Type is "message" (when empty) or a custom kind of the server.
@@ -98,8 +99,9 @@ type Member struct {
 }
 
 // Error is a refusal: Code is the server's error code (invalid_json, empty,
-// too_long, rate_limited, rejected, internal, unknown_type, no_recipient, …)
-// or, for a refused handshake, "http_" and the status.
+// too_long, rate_limited, rejected, internal, unknown_type, no_recipient, …),
+// "too_big" for a frame over Options.MaxFrameBytes or closed with 1009, or,
+// for a refused handshake, "http_" and the status.
 type Error struct {
 	Code   string
 	Reason string
@@ -114,7 +116,7 @@ func (e *Error) Error() string {
 }
 
 // CloseError is how the server ended the client for good (CloseKicked,
-// CloseTokenExpired), as Err reports it.
+// CloseTokenExpired, or 1008 for a refused join), as Err reports it.
 type CloseError struct {
 	Code   int
 	Reason string

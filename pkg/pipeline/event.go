@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -311,6 +312,48 @@ type Sender interface {
 	Value(key any) any
 	// SetValue stores per-connection state under key.
 	SetValue(key, value any)
+}
+
+// SenderState is what every Sender keeps besides its connection: the name it
+// goes by and the plugins' per-connection values, safe for concurrent use.
+// Embed it in a Sender that is not a WebSocket connection (the server API's
+// caller, `pipeline run`, the test kit's members) for Username, SetUsername,
+// Value and SetValue.
+type SenderState struct {
+	mu     sync.Mutex
+	name   string
+	values map[any]any
+}
+
+// Username implements Sender.
+func (s *SenderState) Username() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.name
+}
+
+// SetUsername implements Sender.
+func (s *SenderState) SetUsername(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.name = name
+}
+
+// Value implements Sender.
+func (s *SenderState) Value(key any) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.values[key]
+}
+
+// SetValue implements Sender.
+func (s *SenderState) SetValue(key, value any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.values == nil {
+		s.values = map[any]any{}
+	}
+	s.values[key] = value
 }
 
 // Trusted is implemented by a Sender whose name the server vouches for: a

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -22,7 +23,12 @@ func (s Spec) OptionInfo() []OptionInfo {
 	if s.Options == nil {
 		return nil
 	}
-	opts := s.Options()
+	return optionFields(s.Options())
+}
+
+// optionFields lists the `with:` keys of an options struct with their
+// values, in field order (durations as strings).
+func optionFields(opts any) []OptionInfo {
 	v := reflect.ValueOf(opts)
 	for v.Kind() == reflect.Pointer {
 		v = v.Elem()
@@ -32,18 +38,16 @@ func (s Spec) OptionInfo() []OptionInfo {
 	}
 	keys := OptionKeys(opts)
 	out := make([]OptionInfo, 0, len(keys))
-	k := 0
 	for i := 0; i < v.NumField(); i++ {
 		f := v.Type().Field(i)
 		if name, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ","); !f.IsExported() || name == "-" {
 			continue
 		}
-		def := v.Field(i).Interface()
-		if d, ok := def.(time.Duration); ok {
-			def = d.String()
+		val := v.Field(i).Interface()
+		if d, ok := val.(time.Duration); ok {
+			val = d.String()
 		}
-		out = append(out, OptionInfo{Key: keys[k], Type: f.Type.String(), Default: def})
-		k++
+		out = append(out, OptionInfo{Key: keys[len(out)], Type: f.Type.String(), Default: val})
 	}
 	return out
 }
@@ -56,37 +60,31 @@ func EncodeOptions(opts any) ([]byte, error) {
 	if opts == nil {
 		return []byte("{}"), nil
 	}
-	v := reflect.ValueOf(opts)
-	for v.Kind() == reflect.Pointer {
-		v = v.Elem()
-	}
-	if v.Kind() != reflect.Struct {
+	fields := optionFields(opts)
+	if fields == nil {
 		return json.Marshal(opts)
 	}
-	keys := OptionKeys(opts)
-	b := []byte{'{'}
-	k := 0
-	for i := 0; i < v.NumField(); i++ {
-		f := v.Type().Field(i)
-		if name, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ","); !f.IsExported() || name == "-" {
-			continue
+	// Not HTML-escaped: it is read by people ("<redacted>", not "\u003credacted\u003e").
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	buf.WriteByte('{')
+	for i, f := range fields {
+		if i > 0 {
+			buf.WriteByte(',')
 		}
-		val := v.Field(i).Interface()
-		if d, ok := val.(time.Duration); ok {
-			val = d.String()
+		for j, v := range []any{f.Key, f.Default} {
+			if err := enc.Encode(v); err != nil {
+				return nil, fmt.Errorf("option %s: %w", f.Key, err)
+			}
+			buf.Truncate(buf.Len() - 1) // Encode's newline
+			if j == 0 {
+				buf.WriteByte(':')
+			}
 		}
-		kb, _ := json.Marshal(keys[k])
-		vb, err := json.Marshal(val)
-		if err != nil {
-			return nil, fmt.Errorf("option %s: %w", keys[k], err)
-		}
-		if k > 0 {
-			b = append(b, ',')
-		}
-		b = append(append(append(b, kb...), ':'), vb...)
-		k++
 	}
-	return append(b, '}'), nil
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
 }
 
 // String formats the option as `key type = default`.

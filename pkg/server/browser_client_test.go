@@ -115,7 +115,8 @@ document.addEventListener("DOMContentLoaded", function () {
 
 // TestBrowserTyping: Alice types and Bob's page says so; her message ends it
 // at once; typing again without sending shows it again, and it expires.
-// Alice never sees her own signal.
+// Alice never sees her own signal, but sees another member's of the same
+// name. A direct message to her is shown as one.
 func TestBrowserTyping(t *testing.T) {
 	s := startServer(t, func(cfg *config.Config) { fastLimits(cfg) })
 	browser := startBrowser(t)
@@ -149,7 +150,32 @@ func TestBrowserTyping(t *testing.T) {
 	if shown := eval[[]string](alice, `window.__typingShown`); len(shown) != 0 {
 		t.Errorf("A showed its own typing: %q", shown)
 	}
-	for _, tb := range []*tab{alice, bob} {
+
+	// Another member who is also called Alice: her signal is hers, not
+	// Alice's own (the page told its own signals apart by name before).
+	other := newTab(t, browser, "tab C")
+	other.open(pageURL)
+	other.setName("Alice")
+	other.do("typing as the other Alice", chromedp.SendKeys(chromedp.ID("message"), "me too"))
+	alice.waitFor("the other Alice typing in A", typingJS+` === "Alice is typing…"`)
+
+	// A direct message looks like one: marked, with its recipient.
+	evalAwait[bool](bob, `(async function () {
+		const m = await import("/static/chatserver.js");
+		const c = m.connect("/", {room: "typing", username: "Bob"});
+		await new Promise((resolve) => c.on("connect", resolve));
+		await c.send({body: "just for you", to: "Alice"});
+		c.close();
+		return true;
+	})()`)
+	alice.waitFor("the direct message in A", messageJS("just for you"))
+	if got := eval[string](alice, messageJS("just for you")+`.className + " | " + `+messageJS("just for you")+`.querySelector(".to").textContent`); got != "message direct | → Alice (private)" {
+		t.Errorf("the direct message in A: %q, want it marked direct, to Alice", got)
+	}
+	if got := eval[string](alice, messageJS("hello")+`.className`); got != "message mine" {
+		t.Errorf("a public message's class: %q", got)
+	}
+	for _, tb := range []*tab{alice, bob, other} {
 		if v := eval[[]string](tb, `window.__cspViolations`); len(v) != 0 {
 			t.Errorf("%s: CSP violations: %q", tb.name, v)
 		}

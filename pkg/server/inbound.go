@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/chatserver/chatserver/pkg/broker"
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
 
@@ -40,13 +41,13 @@ func (s *Server) runFrame(ctx context.Context, room, refName string, in pipeline
 	}
 	var key string
 	if in.Ref != "" {
-		key = s.refs.key(room, refName, in.Ref)
+		key = s.refs.Key(room, refName, in.Ref)
 		id, st := s.claimRef(ctx, key)
 		switch st {
-		case refAccepted:
+		case broker.RefAccepted:
 			s.metrics.RefResends.Inc()
 			return frameOutcome{id: id, resent: true}
-		case refPending:
+		case broker.RefPending:
 			return frameOutcome{err: pipeline.Reject(pipeline.CodeRejected,
 				"a frame with ref %q is still being handled; resend it later", in.Ref)}
 		}
@@ -54,7 +55,7 @@ func (s *Server) runFrame(ctx context.Context, room, refName string, in pipeline
 	ev, err := run(kind)
 	if err != nil && !ev.Published {
 		if key != "" {
-			s.refs.release(ctx, key)
+			s.refs.Release(ctx, key)
 		}
 		return frameOutcome{ev: ev, err: err}
 	}
@@ -64,7 +65,7 @@ func (s *Server) runFrame(ctx context.Context, room, refName string, in pipeline
 			"room", room, "kind", string(kind), "id", ev.Envelope.ID, "err", err)
 	}
 	if key != "" {
-		s.refs.accept(ctx, key, o.id)
+		s.refs.Accept(ctx, key, o.id)
 	}
 	return o
 }
@@ -82,13 +83,13 @@ func producedID(ev *pipeline.Event) string {
 // claimRef claims key; while another copy of the frame is running (a resend
 // racing the first copy, on any node) it waits for that copy's outcome —
 // accepted: this one is its resend; refused: this one runs — for as long as
-// a pipeline may take (refPending only past that, when the first copy's
+// a pipeline may take (RefPending only past that, when the first copy's
 // node died mid-frame).
-func (s *Server) claimRef(ctx context.Context, key string) (string, refState) {
-	deadline := time.Now().Add(pendingTTL(s.cfg.Plugins.Timeout, s.cfg.WebSocket.RefTTL))
+func (s *Server) claimRef(ctx context.Context, key string) (string, broker.RefState) {
+	deadline := time.Now().Add(broker.PendingTTL(s.cfg.Plugins.Timeout, s.cfg.WebSocket.RefTTL))
 	for {
-		id, st := s.refs.claim(ctx, key)
-		if st != refPending || time.Now().After(deadline) || ctx.Err() != nil {
+		id, st := s.refs.Claim(ctx, key)
+		if st != broker.RefPending || time.Now().After(deadline) || ctx.Err() != nil {
 			return id, st
 		}
 		select {

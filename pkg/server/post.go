@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
@@ -35,7 +34,7 @@ func (s *Server) Post(ctx context.Context, room, username string, in pipeline.In
 		return nil, pipeline.Reject(pipeline.CodeInvalidJSON, "field ref must be 1-%d printable ASCII characters", maxRefLen)
 	}
 	o := s.runFrame(ctx, room, username, in, func(kind pipeline.Kind) (*pipeline.Event, error) {
-		ev := pipeline.NewEvent(kind, &apiSender{room: room, name: username}, in)
+		ev := pipeline.NewEvent(kind, newAPISender(room, username), in)
 		err := s.pipelines.Load().Run(ctx, ev)
 		outcome := "ok"
 		if err != nil {
@@ -62,10 +61,14 @@ func (s *Server) Post(ctx context.Context, room, username string, in pipeline.In
 // for the one event. What plugins reply to it is dropped: the API's answer
 // is the envelope.
 type apiSender struct {
-	room, name string
+	room string
+	pipeline.SenderState
+}
 
-	mu     sync.Mutex
-	values map[any]any
+func newAPISender(room, name string) *apiSender {
+	a := &apiSender{room: room}
+	a.SetUsername(name)
+	return a
 }
 
 func (a *apiSender) ID() int64                    { return 0 }
@@ -75,33 +78,6 @@ func (a *apiSender) Query(string) string          { return "" }
 func (a *apiSender) RemoteAddr() string           { return "" }
 func (a *apiSender) Send([]byte) error            { return nil }
 func (a *apiSender) Trusted() bool                { return true }
-
-func (a *apiSender) Username() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.name
-}
-
-func (a *apiSender) SetUsername(name string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.name = name
-}
-
-func (a *apiSender) Value(key any) any {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.values[key]
-}
-
-func (a *apiSender) SetValue(key, value any) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.values == nil {
-		a.values = map[any]any{}
-	}
-	a.values[key] = value
-}
 
 var (
 	_ pipeline.Sender  = (*apiSender)(nil)

@@ -78,7 +78,7 @@ type Server struct {
 	// presence and rdb exist with broker redis (see cluster.go).
 	presence clusterPresence
 	rdb      *redis.Client
-	refs     refStore    // accepted refs: resends are acked, not run again (refs.go)
+	refs     broker.Refs // accepted refs: resends are acked, not run again (inbound.go)
 	flush    *flushClock // nil: websocket.write_delay is 0
 	linger   *flushClock // times idle writers' exit (see client.writeLoop)
 	// presenceAllowance is how many presence frames may wait for a client
@@ -137,11 +137,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	s.bans = s.newBans()
+	pending := broker.PendingTTL(cfg.Plugins.Timeout, cfg.WebSocket.RefTTL)
 	if s.rdb != nil {
-		s.refs = &redisRefs{rdb: s.rdb, prefix: cfg.Redis.KeyPrefix, ttl: cfg.WebSocket.RefTTL,
-			pending: pendingTTL(cfg.Plugins.Timeout, cfg.WebSocket.RefTTL), log: s.log}
+		s.refs = broker.NewRedisRefs(s.rdb, cfg.Redis.KeyPrefix, cfg.WebSocket.RefTTL, pending, s.log)
 	} else {
-		s.refs = newMemoryRefs(cfg.WebSocket.RefTTL, pendingTTL(cfg.Plugins.Timeout, cfg.WebSocket.RefTTL), defaultMaxRefs)
+		s.refs = broker.NewMemoryRefs(cfg.WebSocket.RefTTL, pending, 0)
 	}
 	s.hub.opened = func(room string) { _ = s.broker.Subscribe(context.Background(), room) }
 	s.hub.closed = func(room string) { _ = s.broker.Unsubscribe(context.Background(), room) }
@@ -180,7 +180,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 const readBufferSize = 512
 
 // idleTimeout is how long a client may send nothing, not even a pong, before
-// it is closed (SPEC: ping_interval + write_timeout).
+// it is closed: ping_interval + write_timeout.
 func (s *Server) idleTimeout() time.Duration {
 	return s.cfg.WebSocket.PingInterval + s.cfg.WebSocket.WriteTimeout
 }

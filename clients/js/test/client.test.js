@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 
 import * as chatserver from "../chatserver.js";
 import { connect, ChatError } from "../chatserver.js";
-import { Server, CutProxy, until, named, recorder, redisUp, redisAddr, dropRedisKeys, sleep, WS } from "./server.js";
+import { Server, CutProxy, until, named, faulty, recorder, redisUp, redisAddr, dropRedisKeys, sleep, WS } from "./server.js";
 
 // Fast reconnects keep the tests short; the backoff itself is the same code.
 const quick = { minReconnectDelay: 20, maxReconnectDelay: 200 };
@@ -245,15 +245,20 @@ broker: { type: redis }
   const acks = await Promise.all(sends);
   const ids = acks.map((k) => k.id);
   assert.equal(new Set(ids).size, N, "every message has its own id");
+  await a.send("barrier");
 
   for (const [name, rec] of [
     ["alice", ra],
     ["bob", rb],
   ]) {
     await until(name + " to have every message", () => rec.byType.message.length >= N);
-    assert.deepEqual(rec.bodies(), want, name + " got every message exactly once, in order");
+    // A duplicate would come before a message sent after everything: wait
+    // for that one before comparing (until(length >= N) alone would miss a
+    // late duplicate).
+    await until(name + " to have the barrier", () => rec.bodies().includes("barrier"));
+    assert.deepEqual(rec.bodies().slice(0, -1), want, name + " got every message exactly once, in order");
     assert.deepEqual(
-      rec.byType.message.map((m) => m.id),
+      rec.byType.message.map((m) => m.id).slice(0, -1),
       ids,
       name + "'s ids are the acked ones",
     );
@@ -263,10 +268,10 @@ broker: { type: redis }
   }
   const resent = [...written.values()].filter((n) => n > 1).length;
   t.diagnostic(`${resent} of ${N} frames were written again after the restart`);
-  const hist = await (await fetch(srv.url + "/api/rooms/" + room + "/history?limit=" + N)).json();
+  const hist = await (await fetch(srv.url + "/api/rooms/" + room + "/history?limit=" + (N + 1))).json();
   assert.deepEqual(
     hist.map((m) => m.body),
-    want,
+    [...want, "barrier"],
     "the history holds every message once",
   );
 });
@@ -310,28 +315,41 @@ test("jwt mode: the token goes in the handshake's query parameter, and an expire
   assert.deepEqual((await c.members()).map((m) => m.username), ["carol"]);
   assert.equal(calls, 2, "members() asked the token function too");
 
-  // Without a token the join is refused: the client never gets connected.
+  // Without a token the join is refused, for good: the same handshake
+  // would be refused again. A pending send rejects.
   const anon = client(srv.url, { room: "js-jwt" });
   const closes = [];
   anon.on("disconnect", (d) => closes.push(d));
+  const anonSend = anon.send("never").catch((e) => e);
   // (The server sends error rejected, then closes with 1008, and closes the
   // socket only once the client answered: the code arrives as sent.)
-  await until("the refusal", () => closes.length >= 1);
+  await until("the refusal", () => anon.state === "closed");
+  assert.equal(closes.length, 1, JSON.stringify(closes));
   assert.equal(closes[0].code, 1008, "close code " + closes[0].code);
-  assert.ok(closes[0].reconnect);
-  assert.notEqual(anon.state, "connected");
+  assert.equal(closes[0].reconnect, false);
+  assert.match(closes[0].reason, /^join refused: /);
+  const refusedSend = await anonSend;
+  assert.ok(refusedSend instanceof ChatError && refusedSend.code === "closed", String(refusedSend));
   await assert.rejects(anon.members(), (e) => e instanceof ChatError && e.code === "http_401");
+  // A token function may have a better token next time: it is asked
+  // maxRefusals (3) times in a row, then the client stops.
+  let bad = 0;
+  const revoked = client(srv.url, { room: "js-jwt", token: () => (++bad, "revoked") });
+  await until("the refusals", () => revoked.state === "closed");
+  assert.equal(bad, 3);
 
   // A token that expires while connected: the server closes with 4002. A
   // fixed token cannot be renewed, so that client stops for good; a token
   // function is asked again and the client reconnects.
-  const fixed = client(srv.url, { room: "js-jwt", token: token("dave", 2) });
+  // (Tokens of 3 s: exp is in whole seconds, so they last 2 to 3 s; the
+  // waits are until()'s 20 s.)
+  const fixed = client(srv.url, { room: "js-jwt", token: token("dave", 3) });
   const fixedCloses = [];
   fixed.on("disconnect", (d) => fixedCloses.push(d));
   let renewals = 0;
   const renewing = client(srv.url, {
     room: "js-jwt",
-    token: () => token("erin", ++renewals === 1 ? 2 : 3600),
+    token: () => token("erin", ++renewals === 1 ? 3 : 3600),
   });
   const renewed = [];
   renewing.on("connect", (i) => renewed.push(i));
@@ -358,8 +376,11 @@ test("the server API: a posted message, a delete, and a kick (4001) that ends th
     });
   // Node's own WebSocket: it reported 1006 instead of 4001 when the server
   // closed TCP right after its close frame with a frame of the client's in
-  // flight (the pending send below); the server now waits for the answer.
-  const a = client(srv.url, { room, WebSocket: named("alice") });
+  // flight; the server now waits for the answer. Once `hold` is set, the
+  // socket swallows alice's writes: her send stays pending until the kick.
+  let hold = false;
+  const Holding = faulty(named("alice"), { onSend: () => !hold });
+  const a = client(srv.url, { room, WebSocket: Holding });
   const ra = recorder(a);
   const deletes = [];
   a.on("delete", (d) => deletes.push(d));
@@ -375,13 +396,16 @@ test("the server API: a posted message, a delete, and a kick (4001) that ends th
   await until("the delete frame", () => deletes.length === 1);
   assert.deepEqual(deletes[0], { type: "delete", room, id: env.id });
 
-  const pending = a.send({ body: "x", to: "nobody-here" }).catch((e) => e);
+  hold = true;
+  const pending = a.send("never written").catch((e) => e);
+  assert.equal(a.pending, 1);
   assert.equal((await (await api("POST", "/kick", { username: "alice" })).json()).kicked, 1);
   await until("the kick", () => a.state === "closed").catch((e) => {
     throw new Error(e.message + ": disconnects " + JSON.stringify(disconnects));
   });
   assert.deepEqual(disconnects.at(-1), { code: 4001, reason: "kicked", reconnect: false });
-  assert.ok((await pending) instanceof ChatError);
+  const rejected = await pending;
+  assert.ok(rejected instanceof ChatError && rejected.code === "closed" && rejected.reason === "kicked", String(rejected));
   await assert.rejects(a.send("still here?"), (e) => e.code === "closed");
 });
 

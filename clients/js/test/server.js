@@ -249,6 +249,41 @@ export async function until(what, cond) {
 export const nativeWebSocket = typeof globalThis.WebSocket === "function";
 const wsPackage = await import("ws");
 export const WS = nativeWebSocket ? globalThis.WebSocket : wsPackage.WebSocket;
+export const WSPackage = wsPackage.WebSocket;
+
+// faulty returns a subclass of the WebSocket class Base whose frames pass
+// through hooks: onMessage(socket, frame, deliver) decides whether and when
+// the client sees a received frame (deliver() hands it over; without a hook
+// every frame goes through), onSend(socket, text) returns false to swallow a
+// write. Every socket made is pushed to hooks.sockets.
+export function faulty(Base, hooks) {
+  hooks.sockets ??= [];
+  return class extends Base {
+    constructor(...args) {
+      super(...args);
+      hooks.sockets.push(this);
+    }
+    set onmessage(fn) {
+      super.onmessage = (ev) => {
+        let f = null;
+        try {
+          f = JSON.parse(ev.data);
+        } catch (e) {
+          // not JSON: deliver as is
+        }
+        if (hooks.onMessage) hooks.onMessage(this, f, () => fn(ev));
+        else fn(ev);
+      };
+    }
+    get onmessage() {
+      return super.onmessage;
+    }
+    send(text) {
+      if (hooks.onSend && hooks.onSend(this, text) === false) return;
+      super.send(text);
+    }
+  };
+}
 
 // named returns a WebSocket class whose handshakes carry the seed's username
 // cookie (base64 of the name), as the page's do: the name is the

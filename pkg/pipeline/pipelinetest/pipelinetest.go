@@ -164,10 +164,9 @@ type Member struct {
 	id      int64
 	cookies map[string]string
 	query   url.Values
+	pipeline.SenderState
 
 	mu      sync.Mutex
-	name    string
-	values  map[any]any
 	replies [][]byte
 }
 
@@ -179,9 +178,10 @@ type Member struct {
 func (r *Room) Member(name string, opts ...MemberOption) *Member {
 	r.mu.Lock()
 	r.nextID++
-	m := &Member{room: r, id: r.nextID, name: name, cookies: map[string]string{}, query: url.Values{}, values: map[any]any{}}
+	m := &Member{room: r, id: r.nextID, cookies: map[string]string{}, query: url.Values{}}
 	r.members = append(r.members, m)
 	r.mu.Unlock()
+	m.SetUsername(name)
 	for _, o := range opts {
 		o(m)
 	}
@@ -288,35 +288,11 @@ func (m *Member) Cookie(name string) (string, bool) {
 	return v, ok
 }
 
-func (m *Member) Username() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.name
-}
-
-func (m *Member) SetUsername(name string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.name = name
-}
-
 func (m *Member) Send(frame []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.replies = append(m.replies, slices.Clone(frame))
 	return nil
-}
-
-func (m *Member) Value(key any) any {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.values[key]
-}
-
-func (m *Member) SetValue(key, value any) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.values[key] = value
 }
 
 // publisher records publications; a direct message to a name no member has

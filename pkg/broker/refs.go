@@ -1,4 +1,4 @@
-package server
+package broker
 
 import (
 	"context"
@@ -23,30 +23,31 @@ import (
 // another node is recognised too; on one node they live in memory, bounded.
 //
 // A ref is claimed (marked pending) before its frame runs, so two copies
-// racing each other do not both run: the second is told to resend later.
+// racing each other do not both run: the second finds it pending (the server
+// waits for the first copy's outcome, at most PendingTTL).
 // While Redis is unreachable, claims fail open: the frame runs (live chat
 // goes on) and its ref is not remembered.
 
-// refState is what a claim found.
-type refState int
+// RefState is what a claim found.
+type RefState int
 
 const (
-	refNew      refState = iota // not seen: the caller runs the frame
-	refAccepted                 // accepted before: ack it again with the id
-	refPending                  // another copy is running right now
+	RefNew      RefState = iota // not seen: the caller runs the frame
+	RefAccepted                 // accepted before: ack it again with the id
+	RefPending                  // another copy is running right now
 )
 
-// refStore remembers accepted refs.
-type refStore interface {
-	// key is the store's key for ref sent by name in room.
-	key(room, name, ref string) string
-	// claim marks key pending unless it is known; for an accepted key it
+// Refs remembers accepted refs.
+type Refs interface {
+	// Key is the store's key for ref sent by name in room.
+	Key(room, name, ref string) string
+	// Claim marks key pending unless it is known; for an accepted key it
 	// returns the id it was accepted with.
-	claim(ctx context.Context, key string) (id string, st refState)
-	// accept records that key's frame was accepted, producing id ("" for none).
-	accept(ctx context.Context, key, id string)
-	// release forgets a pending key whose frame was refused: a resend runs.
-	release(ctx context.Context, key string)
+	Claim(ctx context.Context, key string) (id string, st RefState)
+	// Accept records that key's frame was accepted, producing id ("" for none).
+	Accept(ctx context.Context, key, id string)
+	// Release forgets a pending key whose frame was refused: a resend runs.
+	Release(ctx context.Context, key string)
 }
 
 // refHash hides names and refs (any bytes) inside a fixed-size key.
@@ -59,9 +60,9 @@ func refHash(name, ref string) string {
 // frame's id is a UUID or empty, so it can never be this.
 const pendingID = "\x00pending"
 
-// memoryRefs keeps refs in memory, at most max of them: when full, the
+// MemoryRefs keeps refs in memory, at most max of them: when full, the
 // oldest go first (they would expire first, every entry living ttl).
-type memoryRefs struct {
+type MemoryRefs struct {
 	ttl     time.Duration
 	pending time.Duration // how long a claim waits for its frame's outcome
 	max     int
@@ -77,45 +78,52 @@ type memoryRef struct {
 	expires time.Time
 }
 
-// defaultMaxRefs bounds memoryRefs (an entry is a key of ~90 bytes and an id).
-const defaultMaxRefs = 100_000
+// DefaultMaxRefs bounds MemoryRefs (an entry is a key of ~90 bytes and an id).
+const DefaultMaxRefs = 100_000
 
-func newMemoryRefs(ttl, pending time.Duration, max int) *memoryRefs {
-	return &memoryRefs{ttl: ttl, pending: pending, max: max, now: time.Now, ids: map[string]memoryRef{}}
+// NewMemoryRefs returns refs kept in memory: accepted ones for ttl, pending
+// claims for pending (see PendingTTL), at most max entries (0: DefaultMaxRefs).
+func NewMemoryRefs(ttl, pending time.Duration, max int) *MemoryRefs {
+	if max <= 0 {
+		max = DefaultMaxRefs
+	}
+	return &MemoryRefs{ttl: ttl, pending: pending, max: max, now: time.Now, ids: map[string]memoryRef{}}
 }
 
-// pendingTTL is how long a claimed ref stays pending: its frame's pipeline
+// PendingTTL is how long a claimed ref stays pending: its frame's pipeline
 // ends within plugins.timeout, so a claim older than that (plus a margin)
 // belongs to a node that died mid-frame, and a resend may run. Zero timeout
 // (none): ttl.
-func pendingTTL(timeout, ttl time.Duration) time.Duration {
+func PendingTTL(timeout, ttl time.Duration) time.Duration {
 	if timeout <= 0 {
 		return ttl
 	}
 	return min(timeout+5*time.Second, ttl)
 }
 
-func (m *memoryRefs) key(room, name, ref string) string { return room + "\x00" + refHash(name, ref) }
+// Key implements Refs.
+func (m *MemoryRefs) Key(room, name, ref string) string { return room + "\x00" + refHash(name, ref) }
 
-func (m *memoryRefs) claim(_ context.Context, key string) (string, refState) {
+// Claim implements Refs.
+func (m *MemoryRefs) Claim(_ context.Context, key string) (string, RefState) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
 	if r, ok := m.ids[key]; ok && now.Before(r.expires) {
 		if r.id == pendingID {
-			return "", refPending
+			return "", RefPending
 		}
-		return r.id, refAccepted
+		return r.id, RefAccepted
 	}
 	m.evict(now)
 	m.ids[key] = memoryRef{id: pendingID, expires: now.Add(m.pending)}
 	m.order = append(m.order, key)
-	return "", refNew
+	return "", RefNew
 }
 
 // evict drops expired entries from the front of order, and the oldest
 // while the store is full. m.mu is held.
-func (m *memoryRefs) evict(now time.Time) {
+func (m *MemoryRefs) evict(now time.Time) {
 	n := 0
 	for ; n < len(m.order); n++ {
 		k := m.order[n]
@@ -130,7 +138,8 @@ func (m *memoryRefs) evict(now time.Time) {
 	}
 }
 
-func (m *memoryRefs) accept(_ context.Context, key, id string) {
+// Accept implements Refs.
+func (m *MemoryRefs) Accept(_ context.Context, key, id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.ids[key]; ok {
@@ -138,7 +147,8 @@ func (m *memoryRefs) accept(_ context.Context, key, id string) {
 	}
 }
 
-func (m *memoryRefs) release(_ context.Context, key string) {
+// Release implements Refs.
+func (m *MemoryRefs) Release(_ context.Context, key string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r, ok := m.ids[key]; ok && r.id == pendingID {
@@ -146,26 +156,40 @@ func (m *memoryRefs) release(_ context.Context, key string) {
 	}
 }
 
-// redisRefs keeps refs in Redis as PREFIX ref:ROOM:HASH → id, with a TTL.
-type redisRefs struct {
+// RedisRefs keeps refs in Redis as PREFIX ref:ROOM:HASH → id, with a TTL, so
+// every node of a cluster sees them.
+type RedisRefs struct {
 	rdb     *redis.Client
 	prefix  string
 	ttl     time.Duration
-	pending time.Duration // see pendingTTL
+	pending time.Duration // see PendingTTL
 	log     *slog.Logger
 }
 
-func (r *redisRefs) key(room, name, ref string) string {
+// NewRedisRefs returns refs kept in Redis under prefix: accepted ones for
+// ttl, pending claims for pending (see PendingTTL). log gets the warnings of
+// an unreachable Redis (nil: slog.Default()).
+func NewRedisRefs(rdb *redis.Client, prefix string, ttl, pending time.Duration, log *slog.Logger) *RedisRefs {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &RedisRefs{rdb: rdb, prefix: prefix, ttl: ttl, pending: pending, log: log}
+}
+
+// Key implements Refs.
+func (r *RedisRefs) Key(room, name, ref string) string {
 	return r.prefix + "ref:" + room + ":" + refHash(name, ref)
 }
 
-func (r *redisRefs) claim(ctx context.Context, key string) (string, refState) {
+// Claim implements Refs. With Redis unreachable the claim is granted (the
+// frame runs without resend protection) and a warning logged.
+func (r *RedisRefs) Claim(ctx context.Context, key string) (string, RefState) {
 	var id string
 	var err error
 	for range 3 { // a key may expire between SETNX and GET: try again
 		var ok bool
 		if ok, err = r.rdb.SetNX(ctx, key, pendingID, r.pending).Result(); err == nil && ok {
-			return "", refNew
+			return "", RefNew
 		}
 		if err == nil {
 			if id, err = r.rdb.Get(ctx, key).Result(); !errors.Is(err, redis.Nil) {
@@ -175,15 +199,16 @@ func (r *redisRefs) claim(ctx context.Context, key string) (string, refState) {
 	}
 	if err != nil {
 		r.log.Warn("refs: Redis unreachable; the frame runs without resend protection", "err", err)
-		return "", refNew
+		return "", RefNew
 	}
 	if id == pendingID {
-		return "", refPending
+		return "", RefPending
 	}
-	return id, refAccepted
+	return id, RefAccepted
 }
 
-func (r *redisRefs) accept(ctx context.Context, key, id string) {
+// Accept implements Refs.
+func (r *RedisRefs) Accept(ctx context.Context, key, id string) {
 	if err := r.rdb.Set(ctx, key, id, r.ttl).Err(); err != nil {
 		r.log.Warn("refs: remembering an accepted ref failed; a resend would run again", "err", err)
 	}
@@ -195,11 +220,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `)
 
-func (r *redisRefs) release(ctx context.Context, key string) {
+// Release implements Refs: it deletes key only while it is still pending.
+func (r *RedisRefs) Release(ctx context.Context, key string) {
 	_ = releaseScript.Run(ctx, r.rdb, []string{key}, pendingID).Err()
 }
 
 var (
-	_ refStore = (*memoryRefs)(nil)
-	_ refStore = (*redisRefs)(nil)
+	_ Refs = (*MemoryRefs)(nil)
+	_ Refs = (*RedisRefs)(nil)
 )
