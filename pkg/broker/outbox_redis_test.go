@@ -121,7 +121,9 @@ func TestOutboxAcrossRedisRestart(t *testing.T) {
 			a.join(t, "lobby")
 			b.join(t, "lobby")
 			live := publishN(t, a, "lobby", 2)
-			testutil.Eventually(t, 5*time.Second, "live frames", func() bool { return len(b.ids("lobby")) == 2 })
+			testutil.Eventually(t, 5*time.Second, "live frames on both nodes", func() bool {
+				return len(a.ids("lobby")) == 2 && len(b.ids("lobby")) == 2
+			})
 
 			srv.Kill()
 			fromA := publishMixed(t, a, 9)
