@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -327,11 +328,33 @@ func (o *outbox) unshift(hs []held) {
 }
 
 // rehold puts the frames published in the last recentWindow back in the
-// outbox (the subscription just failed).
+// outbox (the subscription just failed, or a publish did). Those whose echo
+// has not come back yet are delivered to this node's members now, before
+// anything held after them, so each sender's order holds here too; their
+// ids go in seen, so their replay or recovery is dropped here.
 func (b *Redis) rehold() {
 	hs := b.recent.take()
 	if len(hs) == 0 {
 		return
+	}
+	for _, h := range hs {
+		st := b.room(h.room)
+		if st == nil {
+			continue
+		}
+		st.mu.Lock()
+		if st.seen.add(h.id) {
+			switch h.flag {
+			case 'k':
+				b.opts.Deliver(h.room, h.id, h.frame, true)
+			case 'd':
+				var dh directHeader
+				if b.opts.Direct != nil && json.Unmarshal(h.frame, &dh) == nil {
+					b.opts.Direct(h.room, h.frame, dh.To, dh.ClientID)
+				}
+			}
+		}
+		st.mu.Unlock()
 	}
 	b.ob.unshift(hs)
 	b.outboxChanged(0, 0)
@@ -360,6 +383,7 @@ func (b *Redis) hold(h held, deliver func(st *redisRoom)) {
 	if b.opts.OnFallback != nil {
 		b.opts.OnFallback()
 	}
+	b.rehold() // the publish failed: what went before it comes first
 	st := b.room(h.room)
 	if st != nil {
 		st.mu.Lock()

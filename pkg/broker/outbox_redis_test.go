@@ -1,9 +1,9 @@
 package broker_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"slices"
 	"strings"
@@ -330,11 +330,13 @@ func TestWaitSubscribedWaitsForHeldFrames(t *testing.T) {
 
 // replyDropper is a TCP proxy in front of Redis that, while drop is set,
 // forwards commands but throws Redis's replies away: a publish Redis ran
-// whose reply never arrives.
+// whose reply never arrives. With subsOnly, only the replies to connections
+// that subscribed are dropped (what Redis publishes to them).
 type replyDropper struct {
-	ln   net.Listener
-	drop atomic.Bool
-	wg   sync.WaitGroup
+	ln       net.Listener
+	drop     atomic.Bool
+	subsOnly atomic.Bool
+	wg       sync.WaitGroup
 }
 
 func newReplyDropper(t *testing.T, target string) *replyDropper {
@@ -360,12 +362,31 @@ func newReplyDropper(t *testing.T, target string) *replyDropper {
 			mu.Lock()
 			conns = append(conns, c, r)
 			mu.Unlock()
-			p.wg.Go(func() { _, _ = io.Copy(r, c); _ = r.Close() })
+			var subscriber atomic.Bool
+			p.wg.Go(func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						if bytes.Contains(bytes.ToLower(buf[:n]), []byte("subscribe")) {
+							subscriber.Store(true)
+						}
+						if _, err := r.Write(buf[:n]); err != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				_ = r.Close()
+			})
 			p.wg.Go(func() {
 				buf := make([]byte, 32<<10)
 				for {
 					n, err := r.Read(buf)
-					if n > 0 && !p.drop.Load() {
+					dropping := p.drop.Load() && (!p.subsOnly.Load() || subscriber.Load())
+					if n > 0 && !dropping {
 						if _, err := c.Write(buf[:n]); err != nil {
 							break
 						}
@@ -454,6 +475,45 @@ func TestOutboxRepublishesWhatRedisLostInFlight(t *testing.T) {
 	})
 	end := afterReplays(t, a, b)
 	want := append(append(before, lost...), end...)
+	for name, n := range map[string]*node{"a": a, "b": b} {
+		if got := n.ids("lobby"); !slices.Equal(got, want) {
+			t.Errorf("%s delivered %v, want %v", name, got, want)
+		}
+	}
+}
+
+// A frame published just before Redis dies whose echo this node's
+// subscription never got is delivered here when the outage is noticed,
+// before the frames held after it: each sender's order holds on its own node
+// too, and the replay does not deliver it again.
+func TestOutboxOwnFrameLostInFlightKeepsOrder(t *testing.T) {
+	srv := redistest.StartServer(t)
+	proxy := newReplyDropper(t, srv.Addr())
+	proxy.subsOnly.Store(true)
+	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String(), DialTimeout: 300 * time.Millisecond,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
+	defer viaProxy.Close()
+	a, b := newNode(t, viaProxy, "p:"), newNode(t, outageClient(t, srv), "p:")
+	a.join(t, "lobby")
+	b.join(t, "lobby")
+	proxy.drop.Store(true) // a's subscription stops getting what Redis writes
+	first := publishN(t, a, "lobby", 1)
+	testutil.Eventually(t, 5*time.Second, "b to get the first frame", func() bool { return len(b.ids("lobby")) == 1 })
+	if got := a.ids("lobby"); len(got) != 0 {
+		t.Fatalf("a delivered %v before Redis died, want nothing (its echo is dropped)", got)
+	}
+	srv.Kill()
+	proxy.drop.Store(false)
+	second := publishN(t, a, "lobby", 1) // held
+	if got, want := a.ids("lobby"), append(slices.Clone(first), second...); !slices.Equal(got, want) {
+		t.Fatalf("a delivered %v during the outage, want %v in the order sent", got, want)
+	}
+	srv.Start() // empty
+	testutil.Eventually(t, 15*time.Second, "the nodes to resubscribe", func() bool {
+		return a.resubs.Load() >= 1 && b.resubs.Load() >= 1
+	})
+	end := afterReplays(t, a, b)
+	want := append(append(slices.Clone(first), second...), end...)
 	for name, n := range map[string]*node{"a": a, "b": b} {
 		if got := n.ids("lobby"); !slices.Equal(got, want) {
 			t.Errorf("%s delivered %v, want %v", name, got, want)
