@@ -10,6 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/chatserver/chatserver/internal/rediskeys"
 )
 
 // RedisOptions configure a Redis store. Only URL is required.
@@ -65,6 +67,7 @@ type RedisOptions struct {
 type Redis struct {
 	opts   RedisOptions
 	client *redis.Client
+	keys   rediskeys.Keys
 	log    *slog.Logger
 	addr   string
 
@@ -131,6 +134,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	r := &Redis{
 		opts:   opts,
 		client: redis.NewClient(ro),
+		keys:   rediskeys.Keys{Prefix: opts.KeyPrefix},
 		log:    opts.Logger.With("store", "redis", "addr", ro.Addr),
 		addr:   ro.Addr,
 		wake:   make(chan struct{}, 1),
@@ -142,7 +146,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 }
 
 // Key returns the Redis key holding room's history.
-func (r *Redis) Key(room string) string { return r.opts.KeyPrefix + "history:" + room }
+func (r *Redis) Key(room string) string { return r.keys.History(room) }
 
 // Append implements Store. It never blocks on Redis: the entry is queued for
 // the writer. On a full queue the oldest waiting entry is dropped, counted
