@@ -14,11 +14,18 @@ import (
 	"github.com/chatserver/chatserver/internal/rediskeys"
 )
 
-// RedisOptions configure a Redis store. Only URL is required.
+// RedisOptions configure a Redis store. URL or Client is required.
 type RedisOptions struct {
 	// URL is a redis://, rediss:// or unix:// URL. An unparseable URL makes
 	// NewRedis fail (a configuration error); an unreachable server does not.
+	// Ignored when Client is set.
 	URL string
+	// Client, if set, is the client the store uses instead of dialling URL:
+	// the server's one Redis client, shared with the broker. The store does
+	// not close it; its owner closes it after Close returned. It should not
+	// retry commands itself (MaxRetries -1): the writer retries, in order.
+	// Nil: the store dials URL and closes that client on Close.
+	Client *redis.Client
 	// KeyPrefix namespaces every key: room R lives in the LIST
 	// KeyPrefix+"history:"+R. Empty means no prefix, as for the Redis broker,
 	// which writes the same lists (the config's default is "chatserver:").
@@ -67,6 +74,7 @@ type RedisOptions struct {
 type Redis struct {
 	opts   RedisOptions
 	client *redis.Client
+	owned  bool // client was dialled by the store, which closes it
 	keys   rediskeys.Keys
 	log    *slog.Logger
 	addr   string
@@ -94,9 +102,12 @@ type pending struct {
 // NewRedis returns a Redis store and starts its writer. It does not wait for
 // Redis: the writer connects in the background, logging its retries.
 func NewRedis(opts RedisOptions) (*Redis, error) {
-	ro, err := redis.ParseURL(opts.URL)
-	if err != nil {
-		return nil, fmt.Errorf("redis url %q: %w", opts.URL, err)
+	var ro *redis.Options
+	if opts.Client == nil {
+		var err error
+		if ro, err = redis.ParseURL(opts.URL); err != nil {
+			return nil, fmt.Errorf("redis url %q: %w", opts.URL, err)
+		}
 	}
 	if opts.Size < 1 {
 		opts.Size = 100
@@ -122,21 +133,27 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	// The writer does its own retrying, in order; go-redis must not retry
-	// behind its back, nor wait long for a dead server.
-	ro.MaxRetries = -1
-	ro.DialerRetries = 1
-	ro.DialTimeout = opts.OpTimeout
-	ro.ReadTimeout = opts.OpTimeout
-	ro.WriteTimeout = opts.OpTimeout
-	ro.DisableIdentity = true
-	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	client, owned := opts.Client, false
+	if client == nil {
+		// The writer does its own retrying, in order; go-redis must not retry
+		// behind its back, nor wait long for a dead server.
+		ro.MaxRetries = -1
+		ro.DialerRetries = 1
+		ro.DialTimeout = opts.OpTimeout
+		ro.ReadTimeout = opts.OpTimeout
+		ro.WriteTimeout = opts.OpTimeout
+		ro.DisableIdentity = true
+		ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+		client, owned = redis.NewClient(ro), true
+	}
+	addr := client.Options().Addr
 	r := &Redis{
 		opts:   opts,
-		client: redis.NewClient(ro),
+		client: client,
+		owned:  owned,
 		keys:   rediskeys.Keys{Prefix: opts.KeyPrefix},
-		log:    opts.Logger.With("store", "redis", "addr", ro.Addr),
-		addr:   ro.Addr,
+		log:    opts.Logger.With("store", "redis", "addr", addr),
+		addr:   addr,
 		wake:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
@@ -357,8 +374,9 @@ func (r *Redis) Flush(ctx context.Context) error {
 
 // Close implements Store: it refuses new appends, gives the writer up to
 // CloseTimeout to write what is pending, waits for it and closes the
-// connection pool. Entries still unwritten then are counted as dropped and
-// logged. Close is idempotent.
+// client if the store dialled it (a RedisOptions.Client is its owner's to
+// close). Entries still unwritten then are counted as dropped and logged.
+// Close is idempotent.
 func (r *Redis) Close() error {
 	r.closeOnce.Do(func() {
 		r.mu.Lock()
@@ -378,8 +396,11 @@ func (r *Redis) Close() error {
 			r.log.Error("history store closed before Redis took every message", "lost", lost)
 			r.closeErr = fmt.Errorf("redis history store %s: %d messages not written at close", r.addr, lost)
 		}
+		if !r.owned {
+			return // the client's owner closes it
+		}
 		if err := r.client.Close(); err != nil && r.closeErr == nil {
-			r.closeErr = err
+			r.closeErr = fmt.Errorf("redis history store %s: closing client: %w", r.addr, err)
 		}
 	})
 	return r.closeErr

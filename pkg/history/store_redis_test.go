@@ -349,3 +349,25 @@ func TestRedisCloseGivesUp(t *testing.T) {
 type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
+
+// TestRedisSharedClient checks a store given a Client uses it and leaves it
+// open at Close: the server closes its one client after every user stopped.
+func TestRedisSharedClient(t *testing.T) {
+	ctx := context.Background()
+	prefix := redistest.Prefix(t)
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", MaxRetries: -1})
+	defer c.Close()
+	s := openRedis(t, "", prefix, func(o *history.RedisOptions) { o.Client = c })
+	appendN(t, s, "r", 0, 2)
+	flush(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	n, err := c.LLen(ctx, prefix+"history:r").Result()
+	if err != nil {
+		t.Fatalf("the shared client after the store's Close: %v", err)
+	}
+	if n != 2 {
+		t.Fatalf("LLEN = %d, want 2", n)
+	}
+}
