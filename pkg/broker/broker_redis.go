@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatserver/chatserver/internal/backoff"
 	"github.com/chatserver/chatserver/internal/rediskeys"
 	"github.com/chatserver/chatserver/pkg/history"
 )
@@ -443,7 +444,9 @@ func (b *Redis) control() {
 // confirmations and reconnections, and recovers missed frames.
 func (b *Redis) receive() {
 	defer b.wg.Done()
-	backoff := 50 * time.Millisecond
+	// Waits between reconnection attempts: jittered, so the nodes that lost
+	// Redis together do not come back in one burst.
+	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	failed := false
 	for {
 		msg, err := b.ps.ReceiveTimeout(b.ctx, 5*time.Second)
@@ -467,12 +470,11 @@ func (b *Redis) receive() {
 			select {
 			case <-b.ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(bo.Next()):
 			}
-			backoff = min(2*backoff, time.Second)
 			continue
 		}
-		backoff = 50 * time.Millisecond
+		bo.Reset()
 		if failed {
 			failed = false
 			b.upAt.Store(time.Now().UnixNano())

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	"github.com/chatserver/chatserver/internal/backoff"
 	"github.com/chatserver/chatserver/internal/rediskeys"
 )
 
@@ -46,7 +47,9 @@ type RedisOptions struct {
 	// OpTimeout bounds one write batch, a read and a ping. Default 2s.
 	OpTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait between retries while Redis
-	// is unreachable (doubling from Min to Max). Defaults 100ms and 5s.
+	// is unreachable: each wait is drawn at random below a ceiling that
+	// doubles from Min to Max (see internal/backoff), so the nodes that lost
+	// Redis together do not all retry at once. Defaults 100ms and 5s.
 	MinBackoff, MaxBackoff time.Duration
 	// Logger receives retries, reconnections and drops. Nil: slog.Default().
 	Logger *slog.Logger
@@ -412,13 +415,14 @@ func (r *Redis) run() {
 	defer close(r.done)
 	var deadline <-chan time.Time // set once stopping
 	stopping := r.stop
-	backoff := time.Duration(0)
+	bo := backoff.Backoff{Min: r.opts.MinBackoff, Max: r.opts.MaxBackoff}
+	wait := time.Duration(0)       // before the next attempt
 	down, connected := true, false // probe first: log at startup whether Redis is there
 	attempt := 0
 	for {
-		if backoff > 0 {
+		if wait > 0 {
 			select {
-			case <-time.After(backoff):
+			case <-time.After(wait):
 			case <-stopping:
 				stopping, deadline = nil, r.closeDeadline()
 			case <-deadline:
@@ -433,12 +437,13 @@ func (r *Redis) run() {
 					return
 				}
 				attempt++
-				backoff = r.nextBackoff(backoff)
-				r.log.Warn("redis unreachable; retrying", "attempt", attempt, "retry_in", backoff, "err", err)
+				wait = bo.Next()
+				r.log.Warn("redis unreachable; retrying", "attempt", attempt, "retry_in", wait, "err", err)
 				continue
 			}
 			r.reachable(&connected, attempt)
-			down, attempt, backoff = false, 0, 0
+			down, attempt, wait = false, 0, 0
+			bo.Reset()
 		}
 		r.writeMu.Lock()
 		batch := r.takeBatch()
@@ -452,7 +457,8 @@ func (r *Redis) run() {
 			case <-stopping:
 				stopping, deadline = nil, r.closeDeadline()
 			}
-			backoff = 0
+			wait = 0
+			bo.Reset()
 			continue
 		}
 		err := r.write(batch)
@@ -473,17 +479,18 @@ func (r *Redis) run() {
 		r.reportDrops(dropped, logDrops)
 		if err != nil {
 			attempt++
-			backoff = r.nextBackoff(backoff)
+			wait = bo.Next()
 			down = true
 			r.log.Warn("redis unreachable; history writes queued, retrying", "attempt", attempt,
-				"retry_in", backoff, "pending", r.depth(), "err", err)
+				"retry_in", wait, "pending", r.depth(), "err", err)
 			continue
 		}
 		if down {
 			r.reachable(&connected, attempt)
 			down, attempt = false, 0
 		}
-		backoff = 0
+		wait = 0
+		bo.Reset()
 	}
 }
 
@@ -497,13 +504,6 @@ func (r *Redis) reachable(connected *bool, attempts int) {
 }
 
 func (r *Redis) closeDeadline() <-chan time.Time { return time.After(r.opts.CloseTimeout) }
-
-func (r *Redis) nextBackoff(b time.Duration) time.Duration {
-	if b <= 0 {
-		return r.opts.MinBackoff
-	}
-	return min(2*b, r.opts.MaxBackoff)
-}
 
 func (r *Redis) depth() int {
 	r.mu.Lock()
