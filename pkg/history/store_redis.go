@@ -86,8 +86,13 @@ type Redis struct {
 	queue    []pending // waiting, oldest first
 	inflight []pending // the batch being written
 	closing  bool
-	dropLog  time.Time // last time a drop was logged
-	dropN    int       // drops not yet logged
+	// drained, when not nil, is closed (and set back to nil) once nothing
+	// is left to write; Flush waits on it instead of polling the queue.
+	drained chan struct{}
+	// lostAtClose is what Close gave up on; a waiting Flush reports it.
+	lostAtClose int
+	dropLog     time.Time // last time a drop was logged
+	dropN       int       // drops not yet logged
 
 	wake      chan struct{} // cap 1: the writer has something to do
 	stop      chan struct{} // closed by Close
@@ -216,9 +221,17 @@ func (r *Redis) reportDrops(dropped, toLog int) {
 	}
 }
 
+// depthLocked reports the depth after every change to the queue, and wakes
+// the Flush callers when it reaches zero: every change ends here, so no
+// drain goes unsignalled.
 func (r *Redis) depthLocked() {
+	n := len(r.queue) + len(r.inflight)
 	if r.opts.OnQueueDepth != nil {
-		r.opts.OnQueueDepth(len(r.queue) + len(r.inflight))
+		r.opts.OnQueueDepth(n)
+	}
+	if n == 0 && r.drained != nil {
+		close(r.drained)
+		r.drained = nil
 	}
 }
 
@@ -355,22 +368,38 @@ func (r *Redis) Ping(ctx context.Context) error {
 }
 
 // Flush waits until every entry appended so far is written, or ctx ends.
+// It fails, too, when the store closes with entries it could not write. The
+// writer wakes it when the queue drains (see depthLocked).
 func (r *Redis) Flush(ctx context.Context) error {
-	t := time.NewTicker(time.Millisecond)
-	defer t.Stop()
 	for {
 		r.mu.Lock()
 		n := len(r.queue) + len(r.inflight)
-		r.mu.Unlock()
+		lost := r.lostAtClose
 		if n == 0 {
+			r.mu.Unlock()
+			if lost > 0 {
+				return fmt.Errorf("history: store closed with %d entries not written", lost)
+			}
 			return nil
 		}
+		if r.drained == nil {
+			r.drained = make(chan struct{})
+		}
+		drained := r.drained
+		r.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("history: %d entries not written: %w", n, ctx.Err())
+			return fmt.Errorf("history: %d entries not written: %w", r.depth(), ctx.Err())
+		case <-drained: // check again: more may have been appended since
 		case <-r.done:
-			return fmt.Errorf("history: store closed with %d entries not written", n)
-		case <-t.C:
+			// The writer stopped (Close): what it left, Close drops.
+			r.mu.Lock()
+			left := max(len(r.queue)+len(r.inflight), r.lostAtClose)
+			r.mu.Unlock()
+			if left == 0 {
+				return nil
+			}
+			return fmt.Errorf("history: store closed with %d entries not written", left)
 		}
 	}
 }
@@ -390,6 +419,7 @@ func (r *Redis) Close() error {
 		r.mu.Lock()
 		lost := len(r.queue) + len(r.inflight)
 		r.queue, r.inflight = nil, nil
+		r.lostAtClose = lost
 		r.depthLocked()
 		r.mu.Unlock()
 		if lost > 0 {
