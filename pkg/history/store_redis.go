@@ -472,7 +472,7 @@ func (r *Redis) run() {
 				continue
 			}
 			r.reachable(&connected, attempt)
-			down, attempt, wait = false, 0, 0
+			down, attempt = false, 0
 			bo.Reset()
 		}
 		r.writeMu.Lock()
