@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatserver/chatserver/internal/rediskeys"
 )
 
 // RedisBans keeps bans in Redis, so every node of a cluster enforces them:
@@ -13,18 +15,18 @@ import (
 // prefix; a room name holds no ':', so the key is unambiguous), set with the
 // ban's duration as its TTL — Redis forgets it when it ends.
 type RedisBans struct {
-	rdb    *redis.Client
-	prefix string
+	rdb  *redis.Client
+	keys rediskeys.Keys
 }
 
 // NewRedisBans returns bans kept under prefix in rdb (not closed by it).
 func NewRedisBans(rdb *redis.Client, prefix string) *RedisBans {
-	return &RedisBans{rdb: rdb, prefix: prefix}
+	return &RedisBans{rdb: rdb, keys: rediskeys.Keys{Prefix: prefix}}
 }
 
 // Key is the key of the ban of username in room.
 func (b *RedisBans) Key(room, username string) string {
-	return b.prefix + "ban:" + room + ":" + username
+	return b.keys.Ban(room, username)
 }
 
 // Ban implements Bans.

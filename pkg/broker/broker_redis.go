@@ -9,13 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatserver/chatserver/internal/backoff"
+	"github.com/chatserver/chatserver/internal/rediskeys"
 	"github.com/chatserver/chatserver/pkg/history"
 )
 
@@ -118,14 +119,13 @@ type RedisOptions struct {
 // (see outbox_redis.go): live chat on the node goes on, and the other nodes get
 // every held frame live, exactly once, after the outage.
 type Redis struct {
-	opts       RedisOptions
-	rdb        *redis.Client
-	ps         *redis.PubSub
-	log        *slog.Logger
-	histPrefix string
-	chanPrefix string
-	size       int
-	seenSize   int
+	opts     RedisOptions
+	rdb      *redis.Client
+	ps       *redis.PubSub
+	log      *slog.Logger
+	keys     rediskeys.Keys
+	size     int
+	seenSize int
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -183,17 +183,16 @@ func NewRedis(opts RedisOptions) *Redis {
 		opts.DrainTimeout = 2 * time.Second
 	}
 	b := &Redis{
-		opts:       opts,
-		rdb:        opts.Client,
-		log:        opts.Log,
-		histPrefix: opts.KeyPrefix + "history:",
-		chanPrefix: opts.KeyPrefix + "room:",
-		size:       opts.HistorySize,
-		seenSize:   max(2*opts.HistorySize, 256),
-		rooms:      map[string]*redisRoom{},
-		changed:    make(chan struct{}, 1),
-		ob:         newOutbox(opts.OutboxSize),
-		token:      newToken(),
+		opts:     opts,
+		rdb:      opts.Client,
+		log:      opts.Log,
+		keys:     rediskeys.Keys{Prefix: opts.KeyPrefix},
+		size:     opts.HistorySize,
+		seenSize: max(2*opts.HistorySize, 256),
+		rooms:    map[string]*redisRoom{},
+		changed:  make(chan struct{}, 1),
+		ob:       newOutbox(opts.OutboxSize),
+		token:    newToken(),
 	}
 	if b.log == nil {
 		b.log = slog.Default()
@@ -208,10 +207,10 @@ func NewRedis(opts RedisOptions) *Redis {
 }
 
 // HistoryKey is the list that holds room's history.
-func (b *Redis) HistoryKey(room string) string { return b.histPrefix + room }
+func (b *Redis) HistoryKey(room string) string { return b.keys.History(room) }
 
 // Channel is the Pub/Sub channel of room.
-func (b *Redis) Channel(room string) string { return b.chanPrefix + room }
+func (b *Redis) Channel(room string) string { return b.keys.Channel(room) }
 
 // Publish implements Broker. With Redis reachable and nothing held, the
 // frame goes through publishScript and Publish returns once Redis has taken
@@ -445,7 +444,9 @@ func (b *Redis) control() {
 // confirmations and reconnections, and recovers missed frames.
 func (b *Redis) receive() {
 	defer b.wg.Done()
-	backoff := 50 * time.Millisecond
+	// Waits between reconnection attempts: jittered, so the nodes that lost
+	// Redis together do not come back in one burst.
+	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	failed := false
 	for {
 		msg, err := b.ps.ReceiveTimeout(b.ctx, 5*time.Second)
@@ -469,12 +470,11 @@ func (b *Redis) receive() {
 			select {
 			case <-b.ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(bo.Next()):
 			}
-			backoff = min(2*backoff, time.Second)
 			continue
 		}
-		backoff = 50 * time.Millisecond
+		bo.Reset()
 		if failed {
 			failed = false
 			b.upAt.Store(time.Now().UnixNano())
@@ -488,7 +488,7 @@ func (b *Redis) receive() {
 		case *redis.Message:
 			b.handle(m)
 		case *redis.Subscription:
-			if room, ok := strings.CutPrefix(m.Channel, b.chanPrefix); ok && m.Kind == "subscribe" {
+			if room, ok := b.keys.RoomOfChannel(m.Channel); ok && m.Kind == "subscribe" {
 				b.confirmed(room)
 			}
 		}
@@ -497,7 +497,7 @@ func (b *Redis) receive() {
 
 // handle delivers one published frame to the local members.
 func (b *Redis) handle(m *redis.Message) {
-	room, ok := strings.CutPrefix(m.Channel, b.chanPrefix)
+	room, ok := b.keys.RoomOfChannel(m.Channel)
 	if !ok || len(m.Payload) < 2 {
 		return
 	}

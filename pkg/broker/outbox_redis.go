@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatserver/chatserver/internal/backoff"
 )
 
 // The outbox: what a Redis broker accepted while Redis could not take it.
@@ -424,12 +426,14 @@ func (b *Redis) settled() bool {
 // is owned by the broker (Close stops it).
 func (b *Redis) replayLoop() {
 	defer b.wg.Done()
-	var retry time.Duration
+	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: time.Second}
+	failing := false // the last replay failed (its warning was logged)
 	for {
 		if b.ob.n.Load() > 0 && b.settled() {
 			n, err := b.replayBatch()
 			if err == nil {
-				retry = 0
+				failing = false
+				bo.Reset()
 				// Paced: the other nodes' members get the held frames
 				// on top of live traffic, and a member whose send queue
 				// fills is cut off as too slow.
@@ -440,14 +444,14 @@ func (b *Redis) replayLoop() {
 				}
 				continue
 			}
-			if retry == 0 {
+			if !failing {
 				b.log.Warn("replaying the broker outbox failed; retrying", "held", b.ob.n.Load(), "err", err)
 			}
-			retry = min(max(2*retry, 100*time.Millisecond), time.Second)
+			failing = true
 			select {
 			case <-b.ctx.Done():
 				return
-			case <-time.After(retry):
+			case <-time.After(bo.Next()):
 			}
 			continue
 		}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatserver/chatserver/internal/rediskeys"
 )
 
 // Member is one connection in a room, as presence lists it.
@@ -46,13 +48,8 @@ type RedisPresenceOptions struct {
 
 // RedisPresence keeps the members of every room across nodes in Redis.
 //
-// Keys (P is KeyPrefix, N a node number):
-//
-//	P+"nodes:seq"        INCR gives each starting node its number
-//	P+"nodes"            SET of the node numbers that may have members
-//	P+"node:"+N          heartbeat, a string with TTL, refreshed every TTL/3
-//	P+"node:"+N+":rooms" SET of the rooms node N had members in
-//	P+"members:"+ROOM    HASH "N:CLIENT_ID" → {"client_id":…,"username":…}
+// Its keys (P+"nodes", P+"node:"+N, P+"members:"+ROOM…) are listed and
+// named in internal/rediskeys.
 //
 // Add and Remove never block on Redis: they update the node's local view and
 // queue the write for presence's goroutine. Members lists this node's members
@@ -62,6 +59,7 @@ type RedisPresenceOptions struct {
 type RedisPresence struct {
 	opts RedisPresenceOptions
 	rdb  *redis.Client
+	keys rediskeys.Keys
 	log  *slog.Logger
 	node int64
 	ttl  time.Duration
@@ -95,6 +93,7 @@ func NewRedisPresence(opts RedisPresenceOptions) *RedisPresence {
 	p := &RedisPresence{
 		opts:  opts,
 		rdb:   opts.Client,
+		keys:  rediskeys.Keys{Prefix: opts.KeyPrefix},
 		log:   opts.Log,
 		ttl:   opts.TTL,
 		local: map[string]map[int64]Member{},
@@ -126,11 +125,11 @@ func (p *RedisPresence) claimNumber() (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for {
-		n, err := p.rdb.Incr(ctx, p.key("nodes:seq")).Result()
+		n, err := p.rdb.Incr(ctx, p.keys.NodeSeq()).Result()
 		if err != nil {
 			return 0, err
 		}
-		ok, err := p.rdb.SetNX(ctx, p.nodeKey(strconv.FormatInt(n, 10)), "1", p.ttl).Result()
+		ok, err := p.rdb.SetNX(ctx, p.keys.Node(strconv.FormatInt(n, 10)), "1", p.ttl).Result()
 		if err != nil || ok {
 			return n, err
 		}
@@ -146,10 +145,6 @@ return 0
 
 // Node is this node's number.
 func (p *RedisPresence) Node() int64 { return p.node }
-
-func (p *RedisPresence) key(s string) string { return p.opts.KeyPrefix + s }
-
-func (p *RedisPresence) nodeKey(n string) string { return p.key("node:" + n) }
 
 func (p *RedisPresence) field(clientID int64) string {
 	return strconv.FormatInt(p.node, 10) + ":" + strconv.FormatInt(clientID, 10)
@@ -192,7 +187,7 @@ func (p *RedisPresence) Members(ctx context.Context, room string) ([]Member, err
 	}
 	p.mu.Unlock()
 
-	all, err := p.rdb.HGetAll(ctx, p.key("members:"+room)).Result()
+	all, err := p.rdb.HGetAll(ctx, p.keys.Members(room)).Result()
 	if err != nil {
 		return out, err
 	}
@@ -212,7 +207,7 @@ func (p *RedisPresence) Members(ctx context.Context, room string) ([]Member, err
 		pipe := p.rdb.Pipeline()
 		alive := map[string]*redis.IntCmd{}
 		for node := range byNode {
-			alive[node] = pipe.Exists(ctx, p.nodeKey(node))
+			alive[node] = pipe.Exists(ctx, p.keys.Node(node))
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return out, err
@@ -237,17 +232,17 @@ func (p *RedisPresence) Close() error {
 		defer cancel()
 		p.flush(ctx)
 		me := strconv.FormatInt(p.node, 10)
-		rooms, _ := p.rdb.SMembers(ctx, p.key("node:"+me+":rooms")).Result()
+		rooms, _ := p.rdb.SMembers(ctx, p.keys.NodeRooms(me)).Result()
 		pipe := p.rdb.TxPipeline()
 		for _, room := range rooms {
 			p.mu.Lock()
 			for id := range p.local[room] {
-				pipe.HDel(ctx, p.key("members:"+room), p.field(id))
+				pipe.HDel(ctx, p.keys.Members(room), p.field(id))
 			}
 			p.mu.Unlock()
 		}
-		pipe.Del(ctx, p.nodeKey(me), p.key("node:"+me+":rooms"))
-		pipe.SRem(ctx, p.key("nodes"), me)
+		pipe.Del(ctx, p.keys.Node(me), p.keys.NodeRooms(me))
+		pipe.SRem(ctx, p.keys.Nodes(), me)
 		_, _ = pipe.Exec(ctx)
 	})
 	return nil
@@ -272,7 +267,7 @@ func (p *RedisPresence) run() {
 		c, cancel := context.WithTimeout(ctx, p.ttl/3)
 		defer cancel()
 		me := strconv.FormatInt(p.node, 10)
-		err := p.rdb.SetArgs(c, p.nodeKey(me), "1", redis.SetArgs{TTL: p.ttl, Get: true}).Err()
+		err := p.rdb.SetArgs(c, p.keys.Node(me), "1", redis.SetArgs{TTL: p.ttl, Get: true}).Err()
 		switch {
 		case err == redis.Nil:
 			// The key was missing: first beat, or we were cut off longer than
@@ -284,10 +279,10 @@ func (p *RedisPresence) run() {
 			reapAfter = time.Now().Add(p.ttl)
 			return
 		}
-		_ = p.rdb.SAdd(c, p.key("nodes"), me).Err()
+		_ = p.rdb.SAdd(c, p.keys.Nodes(), me).Err()
 		if resync {
 			// Redis may have lost nodes:seq too: keep new nodes off our number.
-			_ = bumpSeq.Run(c, p.rdb, []string{p.key("nodes:seq")}, p.node).Err()
+			_ = bumpSeq.Run(c, p.rdb, []string{p.keys.NodeSeq()}, p.node).Err()
 			if p.resync(c) == nil {
 				resync = false
 			}
@@ -337,17 +332,17 @@ func (p *RedisPresence) flush(ctx context.Context) bool {
 	p.mu.Unlock()
 	pipe := p.rdb.Pipeline()
 	for _, op := range ops {
-		h := p.key("members:" + op.room)
+		h := p.keys.Members(op.room)
 		if op.remove {
 			pipe.HDel(ctx, h, p.field(op.m.ClientID))
 			if left[op.room] {
-				pipe.SRem(ctx, p.key("node:"+me+":rooms"), op.room)
+				pipe.SRem(ctx, p.keys.NodeRooms(me), op.room)
 			}
 			continue
 		}
 		v, _ := json.Marshal(op.m)
 		pipe.HSet(ctx, h, p.field(op.m.ClientID), v)
-		pipe.SAdd(ctx, p.key("node:"+me+":rooms"), op.room)
+		pipe.SAdd(ctx, p.keys.NodeRooms(me), op.room)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		p.log.Warn("presence: writing members failed; will resync", "err", err)
@@ -359,7 +354,7 @@ func (p *RedisPresence) flush(ctx context.Context) bool {
 // resync rewrites this node's members in Redis from the local view.
 func (p *RedisPresence) resync(ctx context.Context) error {
 	me := strconv.FormatInt(p.node, 10)
-	roomsKey := p.key("node:" + me + ":rooms")
+	roomsKey := p.keys.NodeRooms(me)
 	rooms, err := p.rdb.SMembers(ctx, roomsKey).Result()
 	if err != nil {
 		return err
@@ -375,20 +370,20 @@ func (p *RedisPresence) resync(ctx context.Context) error {
 	p.mu.Unlock()
 	pipe := p.rdb.Pipeline()
 	for _, room := range rooms {
-		all, err := p.rdb.HKeys(ctx, p.key("members:"+room)).Result()
+		all, err := p.rdb.HKeys(ctx, p.keys.Members(room)).Result()
 		if err != nil {
 			return err
 		}
 		for _, f := range all {
 			if strings.HasPrefix(f, me+":") {
-				pipe.HDel(ctx, p.key("members:"+room), f)
+				pipe.HDel(ctx, p.keys.Members(room), f)
 			}
 		}
 	}
 	for room, ms := range local {
 		for _, m := range ms {
 			v, _ := json.Marshal(m)
-			pipe.HSet(ctx, p.key("members:"+room), p.field(m.ClientID), v)
+			pipe.HSet(ctx, p.keys.Members(room), p.field(m.ClientID), v)
 		}
 		pipe.SAdd(ctx, roomsKey, room)
 	}
@@ -399,7 +394,7 @@ func (p *RedisPresence) resync(ctx context.Context) error {
 // reap removes the members of nodes whose heartbeat expired and reports them.
 func (p *RedisPresence) reap(ctx context.Context) {
 	me := strconv.FormatInt(p.node, 10)
-	nodes, err := p.rdb.SMembers(ctx, p.key("nodes")).Result()
+	nodes, err := p.rdb.SMembers(ctx, p.keys.Nodes()).Result()
 	if err != nil {
 		return
 	}
@@ -407,17 +402,17 @@ func (p *RedisPresence) reap(ctx context.Context) {
 		if n == me {
 			continue
 		}
-		if alive, err := p.rdb.Exists(ctx, p.nodeKey(n)).Result(); err != nil || alive == 1 {
+		if alive, err := p.rdb.Exists(ctx, p.keys.Node(n)).Result(); err != nil || alive == 1 {
 			continue
 		}
-		ok, err := p.rdb.SetNX(ctx, p.key("reap:"+n), me, time.Minute).Result()
+		ok, err := p.rdb.SetNX(ctx, p.keys.Reap(n), me, time.Minute).Result()
 		if err != nil || !ok {
 			continue // another node reaps it
 		}
-		rooms, _ := p.rdb.SMembers(ctx, p.key("node:"+n+":rooms")).Result()
+		rooms, _ := p.rdb.SMembers(ctx, p.keys.NodeRooms(n)).Result()
 		gone := 0
 		for _, room := range rooms {
-			h := p.key("members:" + room)
+			h := p.keys.Members(room)
 			all, err := p.rdb.HGetAll(ctx, h).Result()
 			if err != nil {
 				continue
@@ -436,8 +431,8 @@ func (p *RedisPresence) reap(ctx context.Context) {
 				gone++
 			}
 		}
-		p.rdb.Del(ctx, p.key("node:"+n+":rooms"))
-		p.rdb.SRem(ctx, p.key("nodes"), n)
+		p.rdb.Del(ctx, p.keys.NodeRooms(n))
+		p.rdb.SRem(ctx, p.keys.Nodes(), n)
 		p.log.Info("reaped a dead node's members", "node", n, "members", gone)
 	}
 }

@@ -27,7 +27,7 @@ func (p *RedisPresence) Rooms(ctx context.Context) (map[string]int, error) {
 	}
 	p.mu.Unlock()
 
-	nodes, err := p.rdb.SMembers(ctx, p.key("nodes")).Result()
+	nodes, err := p.rdb.SMembers(ctx, p.keys.Nodes()).Result()
 	if err != nil {
 		return out, err
 	}
@@ -44,8 +44,8 @@ func (p *RedisPresence) Rooms(ctx context.Context) (map[string]int, error) {
 	alive := make([]*redis.IntCmd, len(others))
 	rooms := make([]*redis.StringSliceCmd, len(others))
 	for i, n := range others {
-		alive[i] = pipe.Exists(ctx, p.nodeKey(n))
-		rooms[i] = pipe.SMembers(ctx, p.key("node:"+n+":rooms"))
+		alive[i] = pipe.Exists(ctx, p.keys.Node(n))
+		rooms[i] = pipe.SMembers(ctx, p.keys.NodeRooms(n))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return out, err
@@ -67,7 +67,7 @@ func (p *RedisPresence) Rooms(ctx context.Context) (map[string]int, error) {
 	pipe = p.rdb.Pipeline()
 	fields := map[string]*redis.StringSliceCmd{}
 	for r := range candidates {
-		fields[r] = pipe.HKeys(ctx, p.key("members:"+r))
+		fields[r] = pipe.HKeys(ctx, p.keys.Members(r))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return out, err

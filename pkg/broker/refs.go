@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatserver/chatserver/internal/rediskeys"
 )
 
 // Refs make resends idempotent. A client names a frame with a ref; once the
@@ -160,7 +162,7 @@ func (m *MemoryRefs) Release(_ context.Context, key string) {
 // every node of a cluster sees them.
 type RedisRefs struct {
 	rdb     *redis.Client
-	prefix  string
+	keys    rediskeys.Keys
 	ttl     time.Duration
 	pending time.Duration // see PendingTTL
 	log     *slog.Logger
@@ -173,12 +175,12 @@ func NewRedisRefs(rdb *redis.Client, prefix string, ttl, pending time.Duration, 
 	if log == nil {
 		log = slog.Default()
 	}
-	return &RedisRefs{rdb: rdb, prefix: prefix, ttl: ttl, pending: pending, log: log}
+	return &RedisRefs{rdb: rdb, keys: rediskeys.Keys{Prefix: prefix}, ttl: ttl, pending: pending, log: log}
 }
 
 // Key implements Refs.
 func (r *RedisRefs) Key(room, name, ref string) string {
-	return r.prefix + "ref:" + room + ":" + refHash(name, ref)
+	return r.keys.Ref(room, refHash(name, ref))
 }
 
 // Claim implements Refs. With Redis unreachable the claim is granted (the

@@ -10,13 +10,23 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/chatserver/chatserver/internal/backoff"
+	"github.com/chatserver/chatserver/internal/rediskeys"
 )
 
-// RedisOptions configure a Redis store. Only URL is required.
+// RedisOptions configure a Redis store. URL or Client is required.
 type RedisOptions struct {
 	// URL is a redis://, rediss:// or unix:// URL. An unparseable URL makes
 	// NewRedis fail (a configuration error); an unreachable server does not.
+	// Ignored when Client is set.
 	URL string
+	// Client, if set, is the client the store uses instead of dialling URL:
+	// the server's one Redis client, shared with the broker. The store does
+	// not close it; its owner closes it after Close returned. It should not
+	// retry commands itself (MaxRetries -1): the writer retries, in order.
+	// Nil: the store dials URL and closes that client on Close.
+	Client *redis.Client
 	// KeyPrefix namespaces every key: room R lives in the LIST
 	// KeyPrefix+"history:"+R. Empty means no prefix, as for the Redis broker,
 	// which writes the same lists (the config's default is "chatserver:").
@@ -37,7 +47,9 @@ type RedisOptions struct {
 	// OpTimeout bounds one write batch, a read and a ping. Default 2s.
 	OpTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait between retries while Redis
-	// is unreachable (doubling from Min to Max). Defaults 100ms and 5s.
+	// is unreachable: each wait is drawn at random below a ceiling that
+	// doubles from Min to Max (see internal/backoff), so the nodes that lost
+	// Redis together do not all retry at once. Defaults 100ms and 5s.
 	MinBackoff, MaxBackoff time.Duration
 	// Logger receives retries, reconnections and drops. Nil: slog.Default().
 	Logger *slog.Logger
@@ -65,6 +77,8 @@ type RedisOptions struct {
 type Redis struct {
 	opts   RedisOptions
 	client *redis.Client
+	owned  bool // client was dialled by the store, which closes it
+	keys   rediskeys.Keys
 	log    *slog.Logger
 	addr   string
 
@@ -72,8 +86,13 @@ type Redis struct {
 	queue    []pending // waiting, oldest first
 	inflight []pending // the batch being written
 	closing  bool
-	dropLog  time.Time // last time a drop was logged
-	dropN    int       // drops not yet logged
+	// drained, when not nil, is closed (and set back to nil) once nothing
+	// is left to write; Flush waits on it instead of polling the queue.
+	drained chan struct{}
+	// lostAtClose is what Close gave up on; a waiting Flush reports it.
+	lostAtClose int
+	dropLog     time.Time // last time a drop was logged
+	dropN       int       // drops not yet logged
 
 	wake      chan struct{} // cap 1: the writer has something to do
 	stop      chan struct{} // closed by Close
@@ -91,9 +110,12 @@ type pending struct {
 // NewRedis returns a Redis store and starts its writer. It does not wait for
 // Redis: the writer connects in the background, logging its retries.
 func NewRedis(opts RedisOptions) (*Redis, error) {
-	ro, err := redis.ParseURL(opts.URL)
-	if err != nil {
-		return nil, fmt.Errorf("redis url %q: %w", opts.URL, err)
+	var ro *redis.Options
+	if opts.Client == nil {
+		var err error
+		if ro, err = redis.ParseURL(opts.URL); err != nil {
+			return nil, fmt.Errorf("redis url %q: %w", opts.URL, err)
+		}
 	}
 	if opts.Size < 1 {
 		opts.Size = 100
@@ -119,20 +141,27 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	// The writer does its own retrying, in order; go-redis must not retry
-	// behind its back, nor wait long for a dead server.
-	ro.MaxRetries = -1
-	ro.DialerRetries = 1
-	ro.DialTimeout = opts.OpTimeout
-	ro.ReadTimeout = opts.OpTimeout
-	ro.WriteTimeout = opts.OpTimeout
-	ro.DisableIdentity = true
-	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	client, owned := opts.Client, false
+	if client == nil {
+		// The writer does its own retrying, in order; go-redis must not retry
+		// behind its back, nor wait long for a dead server.
+		ro.MaxRetries = -1
+		ro.DialerRetries = 1
+		ro.DialTimeout = opts.OpTimeout
+		ro.ReadTimeout = opts.OpTimeout
+		ro.WriteTimeout = opts.OpTimeout
+		ro.DisableIdentity = true
+		ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+		client, owned = redis.NewClient(ro), true
+	}
+	addr := client.Options().Addr
 	r := &Redis{
 		opts:   opts,
-		client: redis.NewClient(ro),
-		log:    opts.Logger.With("store", "redis", "addr", ro.Addr),
-		addr:   ro.Addr,
+		client: client,
+		owned:  owned,
+		keys:   rediskeys.Keys{Prefix: opts.KeyPrefix},
+		log:    opts.Logger.With("store", "redis", "addr", addr),
+		addr:   addr,
 		wake:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
@@ -142,7 +171,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 }
 
 // Key returns the Redis key holding room's history.
-func (r *Redis) Key(room string) string { return r.opts.KeyPrefix + "history:" + room }
+func (r *Redis) Key(room string) string { return r.keys.History(room) }
 
 // Append implements Store. It never blocks on Redis: the entry is queued for
 // the writer. On a full queue the oldest waiting entry is dropped, counted
@@ -192,9 +221,17 @@ func (r *Redis) reportDrops(dropped, toLog int) {
 	}
 }
 
+// depthLocked reports the depth after every change to the queue, and wakes
+// the Flush callers when it reaches zero: every change ends here, so no
+// drain goes unsignalled.
 func (r *Redis) depthLocked() {
+	n := len(r.queue) + len(r.inflight)
 	if r.opts.OnQueueDepth != nil {
-		r.opts.OnQueueDepth(len(r.queue) + len(r.inflight))
+		r.opts.OnQueueDepth(n)
+	}
+	if n == 0 && r.drained != nil {
+		close(r.drained)
+		r.drained = nil
 	}
 }
 
@@ -331,30 +368,47 @@ func (r *Redis) Ping(ctx context.Context) error {
 }
 
 // Flush waits until every entry appended so far is written, or ctx ends.
+// It fails, too, when the store closes with entries it could not write. The
+// writer wakes it when the queue drains (see depthLocked).
 func (r *Redis) Flush(ctx context.Context) error {
-	t := time.NewTicker(time.Millisecond)
-	defer t.Stop()
 	for {
 		r.mu.Lock()
 		n := len(r.queue) + len(r.inflight)
-		r.mu.Unlock()
+		lost := r.lostAtClose
 		if n == 0 {
+			r.mu.Unlock()
+			if lost > 0 {
+				return fmt.Errorf("history: store closed with %d entries not written", lost)
+			}
 			return nil
 		}
+		if r.drained == nil {
+			r.drained = make(chan struct{})
+		}
+		drained := r.drained
+		r.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("history: %d entries not written: %w", n, ctx.Err())
+			return fmt.Errorf("history: %d entries not written: %w", r.depth(), ctx.Err())
+		case <-drained: // check again: more may have been appended since
 		case <-r.done:
-			return fmt.Errorf("history: store closed with %d entries not written", n)
-		case <-t.C:
+			// The writer stopped (Close): what it left, Close drops.
+			r.mu.Lock()
+			left := max(len(r.queue)+len(r.inflight), r.lostAtClose)
+			r.mu.Unlock()
+			if left == 0 {
+				return nil
+			}
+			return fmt.Errorf("history: store closed with %d entries not written", left)
 		}
 	}
 }
 
 // Close implements Store: it refuses new appends, gives the writer up to
 // CloseTimeout to write what is pending, waits for it and closes the
-// connection pool. Entries still unwritten then are counted as dropped and
-// logged. Close is idempotent.
+// client if the store dialled it (a RedisOptions.Client is its owner's to
+// close). Entries still unwritten then are counted as dropped and logged.
+// Close is idempotent.
 func (r *Redis) Close() error {
 	r.closeOnce.Do(func() {
 		r.mu.Lock()
@@ -365,6 +419,7 @@ func (r *Redis) Close() error {
 		r.mu.Lock()
 		lost := len(r.queue) + len(r.inflight)
 		r.queue, r.inflight = nil, nil
+		r.lostAtClose = lost
 		r.depthLocked()
 		r.mu.Unlock()
 		if lost > 0 {
@@ -374,8 +429,11 @@ func (r *Redis) Close() error {
 			r.log.Error("history store closed before Redis took every message", "lost", lost)
 			r.closeErr = fmt.Errorf("redis history store %s: %d messages not written at close", r.addr, lost)
 		}
+		if !r.owned {
+			return // the client's owner closes it
+		}
 		if err := r.client.Close(); err != nil && r.closeErr == nil {
-			r.closeErr = err
+			r.closeErr = fmt.Errorf("redis history store %s: closing client: %w", r.addr, err)
 		}
 	})
 	return r.closeErr
@@ -387,13 +445,14 @@ func (r *Redis) run() {
 	defer close(r.done)
 	var deadline <-chan time.Time // set once stopping
 	stopping := r.stop
-	backoff := time.Duration(0)
+	bo := backoff.Backoff{Min: r.opts.MinBackoff, Max: r.opts.MaxBackoff}
+	wait := time.Duration(0)       // before the next attempt
 	down, connected := true, false // probe first: log at startup whether Redis is there
 	attempt := 0
 	for {
-		if backoff > 0 {
+		if wait > 0 {
 			select {
-			case <-time.After(backoff):
+			case <-time.After(wait):
 			case <-stopping:
 				stopping, deadline = nil, r.closeDeadline()
 			case <-deadline:
@@ -408,12 +467,13 @@ func (r *Redis) run() {
 					return
 				}
 				attempt++
-				backoff = r.nextBackoff(backoff)
-				r.log.Warn("redis unreachable; retrying", "attempt", attempt, "retry_in", backoff, "err", err)
+				wait = bo.Next()
+				r.log.Warn("redis unreachable; retrying", "attempt", attempt, "retry_in", wait, "err", err)
 				continue
 			}
 			r.reachable(&connected, attempt)
-			down, attempt, backoff = false, 0, 0
+			down, attempt = false, 0
+			bo.Reset()
 		}
 		r.writeMu.Lock()
 		batch := r.takeBatch()
@@ -427,7 +487,8 @@ func (r *Redis) run() {
 			case <-stopping:
 				stopping, deadline = nil, r.closeDeadline()
 			}
-			backoff = 0
+			wait = 0
+			bo.Reset()
 			continue
 		}
 		err := r.write(batch)
@@ -448,17 +509,18 @@ func (r *Redis) run() {
 		r.reportDrops(dropped, logDrops)
 		if err != nil {
 			attempt++
-			backoff = r.nextBackoff(backoff)
+			wait = bo.Next()
 			down = true
 			r.log.Warn("redis unreachable; history writes queued, retrying", "attempt", attempt,
-				"retry_in", backoff, "pending", r.depth(), "err", err)
+				"retry_in", wait, "pending", r.depth(), "err", err)
 			continue
 		}
 		if down {
 			r.reachable(&connected, attempt)
 			down, attempt = false, 0
 		}
-		backoff = 0
+		wait = 0
+		bo.Reset()
 	}
 }
 
@@ -472,13 +534,6 @@ func (r *Redis) reachable(connected *bool, attempts int) {
 }
 
 func (r *Redis) closeDeadline() <-chan time.Time { return time.After(r.opts.CloseTimeout) }
-
-func (r *Redis) nextBackoff(b time.Duration) time.Duration {
-	if b <= 0 {
-		return r.opts.MinBackoff
-	}
-	return min(2*b, r.opts.MaxBackoff)
-}
 
 func (r *Redis) depth() int {
 	r.mu.Lock()

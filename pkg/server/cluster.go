@@ -3,14 +3,13 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/chatserver/chatserver/pkg/broker"
-	"github.com/chatserver/chatserver/pkg/config"
 	"github.com/chatserver/chatserver/pkg/history"
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
@@ -43,20 +42,10 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 		l.Direct = s.hub.deliverDirect
 		return l, nil
 	}
-	opt, err := redis.ParseURL(s.cfg.Redis.URL)
-	if err != nil {
-		return nil, &config.Error{Source: s.cfg.Source, Key: "redis.url", Err: err}
+	if s.rdb == nil { // New makes it whenever the config selects broker redis
+		return nil, errors.New("broker redis without the server's Redis client")
 	}
-	// Short timeouts: a publish waits at most this long before it is
-	// delivered locally and held in the broker's outbox when Redis is gone.
-	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, 2*time.Second, 2*time.Second
-	// No retries: a publish whose reply timed out may have run, and a retry
-	// would run it again (twice in history). A failed publish is held in the
-	// broker's outbox instead, and its replay checks the history first.
-	// Presence, refs and bans treat a failed command as they treat Redis
-	// being away (resync later, fail open).
-	opt.MaxRetries = -1
-	s.rdb = redis.NewClient(opt)
+	s.cluster = true
 	m := s.metrics
 	b := broker.NewRedis(broker.RedisOptions{
 		Client:        s.rdb,

@@ -75,12 +75,18 @@ type Server struct {
 	clientSeq atomic.Int64
 	// clientBase is added to clientSeq: node-scoped ids with broker redis.
 	clientBase int64
-	// presence and rdb exist with broker redis (see cluster.go).
+	// presence exists with broker redis (see cluster.go).
 	presence clusterPresence
-	rdb      *redis.Client
-	refs     broker.Refs // accepted refs: resends are acked, not run again (inbound.go)
-	flush    *flushClock // nil: websocket.write_delay is 0
-	linger   *flushClock // times idle writers' exit (see client.writeLoop)
+	// rdb is the server's one Redis client, shared by the history store,
+	// broker, presence, refs and bans; nil when none of them uses Redis.
+	// Shutdown closes it after all of them.
+	rdb *redis.Client
+	// cluster is set when the Redis broker is in use: refs and bans then
+	// live in Redis too, so every node sees them.
+	cluster bool
+	refs    broker.Refs // accepted refs: resends are acked, not run again (inbound.go)
+	flush   *flushClock // nil: websocket.write_delay is 0
+	linger  *flushClock // times idle writers' exit (see client.writeLoop)
 	// presenceAllowance is how many presence frames may wait for a client
 	// beyond websocket.send_queue (see client.enqueue).
 	presenceAllowance int
@@ -122,9 +128,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if s.templates, err = loadTemplates(cfg.Templates.Dir); err != nil {
 		return nil, &config.Error{Source: cfg.Source, Key: "templates.dir", Err: err}
 	}
+	if needsRedis(cfg, opts) {
+		if s.rdb, err = newRedisClient(cfg); err != nil {
+			return nil, err
+		}
+	}
 	s.store = opts.Store
 	if s.store == nil {
-		if s.store, err = newStore(cfg, s.log, s.metrics); err != nil {
+		if s.store, err = newStore(cfg, s.rdb, s.log, s.metrics); err != nil {
 			return nil, err
 		}
 	}
@@ -138,7 +149,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.bans = s.newBans()
 	pending := broker.PendingTTL(cfg.Plugins.Timeout, cfg.WebSocket.RefTTL)
-	if s.rdb != nil {
+	if s.cluster {
 		s.refs = broker.NewRedisRefs(s.rdb, cfg.Redis.KeyPrefix, cfg.WebSocket.RefTTL, pending, s.log)
 	} else {
 		s.refs = broker.NewMemoryRefs(cfg.WebSocket.RefTTL, pending, 0)
@@ -185,15 +196,16 @@ func (s *Server) idleTimeout() time.Duration {
 	return s.cfg.WebSocket.PingInterval + s.cfg.WebSocket.WriteTimeout
 }
 
-// newStore opens the history store the config names. A Redis store does not
-// wait for Redis: it connects in the background (see history.Redis).
-func newStore(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (history.Store, error) {
+// newStore opens the history store the config names; a Redis store uses rdb,
+// the server's client. A Redis store does not wait for Redis: it connects in
+// the background (see history.Redis).
+func newStore(cfg *config.Config, rdb *redis.Client, log *slog.Logger, m *metrics.Metrics) (history.Store, error) {
 	switch cfg.History.Store {
 	case "memory":
 		return history.NewMemory(cfg.History.Size), nil
 	case "redis":
 		st, err := history.NewRedis(history.RedisOptions{
-			URL: cfg.Redis.URL, KeyPrefix: cfg.Redis.KeyPrefix, Size: cfg.History.Size, Logger: log,
+			Client: rdb, KeyPrefix: cfg.Redis.KeyPrefix, Size: cfg.History.Size, Logger: log,
 			CloseTimeout: cfg.Server.ShutdownTimeout / 2, // the rest is for the clients
 			OnDropped:    func(n int) { m.HistoryDropped.Add(float64(n)) },
 			OnQueueDepth: func(n int) { m.HistoryQueueDepth.Set(float64(n)) },
@@ -395,7 +407,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			errs = append(errs, s.presence.Close())
 		}
 		errs = append(errs, s.broker.Close(), s.store.Close())
-		if s.rdb != nil {
+		if s.rdb != nil { // last: everything above used it
 			errs = append(errs, s.rdb.Close())
 		}
 		s.shutdownErr = errors.Join(errs...)
