@@ -67,7 +67,7 @@ func TestBroadcast(t *testing.T) {
 			}
 			h := pl.Wrap(after.Wrap(pipeline.HandlerFunc(func(context.Context, *pipeline.Event) error { return nil })))
 			s := newSender(7)
-			s.name = "alice"
+			s.SetUsername("alice")
 			ev := &pipeline.Event{Kind: tt.kind, Sender: s, Envelope: tt.env}
 			if err := h.Handle(context.Background(), ev); err != nil {
 				t.Fatal(err)

@@ -25,7 +25,7 @@ func TestCommandsNickRefusedForProvenNames(t *testing.T) {
 	deps.Members = fakeMembers{}
 	p := build(t, pipeline.Config{pipeline.Message: []pipeline.Step{step("commands", nil)}}, deps)
 	s := newSender(1)
-	s.name = "alice"
+	s.SetUsername("alice")
 	s.SetValue(verifiedKey{}, "alice")
 	err := p.Run(context.Background(), messageEvent(s, "/nick mallory", nil))
 	if code(err) != pipeline.CodeRejected || s.Username() != "alice" {

@@ -19,28 +19,18 @@ type fakeSender struct {
 	cookies map[string]string
 	query   map[string]string
 
-	mu     sync.Mutex
-	name   string
-	sent   [][]byte
-	values map[any]any
+	pipeline.SenderState // name and values, as every Sender keeps them
+
+	mu   sync.Mutex
+	sent [][]byte
 }
 
 func newSender(id int64) *fakeSender {
-	return &fakeSender{id: id, room: "lobby", cookies: map[string]string{}, query: map[string]string{}, values: map[any]any{}}
+	return &fakeSender{id: id, room: "lobby", cookies: map[string]string{}, query: map[string]string{}}
 }
 
-func (s *fakeSender) ID() int64    { return s.id }
-func (s *fakeSender) Room() string { return s.room }
-func (s *fakeSender) Username() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.name
-}
-func (s *fakeSender) SetUsername(name string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.name = name
-}
+func (s *fakeSender) ID() int64                         { return s.id }
+func (s *fakeSender) Room() string                      { return s.room }
 func (s *fakeSender) Cookie(name string) (string, bool) { v, ok := s.cookies[name]; return v, ok }
 func (s *fakeSender) Query(name string) string          { return s.query[name] }
 func (s *fakeSender) RemoteAddr() string                { return "192.0.2.1:50000" }
@@ -49,16 +39,6 @@ func (s *fakeSender) Send(frame []byte) error {
 	defer s.mu.Unlock()
 	s.sent = append(s.sent, append([]byte(nil), frame...))
 	return nil
-}
-func (s *fakeSender) Value(key any) any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.values[key]
-}
-func (s *fakeSender) SetValue(key, value any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.values[key] = value
 }
 
 type published struct {

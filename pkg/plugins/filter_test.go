@@ -147,7 +147,7 @@ func TestBodyChangeAfterRenderHTML(t *testing.T) {
 			steps = append(steps, step("history", nil), step("broadcast", nil))
 			p := build(t, pipeline.Config{pipeline.Message: steps}, deps)
 			s := newSender(1)
-			s.name = "alice"
+			s.SetUsername("alice")
 			ev := messageEvent(s, tt.body, nil)
 			if err := p.Run(context.Background(), ev); err != nil {
 				t.Fatal(err)

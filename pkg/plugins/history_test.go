@@ -39,7 +39,7 @@ func TestHistory(t *testing.T) {
 			steps := append([]pipeline.Step{step("history", tt.with)}, tt.after...)
 			p := build(t, pipeline.Config{pipeline.Join: steps, pipeline.Message: steps, pipeline.Leave: steps, "typing": steps}, deps)
 			s := newSender(7)
-			s.name = "alice"
+			s.SetUsername("alice")
 			ev := &pipeline.Event{Kind: tt.kind, Sender: s, In: pipeline.Inbound{Body: "hi"}, Envelope: pipeline.Envelope{Body: "hi"}}
 			if tt.kind != pipeline.Message {
 				ev.Envelope.Body = ""

@@ -92,7 +92,7 @@ func TestUsernameMessage(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := usernamePipeline(t, pipeline.Message, tt.with)
 			s := newSender(7)
-			s.name = tt.current
+			s.SetUsername(tt.current)
 			if tt.cookie != "" {
 				s.cookies["username"] = tt.cookie
 			}
@@ -118,7 +118,7 @@ func TestUsernameLeave(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := usernamePipeline(t, pipeline.Leave, nil)
 			s := newSender(7)
-			s.name = tt.current
+			s.SetUsername(tt.current)
 			s.cookies["username"] = "Ym9i" // "bob": read only when there is no name yet
 			ev := &pipeline.Event{Kind: pipeline.Leave, Sender: s}
 			if err := p.Run(context.Background(), ev); err != nil {

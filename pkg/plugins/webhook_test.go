@@ -119,7 +119,7 @@ func TestWebhookRequest(t *testing.T) {
 		pipeline.Message: []pipeline.Step{step("username", nil), step("webhook", map[string]any{"url": srv.URL, "headers": map[string]any{"Authorization": "Bearer t0k"}})},
 	}, deps)
 	s := newSender(9)
-	s.name = "ann"
+	s.SetUsername("ann")
 	if err := p.Run(context.Background(), &pipeline.Event{Kind: pipeline.Join, Sender: s}); err != nil {
 		t.Fatal(err)
 	}
