@@ -35,6 +35,14 @@ end
 return redis.call('PUBLISH', ARGV[1], ARGV[3] .. ARGV[2])
 `)
 
+// publishCall is what one Publish asks of Redis: publishScript with its keys
+// and arguments. The batched and the unbatched path both run it, so it is the
+// one place that names the script.
+func (b *Redis) publishCall(room string, frame []byte, flag byte) scriptCall {
+	return scriptCall{script: publishScript, keys: []string{b.HistoryKey(room)},
+		args: []any{b.Channel(room), frame, string([]byte{flag}), b.size}}
+}
+
 // RedisOptions configure a Redis broker.
 type RedisOptions struct {
 	// Client is the connection to Redis. Required; the broker does not close it.
@@ -97,6 +105,15 @@ type RedisOptions struct {
 	OnOutboxDropped func(n int)
 	// OnReplayed is called with the number of held frames Redis took.
 	OnReplayed func(n int)
+
+	// PublishBatch is the most publishes sent to Redis in one round trip:
+	// publishes waiting at the same moment go out as one pipeline (see
+	// publish_batch.go). Zero means 256.
+	PublishBatch int
+	// NoPublishBatch turns batching off: each Publish runs the publish
+	// script itself, one round trip each (concurrent ones on the client's
+	// pool), as before batching.
+	NoPublishBatch bool
 }
 
 // Redis is the broker for several nodes: fan-out goes through Redis Pub/Sub,
@@ -139,9 +156,10 @@ type Redis struct {
 	// lost): held frames are replayed ReplaySettle after it.
 	upAt atomic.Int64
 
-	ob     *outbox
-	recent recent // what was published lately, for rehold
-	token  string // names this broker's replayed frames
+	ob      *outbox
+	recent  recent          // what was published lately, for rehold
+	batcher *publishBatcher // nil: NoPublishBatch
+	token   string          // names this broker's replayed frames
 
 	mu      sync.Mutex
 	rooms   map[string]*redisRoom
@@ -182,6 +200,9 @@ func NewRedis(opts RedisOptions) *Redis {
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 2 * time.Second
 	}
+	if opts.PublishBatch <= 0 {
+		opts.PublishBatch = defaultPublishBatch
+	}
 	b := &Redis{
 		opts:     opts,
 		rdb:      opts.Client,
@@ -203,6 +224,11 @@ func NewRedis(opts RedisOptions) *Redis {
 	go b.control()
 	go b.receive()
 	go b.replayLoop()
+	if !opts.NoPublishBatch {
+		b.batcher = newPublishBatcher(b.rdb, opts.PublishBatch, b.direct, b.ctx.Done())
+		b.wg.Add(1)
+		go func() { defer b.wg.Done(); b.batcher.loop() }()
+	}
 	return b
 }
 
@@ -226,9 +252,7 @@ func (b *Redis) Publish(ctx context.Context, room, id string, frame []byte, keep
 	}
 	tried := false
 	if b.direct() {
-		tried = true
-		err := publishScript.Run(ctx, b.rdb, []string{b.HistoryKey(room)},
-			b.Channel(room), frame, string([]byte{flag}), b.size).Err()
+		err := b.publishScriptCall(ctx, b.publishCall(room, frame, flag))
 		if err == nil {
 			if keep {
 				b.recent.add(held{room: room, id: id, frame: frame, flag: flag, maybe: true, plain: true})
@@ -238,7 +262,10 @@ func (b *Redis) Publish(ctx context.Context, room, id string, frame []byte, keep
 		if ctx.Err() != nil {
 			return fmt.Errorf("publishing to room %s: %w", room, err)
 		}
-		b.log.Warn("redis publish failed; delivering on this node and holding the frame for replay", "room", room, "id", id, "err", err)
+		// Not sent (errNotSent): it queues behind what is held, untried.
+		if tried = !errors.Is(err, errNotSent); tried {
+			b.log.Warn("redis publish failed; delivering on this node and holding the frame for replay", "room", room, "id", id, "err", err)
+		}
 	}
 	b.hold(held{room: room, id: id, frame: frame, flag: flag, maybe: tried}, func(st *redisRoom) {
 		// Not recorded in seen: its replay is dropped here by its token,

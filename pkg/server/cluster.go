@@ -66,7 +66,9 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 		OnOutboxDropped: func(n int) {
 			m.BrokerOutboxDropped.Add(float64(n))
 		},
-		OnReplayed: func(n int) { m.BrokerReplayed.Add(float64(n)) },
+		OnReplayed:     func(n int) { m.BrokerReplayed.Add(float64(n)) },
+		PublishBatch:   s.cfg.Broker.PublishBatch,
+		NoPublishBatch: s.cfg.Broker.PublishBatch == 0,
 	})
 	p := broker.NewRedisPresence(broker.RedisPresenceOptions{
 		Client:    s.rdb,
