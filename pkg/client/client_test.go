@@ -431,18 +431,7 @@ func TestRestartWhileSending(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(ln) }()
-		return func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(ctx); err != nil {
-				t.Errorf("shutdown: %v", err)
-			}
-			if err := <-served; err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		}
+		return testutil.Serve(t, srv, ln)
 	}
 	stop := start(ln)
 	defer func() { stop() }()
