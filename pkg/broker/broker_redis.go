@@ -239,9 +239,10 @@ func (b *Redis) HistoryKey(room string) string { return b.keys.History(room) }
 func (b *Redis) Channel(room string) string { return b.keys.Channel(room) }
 
 // Publish implements Broker. With Redis reachable and nothing held, the
-// frame goes through publishScript and Publish returns once Redis has taken
-// it (appended to history when keep, and published): a frame acknowledged
-// then survives this node. Otherwise the frame is delivered on this node and
+// frame goes through publishScript (in one pipeline with the publishes
+// waiting at the same moment, see publish_batch.go) and Publish returns once
+// Redis has run it (appended to history when keep, and published): a frame
+// acknowledged then survives this node. Otherwise the frame is delivered on this node and
 // held in the outbox for replay (see outbox_redis.go), and Publish returns
 // nil: the frame is accepted, but only this node's memory has it until the
 // replay. Publish fails only when ctx ends during a direct publish.
