@@ -212,7 +212,7 @@ rooms)
 	# know `bench rooms`). LOCK=FILE runs each run under `flock FILE`, so
 	# measurements of people sharing the machine do not overlap.
 	for nodes in ${NODES_LIST:-1 3}; do
-		for r in ${RATES:-1000 2000 4000 8000}; do
+		for r in ${RATES:-4000 6000 8000 10000}; do
 			for _ in $(seq "${ROUNDS:-3}"); do
 				for bin in "$BIN" ${BIN_B:-}; do
 					echo "# BIN=$bin NODES=$nodes RATE=$r"
