@@ -110,6 +110,10 @@ type RedisOptions struct {
 	// publishes waiting at the same moment go out as one pipeline (see
 	// publish_batch.go). Zero means 256.
 	PublishBatch int
+	// PublishSenders is how many batches may be in flight at once, each on
+	// a connection of the client's pool: a round trip that Redis holds up
+	// delays only the publishes in it. Zero means 4.
+	PublishSenders int
 	// NoPublishBatch turns batching off: each Publish runs the publish
 	// script itself, one round trip each (concurrent ones on the client's
 	// pool), as before batching.
@@ -203,6 +207,9 @@ func NewRedis(opts RedisOptions) *Redis {
 	if opts.PublishBatch <= 0 {
 		opts.PublishBatch = defaultPublishBatch
 	}
+	if opts.PublishSenders <= 0 {
+		opts.PublishSenders = defaultPublishSenders
+	}
 	b := &Redis{
 		opts:     opts,
 		rdb:      opts.Client,
@@ -225,9 +232,9 @@ func NewRedis(opts RedisOptions) *Redis {
 	go b.receive()
 	go b.replayLoop()
 	if !opts.NoPublishBatch {
-		b.batcher = newPublishBatcher(b.rdb, opts.PublishBatch, b.direct, b.ctx.Done())
+		b.batcher = newPublishBatcher(b.rdb, opts.PublishBatch, opts.PublishSenders, b.direct, b.ctx.Done())
 		b.wg.Add(1)
-		go func() { defer b.wg.Done(); b.batcher.loop() }()
+		go func() { defer b.wg.Done(); b.batcher.run() }()
 	}
 	return b
 }

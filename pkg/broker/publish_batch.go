@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,11 +15,12 @@ import (
 // Without batching every Publish is one EVALSHA round trip to Redis, so a
 // node's ingress is bounded by round trips (and by the syscalls each costs
 // the node and Redis), not by what Redis can run. The batcher gathers the
-// publishes that are waiting at the same moment into one pipeline: its
-// goroutine takes one request, then every other one already waiting (up to
-// PublishBatch), sends them as one pipeline of EVALSHA, and hands each caller
-// the result of its own command. Under light load a batch is one publish and
-// costs what it did; under heavy load a round trip carries many.
+// publishes that are waiting at the same moment into one pipeline: each of
+// its PublishSenders goroutines takes one request, then every other one
+// already waiting (up to PublishBatch), sends them as one pipeline of
+// EVALSHA, and hands each caller the result of its own command. Under light
+// load a batch is one publish and costs what it did; under heavy load a
+// round trip carries many.
 //
 // What stays as it was:
 //   - Publish returns only once Redis has run the caller's script (the frame
@@ -37,6 +39,9 @@ import (
 
 // defaultPublishBatch is the most publishes one round trip carries by default.
 const defaultPublishBatch = 256
+
+// defaultPublishSenders is how many batches may be in flight at once by default.
+const defaultPublishSenders = 4
 
 // publishBatchTimeout bounds one batch's round trips (the client's own read
 // and write timeouts are usually shorter).
@@ -69,22 +74,38 @@ type publishReq struct {
 	done chan error // capacity 1: the batcher never blocks on a caller that gave up
 }
 
-// publishBatcher owns the goroutine that sends publishes in batches. reqs
-// holds the waiting requests (up to max): the goroutine answers every request
-// it takes; one it never takes (it stopped first) is answered by publish
-// itself once stopped is closed.
+// publishBatcher owns the goroutines that send publishes in batches, each
+// with one batch in flight at a time (so at most `senders` round trips at
+// once, on connections of the client's pool): one round trip that Redis or
+// the network holds up then delays only the publishes in it, not every
+// publish of the node. reqs holds the waiting requests (up to max): a
+// goroutine answers every request it takes; one never taken (they stopped
+// first) is answered by publish itself once stopped is closed.
 type publishBatcher struct {
 	rdb     redis.UniversalClient
 	max     int
+	senders int
 	direct  func() bool // may a request still go to Redis (see Redis.direct)
 	reqs    chan *publishReq
 	stop    <-chan struct{}
-	stopped chan struct{} // closed when loop returned
+	stopped chan struct{} // closed when every loop returned
 }
 
-func newPublishBatcher(rdb redis.UniversalClient, max int, direct func() bool, stop <-chan struct{}) *publishBatcher {
-	return &publishBatcher{rdb: rdb, max: max, direct: direct, reqs: make(chan *publishReq, max), stop: stop,
-		stopped: make(chan struct{})}
+func newPublishBatcher(rdb redis.UniversalClient, max, senders int, direct func() bool, stop <-chan struct{}) *publishBatcher {
+	return &publishBatcher{rdb: rdb, max: max, senders: senders, direct: direct, reqs: make(chan *publishReq, max),
+		stop: stop, stopped: make(chan struct{})}
+}
+
+// run runs the batcher's senders until stop is closed, and returns when they
+// all have (the broker's WaitGroup owns run).
+func (p *publishBatcher) run() {
+	var wg sync.WaitGroup
+	for range p.senders {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.loop() }()
+	}
+	wg.Wait()
+	close(p.stopped)
 }
 
 // publish hands call to the batcher and waits for its result, or for ctx to
@@ -115,11 +136,10 @@ func (p *publishBatcher) publish(ctx context.Context, call scriptCall) error {
 	}
 }
 
-// loop is the batcher's goroutine (Redis owns it; closing stop ends it): it
-// takes one request, then whatever else is waiting up to max, and sends them
-// as one round trip. It answers every request it took before returning.
+// loop is one sender (run owns it; closing stop ends it): it takes one
+// request, then whatever else is waiting up to max, and sends them as one
+// round trip. It answers every request it took before returning.
 func (p *publishBatcher) loop() {
-	defer close(p.stopped)
 	batch := make([]*publishReq, 0, p.max)
 	for {
 		select {

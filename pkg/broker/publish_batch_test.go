@@ -30,6 +30,7 @@ func TestPublishBatchOrderAndExactlyOnce(t *testing.T) {
 	}{
 		{"batched", func(*broker.RedisOptions) {}},
 		{"batches of at most 3", func(o *broker.RedisOptions) { o.PublishBatch = 3 }},
+		{"one sender", func(o *broker.RedisOptions) { o.PublishSenders = 1 }},
 		{"unbatched", func(o *broker.RedisOptions) { o.NoPublishBatch = true }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,8 +173,8 @@ func (h *pipelineRecorder) ProcessPipelineHook(next redis.ProcessPipelineHook) r
 	}
 }
 
-// While one publish is in its round trip, the publishes that come meanwhile
-// wait, and then go out together: one pipeline carries all of them (the
+// While one publish is in its round trip (one sender), the publishes that
+// come meanwhile wait, and then go out together: one pipeline carries all of them (the
 // test knows they are all waiting by the batcher's queue, not by time). On a
 // Redis of the test's own the script cache is flushed while they wait, so the
 // pipeline meets NOSCRIPT: the batcher loads the script and sends them again,
@@ -184,7 +185,8 @@ func TestPublishBatchGathersWaitingPublishes(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	rec := newPipelineRecorder()
 	rdb.AddHook(rec)
-	a, b := newNode(t, rdb, "p:"), newNode(t, rdb, "p:")
+	oneSender := func(o *broker.RedisOptions) { o.PublishSenders = 1 }
+	a, b := newNode(t, rdb, "p:", oneSender), newNode(t, rdb, "p:", oneSender)
 	a.join(t, "lobby")
 	b.join(t, "lobby")
 
