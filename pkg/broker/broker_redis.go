@@ -111,8 +111,9 @@ type RedisOptions struct {
 	// publish_batch.go). Zero means 256.
 	PublishBatch int
 	// PublishSenders is how many batches may be in flight at once, each on
-	// a connection of the client's pool: a round trip that Redis holds up
-	// delays only the publishes in it. Zero means 4.
+	// a connection of the client's pool. With one, a round trip that Redis
+	// holds up delays every publish of the node; with more, only its own,
+	// but batches are smaller and cost more CPU under load. Zero means 1.
 	PublishSenders int
 	// NoPublishBatch turns batching off: each Publish runs the publish
 	// script itself, one round trip each (concurrent ones on the client's

@@ -40,8 +40,11 @@ import (
 // defaultPublishBatch is the most publishes one round trip carries by default.
 const defaultPublishBatch = 256
 
-// defaultPublishSenders is how many batches may be in flight at once by default.
-const defaultPublishSenders = 4
+// defaultPublishSenders is how many batches may be in flight at once by
+// default: one. Four were measured on a 2-core machine (BENCHMARKS.md, "Many
+// small rooms") and cost CPU at saturation (smaller batches) without removing
+// the stalls they were meant to shorten.
+const defaultPublishSenders = 1
 
 // publishBatchTimeout bounds one batch's round trips (the client's own read
 // and write timeouts are usually shorter).

@@ -30,7 +30,7 @@ func TestPublishBatchOrderAndExactlyOnce(t *testing.T) {
 	}{
 		{"batched", func(*broker.RedisOptions) {}},
 		{"batches of at most 3", func(o *broker.RedisOptions) { o.PublishBatch = 3 }},
-		{"one sender", func(o *broker.RedisOptions) { o.PublishSenders = 1 }},
+		{"four senders", func(o *broker.RedisOptions) { o.PublishSenders = 4 }},
 		{"unbatched", func(o *broker.RedisOptions) { o.NoPublishBatch = true }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
