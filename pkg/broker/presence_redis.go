@@ -31,10 +31,14 @@ const ClientIDSpan = 1_000_000_000
 
 // RedisPresenceOptions configure RedisPresence.
 type RedisPresenceOptions struct {
-	// Client is the connection to Redis. Required; not closed by presence.
-	Client *redis.Client
+	// Client is the connection to Redis (a *redis.ClusterClient for a
+	// cluster). Required; not closed by presence.
+	Client redis.UniversalClient
 	// KeyPrefix namespaces the keys. Zero means no prefix.
 	KeyPrefix string
+	// Partitions selects Redis Cluster key names when positive (see
+	// internal/rediskeys); the broker's RedisOptions.Partitions. Zero: one Redis.
+	Partitions int
 	// TTL is how long a node's heartbeat key lives; it is refreshed every
 	// TTL/3, and a node silent for TTL is dead: its members are removed and
 	// `offline` goes out for them. Zero means 10s.
@@ -58,7 +62,7 @@ type RedisPresenceOptions struct {
 // SET NX): it deletes its members and reports each through OnExpired.
 type RedisPresence struct {
 	opts RedisPresenceOptions
-	rdb  *redis.Client
+	rdb  redis.UniversalClient
 	keys rediskeys.Keys
 	log  *slog.Logger
 	node int64
@@ -93,7 +97,7 @@ func NewRedisPresence(opts RedisPresenceOptions) *RedisPresence {
 	p := &RedisPresence{
 		opts:  opts,
 		rdb:   opts.Client,
-		keys:  rediskeys.Keys{Prefix: opts.KeyPrefix},
+		keys:  rediskeys.Keys{Prefix: opts.KeyPrefix, Partitions: opts.Partitions},
 		log:   opts.Log,
 		ttl:   opts.TTL,
 		local: map[string]map[int64]Member{},
@@ -233,7 +237,14 @@ func (p *RedisPresence) Close() error {
 		p.flush(ctx)
 		me := strconv.FormatInt(p.node, 10)
 		rooms, _ := p.rdb.SMembers(ctx, p.keys.NodeRooms(me)).Result()
+		// One MULTI on one Redis. A cluster's MULTI cannot span slots, and
+		// these keys are spread over them: a plain pipeline there (go-redis
+		// splits it per master). Nothing needs the removal to be atomic:
+		// what a failure leaves, the reaper removes once the heartbeat is gone.
 		pipe := p.rdb.TxPipeline()
+		if p.keys.Cluster() {
+			pipe = p.rdb.Pipeline()
+		}
 		for _, room := range rooms {
 			p.mu.Lock()
 			for id := range p.local[room] {
@@ -241,7 +252,8 @@ func (p *RedisPresence) Close() error {
 			}
 			p.mu.Unlock()
 		}
-		pipe.Del(ctx, p.keys.Node(me), p.keys.NodeRooms(me))
+		pipe.Del(ctx, p.keys.Node(me)) // one DEL per key: a DEL of both would be CROSSSLOT
+		pipe.Del(ctx, p.keys.NodeRooms(me))
 		pipe.SRem(ctx, p.keys.Nodes(), me)
 		_, _ = pipe.Exec(ctx)
 	})
