@@ -79,9 +79,9 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 		Client:     s.rdb,
 		KeyPrefix:  s.cfg.Redis.KeyPrefix,
 		Partitions: s.partitions(),
-		TTL:       s.cfg.Broker.NodeTTL,
-		Log:       s.log,
-		OnExpired: func(room string, mem broker.Member) { s.announceOffline(b, room, mem) },
+		TTL:        s.cfg.Broker.NodeTTL,
+		Log:        s.log,
+		OnExpired:  func(room string, mem broker.Member) { s.announceOffline(b, room, mem) },
 	})
 	s.presence = p
 	s.clientBase = p.Node() * broker.ClientIDSpan
