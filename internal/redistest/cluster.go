@@ -117,7 +117,7 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
-// StartCluster starts a private Redis Cluster of n masters (redis-cli
+// StartCluster starts a private Redis Cluster of n masters, at least 3 (redis-cli
 // --cluster create) and waits for cluster_state:ok.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
