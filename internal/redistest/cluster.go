@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -128,7 +130,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	}
 	c := &Cluster{}
 	for range n {
-		node := &ClusterNode{t: t, Port: FreePort(t), dir: t.TempDir()}
+		node := &ClusterNode{t: t, Port: clusterPort(t), dir: t.TempDir()}
 		t.Cleanup(node.Kill)
 		node.Start()
 		c.Masters = append(c.Masters, node)
@@ -141,6 +143,26 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	}
 	c.WaitOK()
 	return c
+}
+
+// clusterPort returns a free port whose cluster bus port (port+10000) is
+// free too.
+func clusterPort(t testing.TB) int {
+	t.Helper()
+	for range 100 {
+		p := FreePort(t)
+		if p+10000 > 65535 {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+10000))
+		if err != nil {
+			continue
+		}
+		_ = ln.Close()
+		return p
+	}
+	t.Fatal("redistest: no free port pair for a cluster node")
+	return 0
 }
 
 // WaitOK waits until every running master reports cluster_state:ok.
@@ -180,6 +202,12 @@ func (n *ClusterNode) Start() {
 		"--cluster-node-timeout", "2000",
 		"--cluster-require-full-coverage", "no", "--cluster-allow-reads-when-down", "yes",
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always")
+	logFile, err := os.OpenFile(filepath.Join(n.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		n.t.Fatalf("redistest: starting redis-server: %v", err)
 	}
@@ -193,7 +221,8 @@ func (n *ClusterNode) Start() {
 			return
 		}
 		if time.Now().After(deadline) {
-			n.t.Fatalf("redistest: cluster node on port %d never answered: %v", n.Port, err)
+			out, _ := os.ReadFile(filepath.Join(n.dir, "redis.log"))
+			n.t.Fatalf("redistest: cluster node on port %d never answered: %v\n%s", n.Port, err, out)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

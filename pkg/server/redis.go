@@ -59,6 +59,11 @@ func newRedisClusterClient(cfg *config.Config) (*redis.ClusterClient, error) {
 	opt := &redis.ClusterOptions{
 		DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
 		MaxRetries: -1,
+		// One dial per command: a dead master refuses at once, and the
+		// frames of its rooms must fall back to the outbox at once, not
+		// after go-redis's five dials with backoff (each frame of such a
+		// room also claims and accepts its ref there).
+		DialerRetries: 1,
 	}
 	for i, s := range cfg.Redis.ClusterAddrs {
 		a, err := config.ParseClusterAddr(s)
