@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -242,31 +241,17 @@ func (n *ClusterNode) Kill() {
 // MasterOf returns the master of the slot of key.
 func (c *Cluster) MasterOf(t testing.TB, key string) *ClusterNode {
 	t.Helper()
-	for _, node := range c.Masters {
-		if node.cmd == nil {
-			continue
-		}
-		cl := redis.NewClient(&redis.Options{Addr: node.Addr(), MaxRetries: -1})
-		slot, err := cl.ClusterKeySlot(context.Background(), key).Result()
-		if err != nil {
-			_ = cl.Close()
-			continue
-		}
-		slots, err := cl.ClusterSlots(context.Background()).Result()
-		_ = cl.Close()
-		if err != nil {
-			continue
-		}
-		for _, s := range slots {
-			if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) > 0 {
-				for _, m := range c.Masters {
-					if m.Addr() == s.Nodes[0].Addr {
-						return m
-					}
-				}
-			}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	defer cc.Close()
+	m, err := cc.MasterForKey(context.Background(), key)
+	if err != nil {
+		t.Fatalf("redistest: finding the master of %q: %v", key, err)
+	}
+	for _, n := range c.Masters {
+		if n.Addr() == m.Options().Addr {
+			return n
 		}
 	}
-	t.Fatal(fmt.Sprintf("redistest: no master found for key %q", key))
+	t.Fatalf("redistest: the master of %q is %s, not one of %v", key, m.Options().Addr, c.Addrs())
 	return nil
 }

@@ -149,7 +149,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	var client redis.UniversalClient = opts.Client
+	client := opts.Client
 	owned := false
 	if client == nil {
 		// The writer does its own retrying, in order; go-redis must not retry
