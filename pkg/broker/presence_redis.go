@@ -213,11 +213,14 @@ func (p *RedisPresence) Members(ctx context.Context, room string) ([]Member, err
 		for node := range byNode {
 			alive[node] = pipe.Exists(ctx, p.keys.Node(node))
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
+		if _, err := pipe.Exec(ctx); err != nil && !p.keys.Cluster() {
 			return out, err
 		}
 		for node, ms := range byNode {
-			if alive[node].Val() == 1 {
+			// On a cluster a node's heartbeat may live on a master that is
+			// down while the room's is up: such a node is taken as alive,
+			// as the reaper does (it reaps only a heartbeat known gone).
+			if c := alive[node]; c.Val() == 1 || c.Err() != nil {
 				out = append(out, ms...)
 			}
 		}

@@ -27,10 +27,23 @@ import (
 func TestRedisClusterMasterKilled(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	const partitions = 16
-	prefix := "test:cluster:" + uuid.NewString()[:8] + ":"
-	keys := rediskeys.Keys{Prefix: prefix, Partitions: partitions}
 	down := "lobby"
-	victim := cl.MasterOf(t, keys.History(down))
+	// A prefix that puts node 1's heartbeat on the master to be killed too:
+	// node 2 must still list node 1's members of the other room.
+	var prefix string
+	var keys rediskeys.Keys
+	var victim *redistest.ClusterNode
+	for range 100 {
+		prefix = "test:cluster:" + uuid.NewString()[:8] + ":"
+		keys = rediskeys.Keys{Prefix: prefix, Partitions: partitions}
+		victim = cl.MasterOf(t, keys.History(down))
+		if cl.MasterOf(t, keys.Node("1")) == victim {
+			break
+		}
+	}
+	if cl.MasterOf(t, keys.Node("1")) != victim {
+		t.Fatal("no prefix puts node 1's heartbeat beside lobby")
+	}
 	up := ""
 	for i := 0; up == ""; i++ {
 		if r := fmt.Sprintf("ops-%d", i); cl.MasterOf(t, keys.History(r)) != victim {
@@ -76,6 +89,11 @@ func TestRedisClusterMasterKilled(t *testing.T) {
 		testutil.Eventually(t, 10*time.Second, c.name+" to get both members' messages in the live master's room", func() bool {
 			return len(bodiesFrom(c, "alice")) == per && len(bodiesFrom(c, "bob")) == per
 		})
+	}
+	for _, n := range []*node{n1, n2} {
+		if ms := n.members(up); len(ms) != 2 {
+			t.Errorf("%s lists %v in %s while node 1's heartbeat is on the dead master, want alice and bob", n.name, ms, up)
+		}
 	}
 	if got := bodiesFrom(aliceD, "bob"); len(got) != 0 {
 		t.Fatalf("alice got bob's messages %v while their room's master was down", got)
