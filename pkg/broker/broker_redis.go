@@ -68,6 +68,10 @@ type RedisOptions struct {
 	// (NewRedisCluster; see internal/rediskeys). NewRedis ignores it.
 	// Zero means 64.
 	Partitions int
+	// PartitionIdle is how long a cluster partition with no room
+	// subscribed and nothing held keeps its broker and connection before
+	// they are closed (NewRedisCluster; NewRedis ignores it). Zero means 1m.
+	PartitionIdle time.Duration
 	// KeyPrefix namespaces keys and channels: the history of room R is the
 	// list KeyPrefix+"history:"+R (the Redis history store's key) and its
 	// channel is KeyPrefix+"room:"+R. Zero means no prefix.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -35,16 +36,32 @@ import (
 // sharded PUB/SUB connection each).
 //
 // A partition's broker (and its connection and goroutines) is started the
-// first time one of its rooms is subscribed to or published in, and lives
-// until Close: at most Partitions connections per node.
+// first time one of its rooms is subscribed to or published in, and closed
+// once it has been idle — no room subscribed, nothing held, no call in
+// progress — for PartitionIdle: at most Partitions connections per node, and
+// only for the partitions the node has members in.
 type RedisCluster struct {
 	opts RedisOptions
 	keys rediskeys.Keys
 
 	mu     sync.Mutex
-	parts  map[int]*Redis
+	parts  map[int]*clusterPart
 	closed bool
 	once   sync.Once
+
+	stop chan struct{} // closed by Close: the janitor returns
+	done chan struct{} // closed when the janitor has returned
+}
+
+// clusterPart is a partition's broker and what the janitor needs to know
+// before it closes it. Guarded by RedisCluster.mu.
+type clusterPart struct {
+	b *Redis
+	// calls in progress on b (acquire/release): a broker is never closed
+	// under a caller, whose Subscribe would reach no goroutine or whose
+	// held frame would never be replayed.
+	calls     int
+	idleSince time.Time // zero while busy
 }
 
 // NewRedisCluster returns a Redis broker for a Redis Cluster; opts.Client
@@ -60,38 +77,104 @@ func NewRedisCluster(opts RedisOptions) *RedisCluster {
 	if opts.Partitions <= 0 {
 		opts.Partitions = 64
 	}
-	return &RedisCluster{
+	if opts.PartitionIdle <= 0 {
+		opts.PartitionIdle = time.Minute
+	}
+	c := &RedisCluster{
 		opts:  opts,
 		keys:  rediskeys.Keys{Prefix: opts.KeyPrefix, Partitions: opts.Partitions},
-		parts: map[int]*Redis{},
+		parts: map[int]*clusterPart{},
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
 	}
+	go c.janitor()
+	return c
 }
 
 // errClosed is the answer of a closed RedisCluster.
 var errClosed = errors.New("broker: closed")
 
-// part returns the broker of room's partition, starting it if needed; nil
-// once the cluster broker is closed.
-func (c *RedisCluster) part(room string) *Redis {
+// acquire returns the broker of room's partition, starting it if needed,
+// and counts a call in progress on it until release; nil once the cluster
+// broker is closed.
+func (c *RedisCluster) acquire(room string) *Redis {
 	n := c.keys.Partition(room)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil
 	}
-	b := c.parts[n]
-	if b == nil {
-		b = newRedis(c.opts, n)
-		c.parts[n] = b
+	p := c.parts[n]
+	if p == nil {
+		p = &clusterPart{b: newRedis(c.opts, n)}
+		c.parts[n] = p
 	}
-	return b
+	p.calls++
+	p.idleSince = time.Time{}
+	return p.b
 }
 
-// started returns room's partition broker if it runs, else nil.
+// started is acquire for a partition that runs already: nil if it does not.
 func (c *RedisCluster) started(room string) *Redis {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.parts[c.keys.Partition(room)]
+	p := c.parts[c.keys.Partition(room)]
+	if p == nil {
+		return nil
+	}
+	p.calls++
+	p.idleSince = time.Time{}
+	return p.b
+}
+
+// release ends a call begun by acquire or started.
+func (c *RedisCluster) release(room string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.parts[c.keys.Partition(room)]; p != nil {
+		p.calls--
+	}
+}
+
+// janitor closes the partitions idle for PartitionIdle. It is owned by the
+// cluster broker (Close stops it).
+func (c *RedisCluster) janitor() {
+	defer close(c.done)
+	t := time.NewTicker(max(c.opts.PartitionIdle/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case now := <-t.C:
+			for _, b := range c.idle(now) {
+				_ = b.Close()
+			}
+		}
+	}
+}
+
+// idle takes out of the map and returns the partitions that have been idle
+// for PartitionIdle at now; it marks the newly idle ones.
+func (c *RedisCluster) idle(now time.Time) []*Redis {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Redis
+	for n, p := range c.parts {
+		if p.calls > 0 || !p.b.idle() {
+			p.idleSince = time.Time{}
+			continue
+		}
+		if p.idleSince.IsZero() {
+			p.idleSince = now
+			continue
+		}
+		if now.Sub(p.idleSince) >= c.opts.PartitionIdle {
+			delete(c.parts, n)
+			out = append(out, p.b)
+		}
+	}
+	return out
 }
 
 // HistoryKey is the list that holds room's history.
@@ -102,34 +185,38 @@ func (c *RedisCluster) Channel(room string) string { return c.keys.Channel(room)
 
 // Publish implements Broker (see Redis.Publish).
 func (c *RedisCluster) Publish(ctx context.Context, room, id string, frame []byte, keep bool) error {
-	b := c.part(room)
+	b := c.acquire(room)
 	if b == nil {
 		return errClosed
 	}
+	defer c.release(room)
 	return b.Publish(ctx, room, id, frame, keep)
 }
 
 // PublishDirect implements Broker (see Redis.PublishDirect).
 func (c *RedisCluster) PublishDirect(ctx context.Context, room string, frame []byte, to string, from int64) error {
-	b := c.part(room)
+	b := c.acquire(room)
 	if b == nil {
 		return errClosed
 	}
+	defer c.release(room)
 	return b.PublishDirect(ctx, room, frame, to, from)
 }
 
 // Subscribe implements Broker. It does not block (see Redis.Subscribe).
 func (c *RedisCluster) Subscribe(ctx context.Context, room string) error {
-	b := c.part(room)
+	b := c.acquire(room)
 	if b == nil {
 		return errClosed
 	}
+	defer c.release(room)
 	return b.Subscribe(ctx, room)
 }
 
 // Unsubscribe implements Broker. It does not block.
 func (c *RedisCluster) Unsubscribe(ctx context.Context, room string) error {
 	if b := c.started(room); b != nil {
+		defer c.release(room)
 		return b.Unsubscribe(ctx, room)
 	}
 	return nil
@@ -140,6 +227,7 @@ func (c *RedisCluster) Unsubscribe(ctx context.Context, room string) error {
 // unreachable.
 func (c *RedisCluster) WaitSubscribed(ctx context.Context, room string) error {
 	if b := c.started(room); b != nil {
+		defer c.release(room)
 		return b.WaitSubscribed(ctx, room)
 	}
 	return nil
@@ -147,10 +235,11 @@ func (c *RedisCluster) WaitSubscribed(ctx context.Context, room string) error {
 
 // Kick implements Broker (see Redis.Kick).
 func (c *RedisCluster) Kick(ctx context.Context, room, username string) error {
-	b := c.part(room)
+	b := c.acquire(room)
 	if b == nil {
 		return errClosed
 	}
+	defer c.release(room)
 	return b.Kick(ctx, room, username)
 }
 
@@ -164,8 +253,8 @@ func (c *RedisCluster) Held() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
-	for _, b := range c.parts {
-		n += b.Held()
+	for _, p := range c.parts {
+		n += p.b.Held()
 	}
 	return n
 }
@@ -175,16 +264,18 @@ func (c *RedisCluster) Held() int {
 // idempotent. The Redis client stays open.
 func (c *RedisCluster) Close() error {
 	c.once.Do(func() {
+		close(c.stop)
+		<-c.done // the janitor closes nothing from now on
 		c.mu.Lock()
 		c.closed = true
 		parts := c.parts
 		c.mu.Unlock()
 		var wg sync.WaitGroup
-		for _, b := range parts {
+		for _, p := range parts {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_ = b.Close()
+				_ = p.b.Close()
 			}()
 		}
 		wg.Wait()
@@ -193,3 +284,12 @@ func (c *RedisCluster) Close() error {
 }
 
 var _ Broker = (*RedisCluster)(nil)
+
+// idle reports whether the broker has nothing to keep its connection for:
+// no room wanted or still subscribed, nothing held, Redis reachable.
+func (b *Redis) idle() bool {
+	b.mu.Lock()
+	rooms := len(b.rooms)
+	b.mu.Unlock()
+	return rooms == 0 && b.ob.n.Load() == 0 && !b.down.Load()
+}

@@ -26,7 +26,7 @@ type cnode struct {
 	fallbacks int
 }
 
-func newClusterNode(t *testing.T, rdb *redis.ClusterClient, prefix string, partitions int) *cnode {
+func newClusterNode(t *testing.T, rdb *redis.ClusterClient, prefix string, partitions int, tweak ...func(*broker.RedisOptions)) *cnode {
 	t.Helper()
 	n := &cnode{got: map[string][]string{}}
 	record := func(room, id string) {
@@ -34,14 +34,18 @@ func newClusterNode(t *testing.T, rdb *redis.ClusterClient, prefix string, parti
 		n.got[room] = append(n.got[room], id)
 		n.mu.Unlock()
 	}
-	n.RedisCluster = broker.NewRedisCluster(broker.RedisOptions{
+	opts := broker.RedisOptions{
 		Client: rdb, KeyPrefix: prefix, HistorySize: 1000, Partitions: partitions,
 		Deliver:    func(room, id string, _ []byte, _ bool) { record(room, id) },
 		Direct:     func(room string, frame []byte, _ string, _ int64) { record(room, "d:"+history.IDOf(frame)) },
 		OnFallback: func() { n.mu.Lock(); n.fallbacks++; n.mu.Unlock() },
 		// Short settle: the test's nodes resubscribe together.
 		ReplaySettle: 500 * time.Millisecond,
-	})
+	}
+	for _, f := range tweak {
+		f(&opts)
+	}
+	n.RedisCluster = broker.NewRedisCluster(opts)
 	t.Cleanup(func() { _ = n.Close() })
 	return n
 }
@@ -181,11 +185,7 @@ func TestRedisClusterFanOutExactlyOnceSameOrder(t *testing.T) {
 	// Sharded: each room's channel has its subscribers on its own master
 	// (PUBSUB SHARDNUMSUB is answered per slot).
 	for _, room := range rooms {
-		m, err := rdb.PubSubShardNumSub(context.Background(), nodes[0].Channel(room)).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := m[nodes[0].Channel(room)]; got != 3 {
+		if got := shardSubscribers(t, rdb, nodes[0].Channel(room)); got != 3 {
 			t.Errorf("%s: %d shard subscribers, want 3", room, got)
 		}
 	}
@@ -305,4 +305,52 @@ func isSubsequence(want, got []string) bool {
 		}
 	}
 	return i == len(want)
+}
+
+// A partition's connection is opened when one of its rooms gets a member and
+// closed once none has, after PartitionIdle; a room of it joined again gets a
+// new one and its frames flow again.
+func TestRedisClusterClosesIdlePartitions(t *testing.T) {
+	rdb, prefix := redistest.ClusterClient(t)
+	const partitions = 16
+	keys := rediskeys.Keys{Prefix: prefix, Partitions: partitions}
+	idle := func(o *broker.RedisOptions) { o.PartitionIdle = 200 * time.Millisecond }
+	a, b := newClusterNode(t, rdb, prefix, partitions, idle), newClusterNode(t, rdb, prefix, partitions, idle)
+	anchor := keys.PartitionChannel(keys.Partition("lobby"))
+	conns := func() int64 { return shardSubscribers(t, rdb, anchor) }
+	a.join(t, "lobby")
+	if n := conns(); n != 1 {
+		t.Fatalf("%d connections on the partition's channel after a joined, want 1", n)
+	}
+	_ = a.Unsubscribe(context.Background(), "lobby")
+	testutil.Eventually(t, 5*time.Second, "the idle partition's connection to close", func() bool { return conns() == 0 })
+
+	a.join(t, "lobby")
+	b.join(t, "lobby")
+	id := uuid.NewString()
+	if err := b.Publish(context.Background(), "lobby", id, frameOf(id, 0), true); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "a to get b's frame on the partition opened again", func() bool {
+		return slices.Equal(a.ids("lobby"), []string{id})
+	})
+	if n := conns(); n != 2 {
+		t.Fatalf("%d connections on the partition's channel, want 2 (a and b)", n)
+	}
+}
+
+
+// shardSubscribers is PUBSUB SHARDNUMSUB of ch, asked of the master of its
+// slot (another node answers 0: shard channels live on their slot's shard).
+func shardSubscribers(t *testing.T, rdb *redis.ClusterClient, ch string) int64 {
+	t.Helper()
+	m, err := rdb.MasterForKey(context.Background(), ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := m.PubSubShardNumSub(context.Background(), ch).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n[ch]
 }
