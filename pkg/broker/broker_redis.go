@@ -46,11 +46,11 @@ return redis.call('PUBLISH', ARGV[1], ARGV[3] .. ARGV[2])
 // it as a key is what lets the cluster check the slot (and route the script).
 //
 // KEYS[1] history list, KEYS[2] channel; ARGV as publishScript's.
-var spublishScript = redis.NewScript(sharded(publishSrc))
+var spublishScript = redis.NewScript(shardedSrc(publishSrc))
 
-// sharded turns a script that ends with PUBLISH on ARGV[1] into one that
-// SPUBLISHes on KEYS[2].
-func sharded(src string) string {
+// shardedSrc turns a script that ends with PUBLISH on ARGV[1] into one
+// that SPUBLISHes on KEYS[2].
+func shardedSrc(src string) string {
 	out := strings.Replace(src, "redis.call('PUBLISH', ARGV[1],", "redis.call('SPUBLISH', KEYS[2],", 1)
 	if out == src {
 		panic("broker: script has no PUBLISH to shard")
@@ -257,11 +257,10 @@ func newRedis(opts RedisOptions, part int) *Redis {
 	} else {
 		b.keys.Partitions = opts.Partitions
 		b.script, b.replay = spublishScript, sreplayScript
-		// The partition's own channel first: go-redis dials the master of
-		// the slot of a cluster PubSub's first channel (else a random
-		// node, where a later SSUBSCRIBE would be refused with MOVED), and
-		// it pins the connection to that slot across reconnections.
-		b.ps = b.rdb.SSubscribe(b.ctx, b.keys.PartitionChannel(part))
+		// No channel yet, so no dial here (the caller may hold a lock, and
+		// the master may be down): receive subscribes the partition's own
+		// channel first (see there).
+		b.ps = b.rdb.SSubscribe(b.ctx)
 	}
 	b.wg.Add(3)
 	go b.control()
@@ -534,6 +533,17 @@ func (b *Redis) control() {
 // confirmations and reconnections, and recovers missed frames.
 func (b *Redis) receive() {
 	defer b.wg.Done()
+	if b.sharded() {
+		// Before anything reads or pings: a cluster PubSub with no channel
+		// dials a random node, where SSUBSCRIBE of this partition's rooms
+		// would be refused (MOVED); with a channel it dials the master of
+		// that channel's slot, this partition's, and redials it after a
+		// reconnection. go-redis records the channel even when this fails
+		// (the master is down): the loop below then dials the right master.
+		if err := b.ps.SSubscribe(b.ctx, b.keys.PartitionChannel(b.part)); err != nil && b.ctx.Err() == nil {
+			b.log.Warn("redis subscribe failed; will retry on reconnect", "channels", b.keys.PartitionChannel(b.part), "err", err)
+		}
+	}
 	// Waits between reconnection attempts: jittered, so the nodes that lost
 	// Redis together do not come back in one burst.
 	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: time.Second}

@@ -231,6 +231,16 @@ func TestRedisClusterMasterDown(t *testing.T) {
 	})
 
 	victim.Kill()
+	// A node that starts now, with a member in each room: the dead
+	// master's partition starts without blocking anything (no dial under
+	// a lock), and the other room is subscribed at once.
+	c := newClusterNode(t, rdb, prefix, partitions)
+	start := time.Now()
+	_ = c.Subscribe(context.Background(), down)
+	c.join(t, up)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("joining a room on a live master took %v while another master is down", d)
+	}
 	publish(a, "a", down, 10)
 	publish(b, "b", down, 10)
 	// Past cluster-node-timeout (2s): the other masters mark the dead one
@@ -255,6 +265,18 @@ func TestRedisClusterMasterDown(t *testing.T) {
 	testutil.Eventually(t, 30*time.Second, "both nodes to have all 30 frames of the room on the restarted master", func() bool {
 		return len(a.ids(down)) >= 30 && len(b.ids(down)) >= 30 && a.Held() == 0 && b.Held() == 0
 	})
+	// The late node's partition of the restarted master subscribed too.
+	c.join(t, down)
+	last := uuid.NewString()
+	if err := a.Publish(context.Background(), down, last, frameOf(last, 99), true); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the late node to get a frame of the restarted master's room", func() bool {
+		return slices.Contains(c.ids(down), last)
+	})
+	if got := len(c.ids(up)); got != 20 {
+		t.Errorf("the late node got %d frames of the live master's room, want 20", got)
+	}
 	time.Sleep(500 * time.Millisecond) // a duplicate would arrive now
 	mine := func(name, room string) []string {
 		v, _ := sent.Load(name + room)
@@ -262,7 +284,7 @@ func TestRedisClusterMasterDown(t *testing.T) {
 	}
 	all := append(slices.Clone(mine("a", down)), mine("b", down)...)
 	for name, n := range map[string]*cnode{"a": a, "b": b} {
-		got := n.ids(down)
+		got := slices.DeleteFunc(n.ids(down), func(id string) bool { return id == last })
 		if len(got) != 30 {
 			t.Errorf("node %s delivered %d frames, want 30", name, len(got))
 		}

@@ -78,7 +78,7 @@ var replayScript = redis.NewScript(replaySrc)
 
 // sreplayScript is replayScript for a Redis Cluster: SPUBLISH on KEYS[2],
 // the room's sharded channel (see spublishScript).
-var sreplayScript = redis.NewScript(sharded(replaySrc))
+var sreplayScript = redis.NewScript(shardedSrc(replaySrc))
 
 const replaySrc = `
 if ARGV[3] == 'k' then
