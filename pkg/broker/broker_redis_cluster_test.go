@@ -361,7 +361,6 @@ func TestRedisClusterClosesIdlePartitions(t *testing.T) {
 	}
 }
 
-
 // shardSubscribers is PUBSUB SHARDNUMSUB of ch, asked of the master of its
 // slot (another node answers 0: shard channels live on their slot's shard).
 func shardSubscribers(t *testing.T, rdb *redis.ClusterClient, ch string) int64 {
