@@ -53,7 +53,10 @@ type RedisPresenceOptions struct {
 // RedisPresence keeps the members of every room across nodes in Redis.
 //
 // Its keys (P+"nodes", P+"node:"+N, P+"members:"+ROOM…) are listed and
-// named in internal/rediskeys.
+// named in internal/rediskeys. On a Redis Cluster they are spread over the
+// masters: every command touches one key, pipelines are plain (split per
+// master by go-redis), and a heartbeat that cannot be read (its master is
+// down) counts as alive.
 //
 // Add and Remove never block on Redis: they update the node's local view and
 // queue the write for presence's goroutine. Members lists this node's members

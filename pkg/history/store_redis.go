@@ -79,7 +79,10 @@ type RedisOptions struct {
 // room's entries and its LTRIM, so each room's append-and-trim is atomic. While
 // Redis is unreachable the writer retries with backoff, keeping the order;
 // entries are written at least once (a batch whose reply was lost is written
-// again). Recent reads Redis and adds the entries of the room not yet written,
+// again). On a Redis Cluster (Partitions > 0) a batch is one MULTI/EXEC per
+// partition of its rooms, sent together, and a partition whose master is
+// down waits in the queue while the others are written (see write).
+// Recent reads Redis and adds the entries of the room not yet written,
 // so a reader sees its own writes; when Redis is down Recent fails rather than
 // return a history with a hole in it.
 type Redis struct {
