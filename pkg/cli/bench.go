@@ -139,6 +139,7 @@ func newBenchConns() *cobra.Command {
 	f.DurationVar(&cfg.Settle, "settle", 3*time.Second, "pause after the last join before reading the server's RSS")
 	f.DurationVar(&cfg.Hold, "hold", 0, "keep the connections open this long after measuring")
 	f.BoolVar(&cfg.Compress, "compress", false, "offer permessage-deflate")
+	f.IntVar(&cfg.DialConcurrency, "dial-concurrency", 200, "simultaneous handshakes")
 	f.IntSliceVar(&cfg.PIDs, "pid", nil, "server PID: report its RSS per connection from /proc; several: one per --addr, in order (each node's RSS over the members on it)")
 	f.BoolVar(&jsonOnly, "json", false, "print only the JSON line")
 	return cmd
