@@ -261,13 +261,13 @@ func TestKindsDataAndDirectMessages(t *testing.T) {
 // ?since=: both end with every message once, in order.
 func TestCutWhileSending(t *testing.T) {
 	url := startServer(t)
-	p := newCutProxy(t, strings.TrimPrefix(url, "http://"))
+	p := testutil.NewCutProxy(t, strings.TrimPrefix(url, "http://"))
 	var mu sync.Mutex
 	var connects []client.ConnectInfo
 	var disconnects []client.DisconnectInfo
-	a := dial(t, "http://"+p.addr(), "go-cut", "alice")
+	a := dial(t, "http://"+p.Addr(), "go-cut", "alice")
 	ra := record(a)
-	b := dial(t, "ws://"+p.addr(), "go-cut", "bob", func(o *client.Options) {
+	b := dial(t, "ws://"+p.Addr(), "go-cut", "bob", func(o *client.Options) {
 		o.OnConnect = func(i client.ConnectInfo) { mu.Lock(); connects = append(connects, i); mu.Unlock() }
 		o.OnDisconnect = func(i client.DisconnectInfo) { mu.Lock(); disconnects = append(disconnects, i); mu.Unlock() }
 	})
@@ -283,8 +283,8 @@ func TestCutWhileSending(t *testing.T) {
 	for i := range n {
 		want[i] = fmt.Sprintf("m%02d", i)
 		if i == n/2 {
-			p.cut()
-			time.AfterFunc(50*time.Millisecond, p.resume)
+			p.Cut()
+			time.AfterFunc(50*time.Millisecond, p.Resume)
 		}
 		wg.Add(1)
 		go func() {
@@ -431,18 +431,7 @@ func TestRestartWhileSending(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(ln) }()
-		return func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(ctx); err != nil {
-				t.Errorf("shutdown: %v", err)
-			}
-			if err := <-served; err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		}
+		return testutil.Serve(t, srv, ln)
 	}
 	stop := start(ln)
 	defer func() { stop() }()
@@ -573,113 +562,4 @@ func TestTokenExpiry(t *testing.T) {
 			t.Errorf("renewed message from %q, want erin", m.Username)
 		}
 	}
-}
-
-// cutProxy forwards TCP connections to a server until cut, which closes them
-// all and refuses new ones until resume.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	isCut  bool
-	// flaky closes each connection right after the server's history frame
-	// went through: a connection that gets ready and ends at once.
-	flaky bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		up, err := net.Dial("tcp", p.target)
-		if p.isCut || err != nil {
-			p.mu.Unlock()
-			_ = c.Close()
-			if up != nil {
-				_ = up.Close()
-			}
-			continue
-		}
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.wg.Add(2)
-		flaky := p.flaky
-		p.mu.Unlock()
-		go p.pipe(c, up, flaky)
-		go p.pipe(up, c, false)
-	}
-}
-
-func (p *cutProxy) pipe(dst, src net.Conn, untilHistory bool) {
-	defer p.wg.Done()
-	if untilHistory {
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					break
-				}
-				if strings.Contains(string(buf[:n]), `"type":"history"`) {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-	} else {
-		_, _ = io.Copy(dst, src)
-	}
-	_ = dst.Close()
-	_ = src.Close()
-	p.mu.Lock()
-	delete(p.conns, dst)
-	delete(p.conns, src)
-	p.mu.Unlock()
-}
-
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.isCut = true
-	for c := range p.conns {
-		_ = c.Close()
-	}
-}
-
-func (p *cutProxy) setFlaky(on bool) {
-	p.mu.Lock()
-	p.flaky = on
-	p.mu.Unlock()
-}
-
-func (p *cutProxy) resume() {
-	p.mu.Lock()
-	p.isCut = false
-	p.mu.Unlock()
 }

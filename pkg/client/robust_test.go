@@ -61,7 +61,7 @@ func TestCloseFromCallbacks(t *testing.T) {
 	url := startServer(t)
 	for _, which := range []string{"OnDisconnect", "OnConnect"} {
 		t.Run(which, func(t *testing.T) {
-			p := newCutProxy(t, strings.TrimPrefix(url, "http://"))
+			p := testutil.NewCutProxy(t, strings.TrimPrefix(url, "http://"))
 			var self atomic.Pointer[client.Client]
 			closed := make(chan struct{})
 			closeSelf := func() {
@@ -71,7 +71,7 @@ func TestCloseFromCallbacks(t *testing.T) {
 					self.Store(nil)
 				}
 			}
-			c := dial(t, "http://"+p.addr(), "go-cb", "alice", func(o *client.Options) {
+			c := dial(t, "http://"+p.Addr(), "go-cb", "alice", func(o *client.Options) {
 				if which == "OnDisconnect" {
 					o.OnDisconnect = func(client.DisconnectInfo) { closeSelf() }
 				} else {
@@ -79,8 +79,8 @@ func TestCloseFromCallbacks(t *testing.T) {
 				}
 			})
 			self.Store(c)
-			p.cut()
-			p.resume()
+			p.Cut()
+			p.Resume()
 			select {
 			case <-closed:
 			case <-time.After(wait):
@@ -138,20 +138,20 @@ func TestEventBuffer(t *testing.T) {
 func TestBackoffGrowsAndResets(t *testing.T) {
 	defer client.SetJitter(func(n int64) int64 { return n - 1 })()
 	url := startServer(t)
-	p := newCutProxy(t, strings.TrimPrefix(url, "http://"))
+	p := testutil.NewCutProxy(t, strings.TrimPrefix(url, "http://"))
 	var mu sync.Mutex
 	var delays []time.Duration
 	delaysNow := func() []time.Duration { mu.Lock(); defer mu.Unlock(); return append([]time.Duration(nil), delays...) }
 	const minB, maxB = 10 * time.Millisecond, 80 * time.Millisecond
-	c := dial(t, "http://"+p.addr(), "go-backoff", "alice", func(o *client.Options) {
+	c := dial(t, "http://"+p.Addr(), "go-backoff", "alice", func(o *client.Options) {
 		o.MinBackoff, o.MaxBackoff = minB, maxB
 		o.OnDisconnect = func(d client.DisconnectInfo) { mu.Lock(); delays = append(delays, d.Delay); mu.Unlock() }
 	})
-	p.setFlaky(true)
-	p.cut()
-	p.resume()
+	p.SetFlaky([]byte(`"type":"history"`))
+	p.Cut()
+	p.Resume()
 	testutil.Eventually(t, wait, "six reconnects", func() bool { return len(delaysNow()) >= 6 })
-	p.setFlaky(false)
+	p.SetFlaky(nil)
 	got := delaysNow()[:6]
 	want := []time.Duration{minB, 2 * minB, 4 * minB, maxB, maxB, maxB}
 	for i := range want {
@@ -171,8 +171,8 @@ func TestBackoffGrowsAndResets(t *testing.T) {
 		}
 	}
 	n := len(delaysNow())
-	p.cut()
-	p.resume()
+	p.Cut()
+	p.Resume()
 	testutil.Eventually(t, wait, "the next disconnect", func() bool { return len(delaysNow()) > n })
 	if d := delaysNow()[n]; d != minB-1 {
 		t.Errorf("delay after a lasting connection: %v, want %v", d, minB-1)
@@ -199,9 +199,9 @@ func TestRefusedJoinIsFinal(t *testing.T) {
 		t.Fatalf("Dial with a bad token = %#v, want an *Error rejected with the server's reason", err)
 	}
 
-	p := newCutProxy(t, strings.TrimPrefix(url, "http://"))
+	p := testutil.NewCutProxy(t, strings.TrimPrefix(url, "http://"))
 	var calls atomic.Int32
-	c := dial(t, "http://"+p.addr(), "go-refused", "", func(o *client.Options) {
+	c := dial(t, "http://"+p.Addr(), "go-refused", "", func(o *client.Options) {
 		o.Header = nil
 		o.TokenFunc = func(context.Context) (string, error) {
 			if calls.Add(1) == 1 {
@@ -211,10 +211,10 @@ func TestRefusedJoinIsFinal(t *testing.T) {
 		}
 	})
 	rc := record(c)
-	p.cut()
+	p.Cut()
 	sent := make(chan error, 1)
 	go func() { _, err := c.Send(ctx, client.Message{Body: "while refused"}); sent <- err }()
-	p.resume()
+	p.Resume()
 	closedWithin(t, rc) // Events closes after the final close
 	if err := <-sent; !errors.Is(err, client.ErrClosed) {
 		t.Errorf("the pending send = %v, want ErrClosed", err)
@@ -229,13 +229,13 @@ func TestRefusedJoinIsFinal(t *testing.T) {
 
 	// A fixed token that expired while the client was cut off: refused
 	// once, for good.
-	fixed := dial(t, "http://"+p.addr(), "go-refused", "", func(o *client.Options) {
+	fixed := dial(t, "http://"+p.Addr(), "go-refused", "", func(o *client.Options) {
 		o.Header, o.Token = nil, jwtFor(t, key, "dave", 3*time.Second)
 	})
 	rf := record(fixed)
-	p.cut()
+	p.Cut()
 	time.Sleep(4500 * time.Millisecond) // past the token's exp (whole seconds)
-	p.resume()
+	p.Resume()
 	closedWithin(t, rf)
 	if err := fixed.Err(); !errors.As(err, &ce) || ce.Code != 1008 {
 		t.Fatalf("fixed token: Err() = %v, want a CloseError 1008", err)
@@ -270,10 +270,10 @@ func TestLastIDFollowsKeptEnvelopes(t *testing.T) {
 		_ = resp.Body.Close()
 		return resp
 	}
-	p := newCutProxy(t, strings.TrimPrefix(url, "http://"))
+	p := testutil.NewCutProxy(t, strings.TrimPrefix(url, "http://"))
 	var mu sync.Mutex
 	var connects []client.ConnectInfo
-	a := dial(t, "http://"+p.addr(), "go-lastid", "alice", func(o *client.Options) {
+	a := dial(t, "http://"+p.Addr(), "go-lastid", "alice", func(o *client.Options) {
 		o.OnConnect = func(i client.ConnectInfo) { mu.Lock(); connects = append(connects, i); mu.Unlock() }
 	})
 	ra := record(a)
@@ -305,8 +305,8 @@ func TestLastIDFollowsKeptEnvelopes(t *testing.T) {
 	if a.LastID() != first.ID {
 		t.Errorf("LastID %q after its delete, want the message before, %q", a.LastID(), first.ID)
 	}
-	p.cut()
-	p.resume()
+	p.Cut()
+	p.Resume()
 	testutil.Eventually(t, wait, "the reconnect", func() bool { mu.Lock(); defer mu.Unlock(); return len(connects) == 2 })
 	mu.Lock()
 	defer mu.Unlock()

@@ -1,16 +1,15 @@
 package server_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/chatserver/chatserver/internal/redistest"
+	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/config"
 	"github.com/chatserver/chatserver/pkg/server"
 )
@@ -32,18 +31,7 @@ func TestBrowserRestartWhileSending(t *testing.T) {
 			useRedis(redistest.SharedURL, prefix)(cfg)
 			cfg.Broker.Type = "redis"
 		}, server.Options{})
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(ln) }()
-		return func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(ctx); err != nil {
-				t.Errorf("shutdown: %v", err)
-			}
-			if err := <-served; err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		}
+		return testutil.Serve(t, srv, ln)
 	}
 	stop := start(ln)
 	defer func() { stop() }()

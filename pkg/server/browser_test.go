@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/config"
 	"github.com/chatserver/chatserver/pkg/pipeline"
 )
@@ -321,21 +321,21 @@ func TestBrowserChat(t *testing.T) {
 // show what it missed, once.
 func TestBrowserReconnect(t *testing.T) {
 	s := startServer(t, nil)
-	p := newCutProxy(t, strings.TrimPrefix(s.URL, "http://"))
+	p := testutil.NewCutProxy(t, strings.TrimPrefix(s.URL, "http://"))
 	browser := startBrowser(t)
 
 	a := newTab(t, browser, "tab A")
 	b := newTab(t, browser, "tab B")
 	a.open(s.URL + "/?room=reconnect")
-	b.open("http://" + p.addr() + "/?room=reconnect")
+	b.open("http://" + p.Addr() + "/?room=reconnect")
 	a.do("sending", chromedp.SendKeys(chromedp.ID("message"), "before"+kb.Enter))
 	b.waitFor("the first message in B", messageJS("before"))
 
-	p.cut()
+	p.Cut()
 	b.waitFor("B noticing the cut", `!document.getElementById("status").classList.contains("online")`)
 	a.do("sending while B is away", chromedp.SendKeys(chromedp.ID("message"), "while away"+kb.Enter))
 	a.waitFor("A's own message", messageJS("while away"))
-	p.resume()
+	p.Resume()
 	b.waitFor("the missed message in B", messageJS("while away"))
 	b.waitFor("B connected again", connectedJS)
 	if n := eval[int](b, `document.querySelectorAll("#inbox .message").length`); n != 2 {
@@ -385,7 +385,7 @@ func TestBrowserFirstPaintAndPlainMessages(t *testing.T) {
 			{Use: "broadcast"},
 		}
 	})
-	p := newCutProxy(t, strings.TrimPrefix(s.URL, "http://"))
+	p := testutil.NewCutProxy(t, strings.TrimPrefix(s.URL, "http://"))
 	browser := startBrowser(t)
 	a := newTab(t, browser, "tab A")
 	b := newTab(t, browser, "tab B")
@@ -395,7 +395,7 @@ func TestBrowserFirstPaintAndPlainMessages(t *testing.T) {
 	}))
 	pageURL := s.URL + "/?room=plain"
 	a.open(pageURL)
-	b.open("http://" + p.addr() + "/?room=plain")
+	b.open("http://" + p.Addr() + "/?room=plain")
 
 	// A masked message has no html: B builds it from the fields.
 	const masked = `**** <b>it</b> & "so" <img src=x onerror=window.__xss=1>`
@@ -440,12 +440,12 @@ func TestBrowserFirstPaintAndPlainMessages(t *testing.T) {
 	// stored message, finds it, and adds what B missed, html-less too.
 	b.do("asking /who", chromedp.SendKeys(chromedp.ID("message"), "/who"+kb.Enter))
 	b.waitFor("the system reply", `Array.from(document.querySelectorAll("#inbox .message .user")).some(function (u) { return u.textContent === "system"; })`)
-	p.cut()
+	p.Cut()
 	b.waitFor("B noticing the cut", `!document.getElementById("status").classList.contains("online")`)
 	const missed = "darn, missed"
 	a.do("sending while B is away", chromedp.SendKeys(chromedp.ID("message"), missed+kb.Enter))
 	a.waitFor("A's own message", messageJS("****, missed"))
-	p.resume()
+	p.Resume()
 	b.waitFor("the missed message in B", messageJS("****, missed"))
 	b.waitFor("B connected again", connectedJS)
 	if n := eval[int](b, `document.querySelectorAll("#inbox .notice.gap").length`); n != 0 {
@@ -459,90 +459,6 @@ func TestBrowserFirstPaintAndPlainMessages(t *testing.T) {
 			t.Errorf("%s: CSP violations: %q", tb.name, v)
 		}
 	}
-}
-
-// cutProxy forwards TCP connections to a server until cut, which closes them
-// all and refuses new ones until resume.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	cutOn bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.cutOn {
-			p.mu.Unlock()
-			_ = c.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			p.mu.Unlock()
-			_ = c.Close()
-			continue
-		}
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.wg.Add(2)
-		p.mu.Unlock()
-		go p.pipe(c, up)
-		go p.pipe(up, c)
-	}
-}
-
-func (p *cutProxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	_, _ = io.Copy(dst, src)
-	_ = dst.Close()
-	_ = src.Close()
-	p.mu.Lock()
-	delete(p.conns, dst)
-	delete(p.conns, src)
-	p.mu.Unlock()
-}
-
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cutOn = true
-	for c := range p.conns {
-		_ = c.Close()
-	}
-}
-
-func (p *cutProxy) resume() {
-	p.mu.Lock()
-	p.cutOn = false
-	p.mu.Unlock()
 }
 
 // scriptsDisabled switches JavaScript off or on for the tab.

@@ -1,0 +1,35 @@
+package testutil
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+)
+
+// Server is what Serve runs: a chatserver server (an interface, so that the
+// server's own tests can use this package without an import cycle).
+type Server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+}
+
+// Serve runs srv on ln and returns stop, which shuts it down (within 10 s)
+// and fails the test if Shutdown or Serve returned an error. A test that
+// restarts a server on the same address calls stop, listens again and
+// serves a new server there.
+func Serve(t testing.TB, srv Server, ln net.Listener) (stop func()) {
+	t.Helper()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}
+}
