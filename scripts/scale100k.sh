@@ -17,6 +17,8 @@
 # Prints each generator's JSON line and a summary; exits non-zero if any member missed its
 # message, a generator failed, or a node died. Deletes its Redis keys and its folder.
 #
+# Then it waits LEAVE_WAIT (15 s) for the nodes to absorb the members' leaving, stops them and
+# counts the warnings and errors in their logs.
 # Settings (environment): NODES (6), GENS (6), CONNS (100000), ROOMS (1000), PORT (8200),
 # SETTLE (5s: after a generator's last join, before the RSS is read), CHECK_TIMEOUT (60s),
 # HOLD (0s: keep the members connected this long after the check), DIAL (50: handshakes in
@@ -141,6 +143,13 @@ watch_pid=
 read -r sockets srcports <"$dir/ports" 2>/dev/null || { sockets=?; srcports=?; }
 dead=0
 for i in $(seq 0 $((NODES - 1))); do kill -0 "${node_pids[$i]}" 2>/dev/null || { dead=$((dead + 1)); echo "scale: node $i died" >&2; }; done
+# The generators closed every member at once (a leave storm: an offline frame per member
+# through Redis); give the nodes LEAVE_WAIT to work through it, stop them (SIGTERM, by PID)
+# and report what their logs say went wrong.
+sleep "${LEAVE_WAIT:-15}"
+for p in "${node_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+for p in "${node_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+node_pids=()
 
 for g in $(seq 0 $((GENS - 1))); do echo "gen$g: $(tail -n1 "$dir/gen$g.json")"; done
 # The summary: the JSON lines of the generators that finished.
@@ -160,4 +169,7 @@ cat "$dir"/gen*.json | jq -rs --argjson conns "$CONNS" --argjson failed "$failed
 	  "  sockets     \($sockets) established towards the nodes once all were ready, from \($srcports) distinct source ports of 127.0.0.1 (range \($ports))",
 	  "  ok          \(($failed == 0) and ($dead == 0) and ($connected == $conns) and ($c | length) == ($g | length) and ($c | all(.ok)))   loadavg \($g[0].machine.loadavg // "?")"
 ' --argjson rooms "$ROOMS"
+echo "  node logs   $(cat "$dir"/node*.log | grep -c 'level=WARN') warnings, $(cat "$dir"/node*.log | grep -c 'level=ERROR') errors (by kind, below)"
+cat "$dir"/node*.log | grep -E 'level=(WARN|ERROR)' | sed -E 's/^time=([^ ]*) level=([A-Z]+) msg="([^"]*)".*err="([^"]*)".*/\2 \3: \4/; s/^time=([^ ]*) level=([A-Z]+) msg="([^"]*)"(.*)/\2 \3\4/' |
+	sed -E 's/ (room|id|dropped|held)=[^ ]*//g' | sort | uniq -c | sort -rn | head -5 | sed 's/^/             /'
 [ "$failed" = 0 ] && [ "$dead" = 0 ]
