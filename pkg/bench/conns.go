@@ -106,10 +106,16 @@ type ConnsResult struct {
 
 // Conns runs the scenario. It stops by itself after the joins, Settle, the
 // check and Hold; ctx ends it sooner.
-func Conns(ctx context.Context, cfg ConnsConfig) (*ConnsResult, error) {
+func Conns(ctx context.Context, cfg ConnsConfig) (_ *ConnsResult, err error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	bar := newBarrier(cfg.Sync, cfg.Generators, cfg.Offset)
+	defer func() {
+		if err != nil {
+			bar.fail(err) // the other generators stop waiting for this one
+		}
+	}()
 	// The Go runtime has already raised the soft limit to the hard one
 	// (since Go 1.19); what the hard limit forbids, fail on now, not midway.
 	limit, err := fileLimit()
@@ -130,7 +136,6 @@ func Conns(ctx context.Context, cfg ConnsConfig) (*ConnsResult, error) {
 		}
 	}
 	pids := cfg.pids()
-	bar := newBarrier(cfg.Sync, cfg.Generators, cfg.Offset)
 	base, err := readEach(pids)
 	if err != nil {
 		return nil, fmt.Errorf("reading /proc for --pid: %w", err)
@@ -188,7 +193,6 @@ func Conns(ctx context.Context, cfg ConnsConfig) (*ConnsResult, error) {
 		readers.Wait()
 	}()
 	if err != nil {
-		bar.fail(err)
 		return nil, err // dialAll closed what it had opened
 	}
 	if ctx.Err() != nil {

@@ -245,3 +245,25 @@ func TestBarrierFailure(t *testing.T) {
 		t.Fatalf("meet with a cancelled context: %v", err)
 	}
 }
+
+// A generator that cannot connect stops the run: the other one, waiting for
+// it to join, ends with its reason instead of waiting out MaxDuration.
+func TestConnsGeneratorFailureStopsTheRun(t *testing.T) {
+	good := startServer(t, nil)
+	dir := t.TempDir()
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for g, addr := range []string{good, "127.0.0.1:1"} { // nothing listens on port 1
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[g] = Conns(context.Background(), ConnsConfig{
+				Addr: addr, Conns: 5, Offset: 5 * g, Sync: dir, Generators: 2, Settle: 50 * time.Millisecond,
+			})
+		}()
+	}
+	wg.Wait()
+	if errs[1] == nil || errs[0] == nil || !bytes.Contains([]byte(errs[0].Error()), []byte("generator 5 failed")) {
+		t.Fatalf("errors %v, %v; want the dial failure, and the other generator stopped by it", errs[1], errs[0])
+	}
+}
