@@ -29,6 +29,7 @@ const (
 	MaxPublishers = 1000
 	MaxRate       = 1_000_000 // messages per second, all publishers together
 	MaxDuration   = 10 * time.Minute
+	MaxGenerators = 64 // generator processes meeting in one run (ConnsConfig.Sync)
 )
 
 // perSourceIP is how many connections share one source address before the

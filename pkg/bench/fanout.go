@@ -411,12 +411,14 @@ func dialAll(ctx context.Context, u func(i int) *url.URL, n, conc int, o dialOpt
 			defer func() { <-sem; wg.Done() }()
 			oi := o
 			oi.localIP = sourceIP(i, n)
+			t0 := time.Now()
 			c, err := dialWS(u(i), oi)
 			if err == nil {
 				err = c.awaitHistory()
 				if err != nil {
 					c.nc.Close()
 				}
+				c.joined = time.Since(t0)
 			}
 			if err != nil {
 				errs <- fmt.Errorf("connection %d of %d: %w", i+1, n, err)

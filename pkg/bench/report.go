@@ -39,6 +39,18 @@ func (r *ConnsResult) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "  server RSS       %.1f MB (baseline %.1f MB): %.1f KB per connection\n", r.ServerRSSMB, r.BaseRSSMB, r.RSSPerConnKB)
 		fmt.Fprintf(w, "  server CPU       %.2fs for the joins\n", r.ServerCPUS)
 	}
+	for _, n := range r.Nodes {
+		fmt.Fprintf(w, "  node %-15s pid %d: %d members, RSS %.1f MB (baseline %.1f MB): %.1f KB per connection\n",
+			n.Addr, n.PID, n.Conns, n.RSSMB, n.BaseRSSMB, n.RSSPerConnKB)
+	}
+	fmt.Fprintf(w, "  join             p50 %.1f ms  p99 %.1f ms  max %.1f ms per member\n", r.JoinLatency.P50, r.JoinLatency.P99, r.JoinLatency.Max)
+	if c := r.Check; c != nil {
+		if c.Posted+c.PostErrors > 0 {
+			fmt.Fprintf(w, "  check posted     %d of %d rooms in %.2fs, %d errors %s\n", c.Posted, c.Rooms, c.PostS, c.PostErrors, c.PostError)
+		}
+		fmt.Fprintf(w, "  check delivered  %d of %d members: missing %d, duplicates %d, foreign %d; all in %.2fs, p50 %.1f ms p99 %.1f ms  ok %v\n",
+			c.Delivered, c.Members, c.Missing, c.Duplicates, c.Foreign, c.AllDeliveredS, c.Latency.P50, c.Latency.P99, c.OK)
+	}
 	fmt.Fprintf(w, "  dropped          %d   loadavg %s\n", r.Disconnected, r.Machine.LoadAvg)
 }
 

@@ -37,6 +37,10 @@ type wsConn struct {
 
 	wmu  sync.Mutex
 	wbuf []byte
+
+	// joined is how long this connection took from its dial to its history
+	// frame (set by dialAll): one member's join time.
+	joined time.Duration
 }
 
 // dialOptions tune dialWS.

@@ -15,13 +15,15 @@ import (
 // prefix; a room name holds no ':', so the key is unambiguous), set with the
 // ban's duration as its TTL — Redis forgets it when it ends.
 type RedisBans struct {
-	rdb  *redis.Client
+	rdb  redis.UniversalClient
 	keys rediskeys.Keys
 }
 
-// NewRedisBans returns bans kept under prefix in rdb (not closed by it).
-func NewRedisBans(rdb *redis.Client, prefix string) *RedisBans {
-	return &RedisBans{rdb: rdb, keys: rediskeys.Keys{Prefix: prefix}}
+// NewRedisBans returns bans kept under prefix in rdb (not closed by it);
+// partitions selects a Redis Cluster's key names when positive (see
+// RedisOptions.Partitions).
+func NewRedisBans(rdb redis.UniversalClient, prefix string, partitions int) *RedisBans {
+	return &RedisBans{rdb: rdb, keys: rediskeys.Keys{Prefix: prefix, Partitions: partitions}}
 }
 
 // Key is the key of the ban of username in room.

@@ -52,7 +52,7 @@ func TestMemoryBans(t *testing.T) {
 func TestRedisBansExpire(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	ctx := context.Background()
-	b := NewRedisBans(rdb, prefix)
+	b := NewRedisBans(rdb, prefix, 0)
 	if err := b.Ban(ctx, "lobby", "bob", 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,26 +28,59 @@ import (
 //
 // KEYS[1] history list; ARGV[1] channel, ARGV[2] frame, ARGV[3] "k" (keep) or
 // "n", ARGV[4] history size.
-var publishScript = redis.NewScript(`
+var publishScript = redis.NewScript(publishSrc)
+
+const publishSrc = `
 if ARGV[3] == 'k' then
   redis.call('RPUSH', KEYS[1], ARGV[2])
   redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
 end
 return redis.call('PUBLISH', ARGV[1], ARGV[3] .. ARGV[2])
-`)
+`
 
-// publishCall is what one Publish asks of Redis: publishScript with its keys
-// and arguments. The batched and the unbatched path both run it, so it is the
-// one place that names the script.
+// spublishScript is publishScript for a Redis Cluster: the frame goes out
+// with SPUBLISH on the room's sharded channel, which is also KEYS[2]. A
+// script runs on the master of its keys' slot, and the channel must hash to
+// that slot too (rediskeys gives the history list and the channel the same
+// hash tag); Redis 7.0 accepts the channel as an ARGV as well, but declaring
+// it as a key is what lets the cluster check the slot (and route the script).
+//
+// KEYS[1] history list, KEYS[2] channel; ARGV as publishScript's.
+var spublishScript = redis.NewScript(shardedSrc(publishSrc))
+
+// shardedSrc turns a script that ends with PUBLISH on ARGV[1] into one
+// that SPUBLISHes on KEYS[2].
+func shardedSrc(src string) string {
+	out := strings.Replace(src, "redis.call('PUBLISH', ARGV[1],", "redis.call('SPUBLISH', KEYS[2],", 1)
+	if out == src {
+		panic("broker: script has no PUBLISH to shard")
+	}
+	return out
+}
+
+// publishCall is what one Publish asks of Redis: the broker's publish script
+// (publishScript, or spublishScript on a cluster partition) with its keys and
+// arguments. The batched and the unbatched path both run it, so it is the
+// one place that names them.
 func (b *Redis) publishCall(room string, frame []byte, flag byte) scriptCall {
-	return scriptCall{script: publishScript, keys: []string{b.HistoryKey(room)},
+	return scriptCall{script: b.script, keys: b.scriptKeys(room),
 		args: []any{b.Channel(room), frame, string([]byte{flag}), b.size}}
 }
 
 // RedisOptions configure a Redis broker.
 type RedisOptions struct {
-	// Client is the connection to Redis. Required; the broker does not close it.
-	Client *redis.Client
+	// Client is the connection to Redis: a *redis.Client, or a
+	// *redis.ClusterClient with NewRedisCluster. Required; the broker does
+	// not close it.
+	Client redis.UniversalClient
+	// Partitions is the number of partitions of a Redis Cluster's rooms
+	// (NewRedisCluster; see internal/rediskeys). NewRedis ignores it.
+	// Zero means 64.
+	Partitions int
+	// PartitionIdle is how long a cluster partition with no room
+	// subscribed and nothing held keeps its broker and connection before
+	// they are closed (NewRedisCluster; NewRedis ignores it). Zero means 1m.
+	PartitionIdle time.Duration
 	// KeyPrefix namespaces keys and channels: the history of room R is the
 	// list KeyPrefix+"history:"+R (the Redis history store's key) and its
 	// channel is KeyPrefix+"room:"+R. Zero means no prefix.
@@ -141,9 +175,17 @@ type RedisOptions struct {
 // (see outbox_redis.go): live chat on the node goes on, and the other nodes get
 // every held frame live, exactly once, after the outage.
 type Redis struct {
-	opts     RedisOptions
-	rdb      *redis.Client
-	ps       *redis.PubSub
+	opts RedisOptions
+	rdb  redis.UniversalClient
+	ps   *redis.PubSub
+	// part is the cluster partition this broker serves (see RedisCluster),
+	// or -1 for a single Redis: Pub/Sub, PUBLISH and publishScript.
+	part int
+	// script appends and publishes (publishScript, or spublishScript on a
+	// cluster); its keys are scriptKeys(room), its ARGV publishScript's.
+	script *redis.Script
+	// replay is replayScript, or its sharded twin on a cluster.
+	replay   *redis.Script
 	log      *slog.Logger
 	keys     rediskeys.Keys
 	size     int
@@ -185,11 +227,18 @@ type redisRoom struct {
 	seen     idRing
 }
 
-// NewRedis returns a Redis broker and starts its goroutines; Close stops them.
+// NewRedis returns a Redis broker for one Redis and starts its goroutines;
+// Close stops them.
 func NewRedis(opts RedisOptions) *Redis {
 	if opts.Client == nil || opts.Deliver == nil {
 		panic("broker: NewRedis needs a Client and a Deliver function")
 	}
+	return newRedis(opts, -1)
+}
+
+// newRedis starts a broker for one Redis (part -1), or for partition part of
+// a cluster's rooms (see RedisCluster).
+func newRedis(opts RedisOptions, part int) *Redis {
 	if opts.HistorySize <= 0 {
 		opts.HistorySize = 100
 	}
@@ -216,6 +265,9 @@ func NewRedis(opts RedisOptions) *Redis {
 		rdb:      opts.Client,
 		log:      opts.Log,
 		keys:     rediskeys.Keys{Prefix: opts.KeyPrefix},
+		part:     part,
+		script:   publishScript,
+		replay:   replayScript,
 		size:     opts.HistorySize,
 		seenSize: max(2*opts.HistorySize, 256),
 		rooms:    map[string]*redisRoom{},
@@ -226,8 +278,20 @@ func NewRedis(opts RedisOptions) *Redis {
 	if b.log == nil {
 		b.log = slog.Default()
 	}
+	if part >= 0 {
+		b.log = b.log.With("partition", part)
+	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.ps = b.rdb.Subscribe(b.ctx) // no channel yet: the connection is made lazily
+	if part < 0 {
+		b.ps = b.rdb.Subscribe(b.ctx) // no channel yet: the connection is made lazily
+	} else {
+		b.keys.Partitions = opts.Partitions
+		b.script, b.replay = spublishScript, sreplayScript
+		// No channel yet, so no dial here (the caller may hold a lock, and
+		// the master may be down): receive subscribes the partition's own
+		// channel first (see there).
+		b.ps = b.rdb.SSubscribe(b.ctx)
+	}
 	b.wg.Add(3)
 	go b.control()
 	go b.receive()
@@ -245,6 +309,28 @@ func (b *Redis) HistoryKey(room string) string { return b.keys.History(room) }
 
 // Channel is the Pub/Sub channel of room.
 func (b *Redis) Channel(room string) string { return b.keys.Channel(room) }
+
+// sharded reports whether the broker serves a cluster partition (SPUBLISH,
+// SSUBSCRIBE).
+func (b *Redis) sharded() bool { return b.part >= 0 }
+
+// scriptKeys are the KEYS of b.script and b.replay for room: the history
+// list, and on a cluster the sharded channel too.
+func (b *Redis) scriptKeys(room string) []string {
+	if b.sharded() {
+		return []string{b.HistoryKey(room), b.Channel(room)}
+	}
+	return []string{b.HistoryKey(room)}
+}
+
+// publishRaw publishes payload on room's channel (PUBLISH, or SPUBLISH on a
+// cluster).
+func (b *Redis) publishRaw(ctx context.Context, room string, payload any) error {
+	if b.sharded() {
+		return b.rdb.SPublish(ctx, b.Channel(room), payload).Err()
+	}
+	return b.rdb.Publish(ctx, b.Channel(room), payload).Err()
+}
 
 // Publish implements Broker. With Redis reachable and nothing held, the
 // frame goes through publishScript (in one pipeline with the publishes
@@ -303,7 +389,7 @@ func (b *Redis) PublishDirect(ctx context.Context, room string, frame []byte, to
 	tried := false
 	if b.direct() {
 		tried = true
-		err := b.rdb.Publish(ctx, b.Channel(room), append([]byte{'d'}, frame...)).Err()
+		err := b.publishRaw(ctx, room, append([]byte{'d'}, frame...))
 		if err == nil {
 			b.recent.add(held{room: room, id: history.IDOf(frame), frame: frame, flag: 'd', plain: true})
 			return nil
@@ -463,13 +549,17 @@ func (b *Redis) control() {
 		b.mu.Unlock()
 		// go-redis records the channels even when the command fails, and
 		// resubscribes to them when it reconnects.
+		unsubscribe, subscribe := b.ps.Unsubscribe, b.ps.Subscribe
+		if b.sharded() {
+			unsubscribe, subscribe = b.ps.SUnsubscribe, b.ps.SSubscribe
+		}
 		if len(unsub) > 0 {
-			if err := b.ps.Unsubscribe(b.ctx, unsub...); err != nil && b.ctx.Err() == nil {
+			if err := unsubscribe(b.ctx, unsub...); err != nil && b.ctx.Err() == nil {
 				b.log.Warn("redis unsubscribe failed", "channels", unsub, "err", err)
 			}
 		}
 		if len(sub) > 0 {
-			if err := b.ps.Subscribe(b.ctx, sub...); err != nil && b.ctx.Err() == nil {
+			if err := subscribe(b.ctx, sub...); err != nil && b.ctx.Err() == nil {
 				b.log.Warn("redis subscribe failed; will retry on reconnect", "channels", sub, "err", err)
 			}
 		}
@@ -480,6 +570,17 @@ func (b *Redis) control() {
 // confirmations and reconnections, and recovers missed frames.
 func (b *Redis) receive() {
 	defer b.wg.Done()
+	if b.sharded() {
+		// Before anything reads or pings: a cluster PubSub with no channel
+		// dials a random node, where SSUBSCRIBE of this partition's rooms
+		// would be refused (MOVED); with a channel it dials the master of
+		// that channel's slot, this partition's, and redials it after a
+		// reconnection. go-redis records the channel even when this fails
+		// (the master is down): the loop below then dials the right master.
+		if err := b.ps.SSubscribe(b.ctx, b.keys.PartitionChannel(b.part)); err != nil && b.ctx.Err() == nil {
+			b.log.Warn("redis subscribe failed; will retry on reconnect", "channels", b.keys.PartitionChannel(b.part), "err", err)
+		}
+	}
 	// Waits between reconnection attempts: jittered, so the nodes that lost
 	// Redis together do not come back in one burst.
 	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
@@ -524,7 +625,7 @@ func (b *Redis) receive() {
 		case *redis.Message:
 			b.handle(m)
 		case *redis.Subscription:
-			if room, ok := b.keys.RoomOfChannel(m.Channel); ok && m.Kind == "subscribe" {
+			if room, ok := b.keys.RoomOfChannel(m.Channel); ok && (m.Kind == "subscribe" || m.Kind == "ssubscribe") {
 				b.confirmed(room)
 			}
 		}

@@ -15,7 +15,7 @@ const payloadKick = 'x'
 // it. When Redis cannot be reached this node still kicks its own members,
 // and the error says the others were not told.
 func (b *Redis) Kick(ctx context.Context, room, username string) error {
-	err := b.rdb.Publish(ctx, b.Channel(room), string(rune(payloadKick))+username).Err()
+	err := b.publishRaw(ctx, room, string(rune(payloadKick))+username)
 	if err == nil {
 		return nil
 	}

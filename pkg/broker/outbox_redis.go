@@ -74,7 +74,13 @@ const replayBatchSize = 256
 // KEYS[1] history list; ARGV[1] channel, ARGV[2] frame, ARGV[3] 'k' (keep),
 // 'n' or 'd', ARGV[4] history size, ARGV[5] payload header, ARGV[6] "" or
 // `{"id":"ID"`.
-var replayScript = redis.NewScript(`
+var replayScript = redis.NewScript(replaySrc)
+
+// sreplayScript is replayScript for a Redis Cluster: SPUBLISH on KEYS[2],
+// the room's sharded channel (see spublishScript).
+var sreplayScript = redis.NewScript(shardedSrc(replaySrc))
+
+const replaySrc = `
 if ARGV[3] == 'k' then
   if ARGV[6] ~= '' then
     local tail = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[4]), -1)
@@ -86,7 +92,7 @@ if ARGV[3] == 'k' then
   redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
 end
 return redis.call('PUBLISH', ARGV[1], ARGV[5] .. ARGV[2])
-`)
+`
 
 // held is one frame in the outbox.
 type held struct {
@@ -474,7 +480,7 @@ func (b *Redis) replayBatch() (int, error) {
 	batch, gaps := b.ob.take(min(replayBatchSize, max(1, b.opts.ReplayRate/20)))
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	defer cancel()
-	if err := replayScript.Load(ctx, b.rdb).Err(); err != nil {
+	if err := b.loadReplay(ctx); err != nil {
 		b.ob.finish(0, true, gaps)
 		return 0, fmt.Errorf("loading the replay script: %w", err)
 	}
@@ -529,6 +535,21 @@ func (b *Redis) replayCmd(ctx context.Context, pipe redis.Pipeliner, h held) {
 	if h.plain {
 		header = string([]byte{h.flag})
 	}
-	pipe.EvalSha(ctx, replayScript.Hash(), []string{b.HistoryKey(h.room)},
+	pipe.EvalSha(ctx, b.replay.Hash(), b.scriptKeys(h.room),
 		b.Channel(h.room), h.frame, string([]byte{h.flag}), b.size, header, check)
+}
+
+// loadReplay loads the replay script where the replay will run it: on one
+// Redis, or on a cluster on the master of this partition's slot only — a
+// cluster-wide SCRIPT LOAD would fail while any other master is down, and
+// this partition's replay must not wait for those.
+func (b *Redis) loadReplay(ctx context.Context) error {
+	if cc, ok := b.rdb.(*redis.ClusterClient); ok && b.sharded() {
+		master, err := cc.MasterForKey(ctx, b.keys.PartitionChannel(b.part))
+		if err != nil {
+			return fmt.Errorf("finding the master of partition %d: %w", b.part, err)
+		}
+		return b.replay.Load(ctx, master).Err()
+	}
+	return b.replay.Load(ctx, b.rdb).Err()
 }

@@ -31,10 +31,14 @@ const ClientIDSpan = 1_000_000_000
 
 // RedisPresenceOptions configure RedisPresence.
 type RedisPresenceOptions struct {
-	// Client is the connection to Redis. Required; not closed by presence.
-	Client *redis.Client
+	// Client is the connection to Redis (a *redis.ClusterClient for a
+	// cluster). Required; not closed by presence.
+	Client redis.UniversalClient
 	// KeyPrefix namespaces the keys. Zero means no prefix.
 	KeyPrefix string
+	// Partitions selects Redis Cluster key names when positive (see
+	// internal/rediskeys); the broker's RedisOptions.Partitions. Zero: one Redis.
+	Partitions int
 	// TTL is how long a node's heartbeat key lives; it is refreshed every
 	// TTL/3, and a node silent for TTL is dead: its members are removed and
 	// `offline` goes out for them. Zero means 10s.
@@ -49,7 +53,10 @@ type RedisPresenceOptions struct {
 // RedisPresence keeps the members of every room across nodes in Redis.
 //
 // Its keys (P+"nodes", P+"node:"+N, P+"members:"+ROOM…) are listed and
-// named in internal/rediskeys.
+// named in internal/rediskeys. On a Redis Cluster they are spread over the
+// masters: every command touches one key, pipelines are plain (split per
+// master by go-redis), and a heartbeat that cannot be read (its master is
+// down) counts as alive.
 //
 // Add and Remove never block on Redis: they update the node's local view and
 // queue the write for presence's goroutine. Members lists this node's members
@@ -58,7 +65,7 @@ type RedisPresenceOptions struct {
 // SET NX): it deletes its members and reports each through OnExpired.
 type RedisPresence struct {
 	opts RedisPresenceOptions
-	rdb  *redis.Client
+	rdb  redis.UniversalClient
 	keys rediskeys.Keys
 	log  *slog.Logger
 	node int64
@@ -93,7 +100,7 @@ func NewRedisPresence(opts RedisPresenceOptions) *RedisPresence {
 	p := &RedisPresence{
 		opts:  opts,
 		rdb:   opts.Client,
-		keys:  rediskeys.Keys{Prefix: opts.KeyPrefix},
+		keys:  rediskeys.Keys{Prefix: opts.KeyPrefix, Partitions: opts.Partitions},
 		log:   opts.Log,
 		ttl:   opts.TTL,
 		local: map[string]map[int64]Member{},
@@ -209,11 +216,14 @@ func (p *RedisPresence) Members(ctx context.Context, room string) ([]Member, err
 		for node := range byNode {
 			alive[node] = pipe.Exists(ctx, p.keys.Node(node))
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
+		if _, err := pipe.Exec(ctx); err != nil && !p.keys.Cluster() {
 			return out, err
 		}
 		for node, ms := range byNode {
-			if alive[node].Val() == 1 {
+			// On a cluster a node's heartbeat may live on a master that is
+			// down while the room's is up: such a node is taken as alive,
+			// as the reaper does (it reaps only a heartbeat known gone).
+			if c := alive[node]; c.Val() == 1 || c.Err() != nil {
 				out = append(out, ms...)
 			}
 		}
@@ -233,7 +243,14 @@ func (p *RedisPresence) Close() error {
 		p.flush(ctx)
 		me := strconv.FormatInt(p.node, 10)
 		rooms, _ := p.rdb.SMembers(ctx, p.keys.NodeRooms(me)).Result()
+		// One MULTI on one Redis. A cluster's MULTI cannot span slots, and
+		// these keys are spread over them: a plain pipeline there (go-redis
+		// splits it per master). Nothing needs the removal to be atomic:
+		// what a failure leaves, the reaper removes once the heartbeat is gone.
 		pipe := p.rdb.TxPipeline()
+		if p.keys.Cluster() {
+			pipe = p.rdb.Pipeline()
+		}
 		for _, room := range rooms {
 			p.mu.Lock()
 			for id := range p.local[room] {
@@ -241,7 +258,8 @@ func (p *RedisPresence) Close() error {
 			}
 			p.mu.Unlock()
 		}
-		pipe.Del(ctx, p.keys.Node(me), p.keys.NodeRooms(me))
+		pipe.Del(ctx, p.keys.Node(me)) // one DEL per key: a DEL of both would be CROSSSLOT
+		pipe.Del(ctx, p.keys.NodeRooms(me))
 		pipe.SRem(ctx, p.keys.Nodes(), me)
 		_, _ = pipe.Exec(ctx)
 	})

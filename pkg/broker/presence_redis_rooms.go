@@ -47,13 +47,17 @@ func (p *RedisPresence) Rooms(ctx context.Context) (map[string]int, error) {
 		alive[i] = pipe.Exists(ctx, p.keys.Node(n))
 		rooms[i] = pipe.SMembers(ctx, p.keys.NodeRooms(n))
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	// On a cluster the keys below are spread over the masters: with one of
+	// them down, what the others answer is counted (a node whose heartbeat
+	// cannot be read is taken as alive, as Members does; a room whose hash
+	// cannot be read is left out). On one Redis a failure is the answer.
+	if _, err := pipe.Exec(ctx); err != nil && !p.keys.Cluster() {
 		return out, err
 	}
 	live := map[string]bool{}
 	candidates := map[string]bool{}
 	for i, n := range others {
-		if alive[i].Val() != 1 {
+		if alive[i].Val() != 1 && alive[i].Err() == nil {
 			continue
 		}
 		live[n] = true
@@ -69,7 +73,7 @@ func (p *RedisPresence) Rooms(ctx context.Context) (map[string]int, error) {
 	for r := range candidates {
 		fields[r] = pipe.HKeys(ctx, p.keys.Members(r))
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !p.keys.Cluster() {
 		return out, err
 	}
 	for r, cmd := range fields {

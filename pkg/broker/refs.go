@@ -161,7 +161,7 @@ func (m *MemoryRefs) Release(_ context.Context, key string) {
 // RedisRefs keeps refs in Redis as PREFIX ref:ROOM:HASH → id, with a TTL, so
 // every node of a cluster sees them.
 type RedisRefs struct {
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	keys    rediskeys.Keys
 	ttl     time.Duration
 	pending time.Duration // see PendingTTL
@@ -169,13 +169,15 @@ type RedisRefs struct {
 }
 
 // NewRedisRefs returns refs kept in Redis under prefix: accepted ones for
-// ttl, pending claims for pending (see PendingTTL). log gets the warnings of
-// an unreachable Redis (nil: slog.Default()).
-func NewRedisRefs(rdb *redis.Client, prefix string, ttl, pending time.Duration, log *slog.Logger) *RedisRefs {
+// ttl, pending claims for pending (see PendingTTL). partitions selects a
+// Redis Cluster's key names when positive (see RedisOptions.Partitions; rdb
+// is then a *redis.ClusterClient). log gets the warnings of an unreachable
+// Redis (nil: slog.Default()).
+func NewRedisRefs(rdb redis.UniversalClient, prefix string, partitions int, ttl, pending time.Duration, log *slog.Logger) *RedisRefs {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &RedisRefs{rdb: rdb, keys: rediskeys.Keys{Prefix: prefix}, ttl: ttl, pending: pending, log: log}
+	return &RedisRefs{rdb: rdb, keys: rediskeys.Keys{Prefix: prefix, Partitions: partitions}, ttl: ttl, pending: pending, log: log}
 }
 
 // Key implements Refs.

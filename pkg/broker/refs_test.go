@@ -15,7 +15,7 @@ func TestRefs(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	stores := map[string]func(pending time.Duration) Refs{
 		"memory": func(pending time.Duration) Refs { return NewMemoryRefs(time.Minute, pending, 0) },
-		"redis":  func(pending time.Duration) Refs { return NewRedisRefs(rdb, prefix, time.Minute, pending, nil) },
+		"redis":  func(pending time.Duration) Refs { return NewRedisRefs(rdb, prefix, 0, time.Minute, pending, nil) },
 	}
 	ctx := context.Background()
 	for name, newRefs := range stores {

@@ -142,6 +142,7 @@ func newBenchRooms() *cobra.Command {
 func newBenchConns() *cobra.Command {
 	var cfg bench.ConnsConfig
 	var jsonOnly bool
+	var addrs []string
 	cmd := &cobra.Command{
 		Use:   "conns",
 		Short: "N idle connections (a join storm into one room by default); join time, server RSS per connection",
@@ -149,8 +150,10 @@ func newBenchConns() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signalContext()
 			defer stop()
-			ctx, cancel := context.WithTimeout(ctx, cfg.Settle+cfg.Hold+10*time.Minute)
+			ctx, cancel := context.WithTimeout(ctx, cfg.Settle+cfg.Hold+cfg.CheckTimeout+10*time.Minute)
 			defer cancel()
+			cfg.Addrs = addrs
+			cfg.APIKey = os.Getenv("CHATSERVER_BENCH_API_KEY")
 			res, err := bench.Conns(ctx, cfg)
 			if err != nil {
 				return benchError(err)
@@ -158,18 +161,31 @@ func newBenchConns() *cobra.Command {
 			if !jsonOnly {
 				res.WriteText(cmd.OutOrStdout())
 			}
-			return bench.WriteJSON(cmd.OutOrStdout(), res)
+			if err := bench.WriteJSON(cmd.OutOrStdout(), res); err != nil {
+				return err
+			}
+			if err := res.CheckError(); err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8000", "server HOST:PORT (loopback only)")
+	f.StringSliceVar(&addrs, "addr", []string{"127.0.0.1:8000"}, "server HOST:PORT (loopback only); several (repeated or comma-separated: the nodes of a cluster) spread members round-robin over them")
 	f.StringVar(&cfg.Room, "room", "idle", "room (the prefix of room-0, room-1, … with --rooms)")
 	f.IntVarP(&cfg.Conns, "conns", "n", 1000, "connections")
 	f.IntVar(&cfg.Rooms, "rooms", 1, "spread the connections over this many rooms")
+	f.IntVar(&cfg.Offset, "offset", 0, "number of this generator's first member among several generators' (member j: node j % nodes, room (j / nodes) % rooms)")
+	f.StringVar(&cfg.Sync, "sync", "", "folder where --generators processes of one run meet (before dialling, once joined, after the check)")
+	f.IntVar(&cfg.Generators, "generators", 1, "generator processes meeting in --sync")
+	f.StringVar(&cfg.Check, "check", "", "run tag: once every generator joined, check that each member gets its room's check message exactly once (exit 1 if not)")
+	f.BoolVar(&cfg.Post, "post", false, "post the check messages, one per room, through the server API (key in $CHATSERVER_BENCH_API_KEY); one generator of a run")
+	f.DurationVar(&cfg.CheckTimeout, "check-timeout", 30*time.Second, "longest wait for the check's deliveries")
 	f.DurationVar(&cfg.Settle, "settle", 3*time.Second, "pause after the last join before reading the server's RSS")
 	f.DurationVar(&cfg.Hold, "hold", 0, "keep the connections open this long after measuring")
 	f.BoolVar(&cfg.Compress, "compress", false, "offer permessage-deflate")
-	f.IntVar(&cfg.PID, "pid", 0, "server PID: report its RSS per connection from /proc")
+	f.IntVar(&cfg.DialConcurrency, "dial-concurrency", 200, "simultaneous handshakes")
+	f.IntSliceVar(&cfg.PIDs, "pid", nil, "server PID: report its RSS per connection from /proc; several: one per --addr, in order (each node's RSS over the members on it)")
 	f.BoolVar(&jsonOnly, "json", false, "print only the JSON line")
 	return cmd
 }

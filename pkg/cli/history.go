@@ -123,15 +123,39 @@ func openStore(cmd *cobra.Command, verb, done string) (history.Store, error) {
 		return nil, usageError{fmt.Errorf("history %s: %s uses history.store: memory, which lives inside the running server's process and cannot be %s from another one; use history.store: redis",
 			verb, cfg.Source, done)}
 	}
-	st, err := history.NewRedis(history.RedisOptions{
+	opts := history.RedisOptions{
 		URL: cfg.Redis.URL, KeyPrefix: cfg.Redis.KeyPrefix, Size: cfg.History.Size,
 		Logger: slog.New(slog.DiscardHandler), // errors reach the user as the command's error
-	})
-	if err != nil {
-		return nil, &config.Error{Source: cfg.Source, Key: "redis.url", Err: err}
 	}
-	return st, nil
+	if !cfg.Redis.Cluster() {
+		st, err := history.NewRedis(opts)
+		if err != nil {
+			return nil, &config.Error{Source: cfg.Source, Key: "redis.url", Err: err}
+		}
+		return st, nil
+	}
+	// A cluster: the server's client (its timeouts, credentials and TLS)
+	// and the cluster's key names; a room is one key, on its slot's master.
+	rdb, err := server.NewRedisClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts.Client, opts.Partitions = rdb, cfg.Redis.ClusterPartitions
+	st, err := history.NewRedis(opts)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	return closeBoth{st, rdb}, nil
 }
+
+// closeBoth is a store whose Close closes the client it was given too.
+type closeBoth struct {
+	history.Store
+	client io.Closer
+}
+
+func (c closeBoth) Close() error { return errors.Join(c.Store.Close(), c.client.Close()) }
 
 // writeEntries prints entries in format: jsonl and json keep each envelope's
 // bytes exactly as stored (as broadcast).

@@ -6,8 +6,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/chatserver/chatserver/pkg/pipeline"
@@ -112,7 +114,24 @@ type Redis struct {
 	URL string `mapstructure:"url"`
 	// KeyPrefix namespaces every key. Default "chatserver:".
 	KeyPrefix string `mapstructure:"key_prefix"`
+	// ClusterAddrs are seed addresses of a Redis Cluster (host:port, or
+	// redis:// / rediss:// URLs carrying the user, password and TLS of
+	// every node). Set, every Redis use goes to the cluster and URL must be
+	// left at its default; keys get hash tags (internal/rediskeys). Default
+	// empty: one Redis at URL. Env: CHATSERVER_REDIS_CLUSTER_ADDRS, comma-separated.
+	ClusterAddrs []string `mapstructure:"cluster_addrs"`
+	// ClusterPartitions is the number of partitions rooms are spread over in
+	// a cluster: each is a hash tag (one slot) and one sharded Pub/Sub
+	// connection per node. It names the keys, so it is fixed for the life of
+	// the data. Default 64.
+	ClusterPartitions int `mapstructure:"cluster_partitions"`
 }
+
+// DefaultRedisURL is redis.url when the config leaves it out.
+const DefaultRedisURL = "redis://127.0.0.1:6379/0"
+
+// Cluster reports whether the config selects a Redis Cluster.
+func (r Redis) Cluster() bool { return len(r.ClusterAddrs) > 0 }
 
 // Broker selects how events reach the members of a room.
 type Broker struct {
@@ -302,7 +321,10 @@ func (c *Config) Validate() error {
 	if c.Broker.NodeTTL < 300*time.Millisecond {
 		return bad("broker.node_ttl", "must be at least 300ms, got %v", c.Broker.NodeTTL)
 	}
-	if c.History.Store == "redis" || c.Broker.Type == "redis" {
+	if err := c.Redis.validateCluster(bad); err != nil {
+		return err
+	}
+	if (c.History.Store == "redis" || c.Broker.Type == "redis") && !c.Redis.Cluster() {
 		u, err := url.Parse(c.Redis.URL)
 		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
 			return bad("redis.url", "not a redis:// URL: %q", c.Redis.URL)
@@ -350,4 +372,82 @@ func (l *Limits) validate(bad func(key, format string, args ...any) error) error
 		return bad("limits.handshake_timeout", "must be positive, got %v", l.HandshakeTimeout)
 	}
 	return nil
+}
+
+// validateCluster checks redis.cluster_addrs and redis.cluster_partitions.
+// Both url and cluster_addrs set is an error naming both keys: which one a
+// node would use must not be a guess. The url's default does not count as
+// set (the embedded config has it), so a file that sets only cluster_addrs
+// is fine.
+func (r Redis) validateCluster(bad func(key, format string, args ...any) error) error {
+	if r.ClusterPartitions < 1 || r.ClusterPartitions > 16384 {
+		return bad("redis.cluster_partitions", "must be between 1 and 16384, got %d", r.ClusterPartitions)
+	}
+	if !r.Cluster() {
+		return nil
+	}
+	if r.URL != "" && r.URL != DefaultRedisURL {
+		return bad("redis.cluster_addrs", "redis.url and redis.cluster_addrs are both set; a cluster is reached through cluster_addrs alone (put its credentials and rediss:// in the addresses)")
+	}
+	if strings.ContainsAny(r.KeyPrefix, "{}") {
+		return bad("redis.key_prefix", "must not hold '{' or '}' with redis.cluster_addrs: the braces would be the keys' hash tag, got %q", r.KeyPrefix)
+	}
+	var first *ClusterAddr
+	for i, s := range r.ClusterAddrs {
+		a, err := ParseClusterAddr(s)
+		if err != nil {
+			return bad(fmt.Sprintf("redis.cluster_addrs[%d]", i), "%v", err)
+		}
+		if !a.URL {
+			continue
+		}
+		if first == nil {
+			first = &a
+		} else if a.Username != first.Username || a.Password != first.Password || a.TLS != first.TLS {
+			return bad(fmt.Sprintf("redis.cluster_addrs[%d]", i), "every URL must give the same scheme, user and password (one client reaches every node)")
+		}
+	}
+	return nil
+}
+
+// ClusterAddr is one parsed entry of redis.cluster_addrs.
+type ClusterAddr struct {
+	Addr               string // host:port
+	Username, Password string // from a URL's user info
+	TLS                bool   // rediss://
+	URL                bool   // the entry was a URL
+}
+
+// ParseClusterAddr reads a cluster seed: host:port, or a redis:// or
+// rediss:// URL with host:port and optional user info (no path, no query).
+func ParseClusterAddr(s string) (ClusterAddr, error) {
+	if !strings.Contains(s, "://") {
+		host, port, err := net.SplitHostPort(s)
+		if err != nil || host == "" || port == "" {
+			return ClusterAddr{}, fmt.Errorf("want host:port or a redis:// URL, got %q", s)
+		}
+		return ClusterAddr{Addr: s}, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Port() == "" || u.Hostname() == "" {
+		return ClusterAddr{}, fmt.Errorf("want host:port or redis[s]://[user:password@]host:port, got %q", redactURL(s))
+	}
+	if (u.Path != "" && u.Path != "/" && u.Path != "/0") || u.RawQuery != "" {
+		return ClusterAddr{}, fmt.Errorf("a cluster has one database and takes no options in its addresses: %q", redactURL(s))
+	}
+	a := ClusterAddr{Addr: u.Host, TLS: u.Scheme == "rediss", URL: true}
+	if u.User != nil {
+		a.Username = u.User.Username()
+		a.Password, _ = u.User.Password()
+	}
+	return a, nil
+}
+
+// redactURL hides a password in an error message.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	return u.Redacted()
 }

@@ -1,10 +1,13 @@
 package history
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 
 	"github.com/chatserver/chatserver/internal/backoff"
 	"github.com/chatserver/chatserver/internal/rediskeys"
+	"github.com/chatserver/chatserver/internal/redisping"
 )
 
 // RedisOptions configure a Redis store. URL or Client is required.
@@ -26,11 +30,15 @@ type RedisOptions struct {
 	// not close it; its owner closes it after Close returned. It should not
 	// retry commands itself (MaxRetries -1): the writer retries, in order.
 	// Nil: the store dials URL and closes that client on Close.
-	Client *redis.Client
+	Client redis.UniversalClient
 	// KeyPrefix namespaces every key: room R lives in the LIST
 	// KeyPrefix+"history:"+R. Empty means no prefix, as for the Redis broker,
 	// which writes the same lists (the config's default is "chatserver:").
 	KeyPrefix string
+	// Partitions selects Redis Cluster key names (hash-tagged, see
+	// internal/rediskeys) when positive; Client must then be a
+	// *redis.ClusterClient. Zero means one Redis and the plain names.
+	Partitions int
 	// Size is the number of entries kept per room. Default 100.
 	Size int
 	// QueueSize bounds the entries waiting to be written (besides the one
@@ -71,12 +79,15 @@ type RedisOptions struct {
 // room's entries and its LTRIM, so each room's append-and-trim is atomic. While
 // Redis is unreachable the writer retries with backoff, keeping the order;
 // entries are written at least once (a batch whose reply was lost is written
-// again). Recent reads Redis and adds the entries of the room not yet written,
+// again). On a Redis Cluster (Partitions > 0) a batch is one MULTI/EXEC per
+// partition of its rooms, sent together, and a partition whose master is
+// down waits in the queue while the others are written (see write).
+// Recent reads Redis and adds the entries of the room not yet written,
 // so a reader sees its own writes; when Redis is down Recent fails rather than
 // return a history with a hole in it.
 type Redis struct {
 	opts   RedisOptions
-	client *redis.Client
+	client redis.UniversalClient
 	owned  bool // client was dialled by the store, which closes it
 	keys   rediskeys.Keys
 	log    *slog.Logger
@@ -141,7 +152,8 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	client, owned := opts.Client, false
+	client := opts.Client
+	owned := false
 	if client == nil {
 		// The writer does its own retrying, in order; go-redis must not retry
 		// behind its back, nor wait long for a dead server.
@@ -154,12 +166,12 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 		client, owned = redis.NewClient(ro), true
 	}
-	addr := client.Options().Addr
+	addr := clientAddr(client)
 	r := &Redis{
 		opts:   opts,
 		client: client,
 		owned:  owned,
-		keys:   rediskeys.Keys{Prefix: opts.KeyPrefix},
+		keys:   rediskeys.Keys{Prefix: opts.KeyPrefix, Partitions: opts.Partitions},
 		log:    opts.Logger.With("store", "redis", "addr", addr),
 		addr:   addr,
 		wake:   make(chan struct{}, 1),
@@ -361,7 +373,7 @@ func (r *Redis) Delete(ctx context.Context, room, id string) error {
 func (r *Redis) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.OpTimeout)
 	defer cancel()
-	if err := r.client.Ping(ctx).Err(); err != nil {
+	if err := redisping.Ping(ctx, r.client); err != nil {
 		return fmt.Errorf("redis history store %s: %w", r.addr, err)
 	}
 	return nil
@@ -491,17 +503,16 @@ func (r *Redis) run() {
 			bo.Reset()
 			continue
 		}
-		err := r.write(batch)
+		failed, err := r.write(batch)
 		var dropped, logDrops int
 		r.mu.Lock()
 		if err != nil {
 			// Back at the head of the queue: the order is kept, and so is
 			// the bound (the oldest go first).
-			r.queue = append(append(make([]pending, 0, len(batch)+len(r.queue)), batch...), r.queue...)
+			r.queue = append(append(make([]pending, 0, len(failed)+len(r.queue)), failed...), r.queue...)
 			dropped, logDrops = r.trimLocked(r.opts.QueueSize)
-		} else {
-			clear(batch)
 		}
+		clear(batch)
 		r.inflight = nil
 		r.depthLocked()
 		r.mu.Unlock()
@@ -563,8 +574,50 @@ func (r *Redis) takeBatch() []pending {
 }
 
 // write sends batch in one MULTI/EXEC: per room, in order of first
-// appearance, an RPUSH of its entries and an LTRIM to the last Size.
-func (r *Redis) write(batch []pending) error {
+// appearance, an RPUSH of its entries and an LTRIM to the last Size. In a
+// Redis Cluster a MULTI cannot span slots, so each partition's rooms (one
+// slot, see rediskeys) get a MULTI/EXEC of their own, all sent at once; it
+// returns the entries of the partitions that failed (a dead master's), in
+// order, which go back in the queue while the others are written.
+func (r *Redis) write(batch []pending) ([]pending, error) {
+	if !r.keys.Cluster() {
+		if err := r.writeTx(batch); err != nil {
+			return batch, err
+		}
+		return nil, nil
+	}
+	var parts []int
+	byPart := map[int][]pending{}
+	for _, p := range batch {
+		n := r.keys.Partition(p.room)
+		if _, ok := byPart[n]; !ok {
+			parts = append(parts, n)
+		}
+		byPart[n] = append(byPart[n], p)
+	}
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, n := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = r.writeTx(byPart[n])
+		}()
+	}
+	wg.Wait()
+	var failed []pending
+	var first error
+	for _, p := range batch { // the batch's order, for the queue
+		if i := slices.Index(parts, r.keys.Partition(p.room)); errs[i] != nil {
+			failed = append(failed, p)
+			first = cmp.Or(first, errs[i])
+		}
+	}
+	return failed, first
+}
+
+// writeTx writes entries (of one slot, in a cluster) in one MULTI/EXEC.
+func (r *Redis) writeTx(batch []pending) error {
 	var rooms []string
 	byRoom := map[string][]any{}
 	for _, p := range batch {
@@ -586,10 +639,21 @@ func (r *Redis) write(batch []pending) error {
 	return err
 }
 
+// clientAddr names the Redis a client talks to, for logs and errors.
+func clientAddr(c redis.UniversalClient) string {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().Addr
+	case *redis.ClusterClient:
+		return "cluster " + strings.Join(c.Options().Addrs, ",")
+	}
+	return "redis"
+}
+
 func (r *Redis) probe() error {
 	ctx, cancel := context.WithTimeout(context.Background(), r.opts.OpTimeout)
 	defer cancel()
-	return r.client.Ping(ctx).Err()
+	return redisping.Ping(ctx, r.client)
 }
 
 var _ Store = (*Redis)(nil)

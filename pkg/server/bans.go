@@ -30,7 +30,7 @@ import (
 // server's Redis client, its key prefix), else in memory.
 func (s *Server) newBans() broker.Bans {
 	if s.cluster {
-		return broker.NewRedisBans(s.rdb, s.cfg.Redis.KeyPrefix)
+		return broker.NewRedisBans(s.rdb, s.cfg.Redis.KeyPrefix, s.partitions())
 	}
 	return broker.NewMemoryBans(0)
 }

@@ -47,9 +47,10 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 	}
 	s.cluster = true
 	m := s.metrics
-	b := broker.NewRedis(broker.RedisOptions{
+	opts := broker.RedisOptions{
 		Client:        s.rdb,
 		KeyPrefix:     s.cfg.Redis.KeyPrefix,
+		Partitions:    s.partitions(),
 		HistorySize:   s.cfg.History.Size,
 		Deliver:       deliver,
 		Kick:          s.kickLocal,
@@ -69,18 +70,35 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 		OnReplayed:     func(n int) { m.BrokerReplayed.Add(float64(n)) },
 		PublishBatch:   s.cfg.Broker.PublishBatch,
 		NoPublishBatch: s.cfg.Broker.PublishBatch == 0,
-	})
+	}
+	var b broker.Broker
+	if s.cfg.Redis.Cluster() {
+		b = broker.NewRedisCluster(opts)
+	} else {
+		b = broker.NewRedis(opts)
+	}
 	p := broker.NewRedisPresence(broker.RedisPresenceOptions{
-		Client:    s.rdb,
-		KeyPrefix: s.cfg.Redis.KeyPrefix,
-		TTL:       s.cfg.Broker.NodeTTL,
-		Log:       s.log,
-		OnExpired: func(room string, mem broker.Member) { s.announceOffline(b, room, mem) },
+		Client:     s.rdb,
+		KeyPrefix:  s.cfg.Redis.KeyPrefix,
+		Partitions: s.partitions(),
+		TTL:        s.cfg.Broker.NodeTTL,
+		Log:        s.log,
+		OnExpired:  func(room string, mem broker.Member) { s.announceOffline(b, room, mem) },
 	})
 	s.presence = p
 	s.clientBase = p.Node() * broker.ClientIDSpan
 	s.log.Info("cluster node", "node", p.Node(), "first_client_id", s.clientBase+1)
 	return b, nil
+}
+
+// partitions is the number of hash-tag partitions of the Redis keys: the
+// config's redis.cluster_partitions on a Redis Cluster, 0 (plain names) on
+// one Redis.
+func (s *Server) partitions() int {
+	if s.cfg.Redis.Cluster() {
+		return s.cfg.Redis.ClusterPartitions
+	}
+	return 0
 }
 
 // gapFrame is the envelope that tells the members of room on other nodes,

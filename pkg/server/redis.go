@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/tls"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,23 +17,69 @@ func needsRedis(cfg *config.Config, opts Options) bool {
 		(opts.NewBroker == nil && cfg.Broker.Type == "redis")
 }
 
-// newRedisClient dials (lazily) the server's one Redis client, from
-// redis.url. The history store, broker, presence, refs and bans all use it;
-// Shutdown closes it once they have stopped.
-func newRedisClient(cfg *config.Config) (*redis.Client, error) {
+// Timeouts of the server's Redis client. Short: a publish waits at most
+// this long before it is delivered locally and held in the broker's outbox
+// when Redis (or, in a cluster, the master of its room) is gone.
+const (
+	redisDialTimeout = time.Second
+	redisIOTimeout   = 2 * time.Second
+)
+
+// NewRedisClient dials (lazily) the server's one Redis client: a
+// redis.ClusterClient when redis.cluster_addrs is set, else a client of
+// redis.url. The history store, broker, presence, refs and bans all use it
+// (and `chatserver history`); the server's Shutdown closes it once they have
+// stopped.
+//
+// No retries (MaxRetries -1): a publish whose reply timed out may have run,
+// and a retry would run it again (twice in history). A failed publish is held
+// in the broker's outbox instead, and its replay checks the history first.
+// The history store's writer retries its batches itself, in order. Presence,
+// refs and bans treat a failed command as they treat Redis being away
+// (resync later, fail open). A cluster client still follows MOVED and ASK
+// redirects (MaxRedirects, 3): a redirected command was not run.
+func NewRedisClient(cfg *config.Config) (redis.UniversalClient, error) {
+	if cfg.Redis.Cluster() {
+		return newRedisClusterClient(cfg)
+	}
 	opt, err := redis.ParseURL(cfg.Redis.URL)
 	if err != nil {
 		return nil, &config.Error{Source: cfg.Source, Key: "redis.url", Err: err}
 	}
-	// Short timeouts: a publish waits at most this long before it is
-	// delivered locally and held in the broker's outbox when Redis is gone.
-	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, 2*time.Second, 2*time.Second
-	// No retries: a publish whose reply timed out may have run, and a retry
-	// would run it again (twice in history). A failed publish is held in the
-	// broker's outbox instead, and its replay checks the history first.
-	// The history store's writer retries its batches itself, in order.
-	// Presence, refs and bans treat a failed command as they treat Redis
-	// being away (resync later, fail open).
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
 	opt.MaxRetries = -1
 	return redis.NewClient(opt), nil
+}
+
+// newRedisClusterClient is NewRedisClient for redis.cluster_addrs. User,
+// password and TLS come from the addresses given as URLs (config.Validate
+// checked they agree), as redis.url gives them for one Redis; TLS verifies
+// the nodes' certificates with the system roots, as ParseURL does.
+func newRedisClusterClient(cfg *config.Config) (*redis.ClusterClient, error) {
+	opt := &redis.ClusterOptions{
+		DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
+		MaxRetries: -1,
+		// One dial per command: a dead master refuses at once, and the
+		// frames of its rooms must fall back to the outbox at once, not
+		// after go-redis's five dials with backoff (each frame of such a
+		// room also claims and accepts its ref there).
+		DialerRetries: 1,
+	}
+	for i, s := range cfg.Redis.ClusterAddrs {
+		a, err := config.ParseClusterAddr(s)
+		if err != nil {
+			return nil, &config.Error{Source: cfg.Source, Key: fmt.Sprintf("redis.cluster_addrs[%d]", i), Err: err}
+		}
+		opt.Addrs = append(opt.Addrs, a.Addr)
+		if a.URL {
+			opt.Username, opt.Password = a.Username, a.Password
+			if a.TLS {
+				// No ServerName: crypto/tls takes each node's host from the
+				// address it dials, so nodes found through CLUSTER SLOTS
+				// are verified under their own names.
+				opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+		}
+	}
+	return redis.NewClusterClient(opt), nil
 }

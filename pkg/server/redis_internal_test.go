@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatserver/chatserver/internal/rediskeys"
 	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/pkg/broker"
 	"github.com/chatserver/chatserver/pkg/config"
@@ -23,9 +24,11 @@ func TestOneRedisClient(t *testing.T) {
 		name       string
 		brokerType string
 		wantShared bool // refs and bans in Redis
+		cluster    bool // on the shared Redis Cluster (redistest.ClusterAddrs)
 	}{
-		{"store redis, broker local", "local", false},
-		{"store redis, broker redis", "redis", true},
+		{"store redis, broker local", "local", false, false},
+		{"store redis, broker redis", "redis", true, false},
+		{"cluster, broker redis", "redis", true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,12 +40,22 @@ func TestOneRedisClient(t *testing.T) {
 			cfg.Broker.Type = tt.brokerType
 			cfg.Redis.URL = redistest.SharedURL
 			cfg.Redis.KeyPrefix = redistest.Prefix(t)
+			keys := rediskeys.Keys{Prefix: cfg.Redis.KeyPrefix}
+			if tt.cluster {
+				_, cfg.Redis.KeyPrefix = redistest.ClusterClient(t) // its keys are deleted at the end
+				cfg.Redis.URL = config.DefaultRedisURL
+				cfg.Redis.ClusterAddrs = redistest.ClusterAddrs(t)
+				keys = rediskeys.Keys{Prefix: cfg.Redis.KeyPrefix, Partitions: cfg.Redis.ClusterPartitions}
+			}
 			s, err := New(cfg, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if s.rdb == nil {
 				t.Fatal("no Redis client")
+			}
+			if _, ok := s.rdb.(*redis.ClusterClient); ok != tt.cluster {
+				t.Fatalf("the server's client is a %T", s.rdb)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -56,7 +69,7 @@ func TestOneRedisClient(t *testing.T) {
 			if err := s.store.(interface{ Flush(context.Context) error }).Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if n, err := s.rdb.LLen(ctx, cfg.Redis.KeyPrefix+"history:lobby").Result(); err != nil || n != 1 {
+			if n, err := s.rdb.LLen(ctx, keys.History("lobby")).Result(); err != nil || n != 1 {
 				t.Fatalf("LLEN through the server's client = %d, %v; want 1", n, err)
 			}
 			if !seen.has("rpush") {

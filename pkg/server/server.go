@@ -80,7 +80,7 @@ type Server struct {
 	// rdb is the server's one Redis client, shared by the history store,
 	// broker, presence, refs and bans; nil when none of them uses Redis.
 	// Shutdown closes it after all of them.
-	rdb *redis.Client
+	rdb redis.UniversalClient
 	// cluster is set when the Redis broker is in use: refs and bans then
 	// live in Redis too, so every node sees them.
 	cluster bool
@@ -129,13 +129,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, &config.Error{Source: cfg.Source, Key: "templates.dir", Err: err}
 	}
 	if needsRedis(cfg, opts) {
-		if s.rdb, err = newRedisClient(cfg); err != nil {
+		if s.rdb, err = NewRedisClient(cfg); err != nil {
 			return nil, err
 		}
 	}
 	s.store = opts.Store
 	if s.store == nil {
-		if s.store, err = newStore(cfg, s.rdb, s.log, s.metrics); err != nil {
+		if s.store, err = newStore(cfg, s.rdb, s.partitions(), s.log, s.metrics); err != nil {
 			return nil, err
 		}
 	}
@@ -150,7 +150,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.bans = s.newBans()
 	pending := broker.PendingTTL(cfg.Plugins.Timeout, cfg.WebSocket.RefTTL)
 	if s.cluster {
-		s.refs = broker.NewRedisRefs(s.rdb, cfg.Redis.KeyPrefix, cfg.WebSocket.RefTTL, pending, s.log)
+		s.refs = broker.NewRedisRefs(s.rdb, cfg.Redis.KeyPrefix, s.partitions(), cfg.WebSocket.RefTTL, pending, s.log)
 	} else {
 		s.refs = broker.NewMemoryRefs(cfg.WebSocket.RefTTL, pending, 0)
 	}
@@ -199,13 +199,13 @@ func (s *Server) idleTimeout() time.Duration {
 // newStore opens the history store the config names; a Redis store uses rdb,
 // the server's client. A Redis store does not wait for Redis: it connects in
 // the background (see history.Redis).
-func newStore(cfg *config.Config, rdb *redis.Client, log *slog.Logger, m *metrics.Metrics) (history.Store, error) {
+func newStore(cfg *config.Config, rdb redis.UniversalClient, partitions int, log *slog.Logger, m *metrics.Metrics) (history.Store, error) {
 	switch cfg.History.Store {
 	case "memory":
 		return history.NewMemory(cfg.History.Size), nil
 	case "redis":
 		st, err := history.NewRedis(history.RedisOptions{
-			Client: rdb, KeyPrefix: cfg.Redis.KeyPrefix, Size: cfg.History.Size, Logger: log,
+			Client: rdb, KeyPrefix: cfg.Redis.KeyPrefix, Partitions: partitions, Size: cfg.History.Size, Logger: log,
 			CloseTimeout: cfg.Server.ShutdownTimeout / 2, // the rest is for the clients
 			OnDropped:    func(n int) { m.HistoryDropped.Add(float64(n)) },
 			OnQueueDepth: func(n int) { m.HistoryQueueDepth.Set(float64(n)) },

@@ -92,6 +92,13 @@ func startNode(t *testing.T, name, prefix string) *node {
 // startNodeOn is startNode with the Redis at raddr.
 func startNodeOn(t *testing.T, name, prefix, raddr string) *node {
 	t.Helper()
+	return startNodeWith(t, name, prefix, fmt.Sprintf("url: \"redis://%s/0\"", raddr))
+}
+
+// startNodeWith is startNode with redisConf (a line under redis:, e.g.
+// `url: "redis://…"` or `cluster_addrs: […]`) saying where Redis is.
+func startNodeWith(t *testing.T, name, prefix, redisConf string) *node {
+	t.Helper()
 	addr := freePort(t)
 	cfg := fmt.Sprintf(`server:
   addr: %q
@@ -100,7 +107,7 @@ history:
   store: redis
   size: 100
 redis:
-  url: "redis://%s/0"
+  %s
   key_prefix: %q
 broker:
   type: redis
@@ -115,7 +122,7 @@ pipelines:
     - use: render_html
     - use: history
     - use: broadcast
-`, addr, raddr, prefix, apiKey)
+`, addr, redisConf, prefix, apiKey)
 	file := filepath.Join(t.TempDir(), name+".yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
