@@ -286,13 +286,7 @@ func (c *Cluster) Failover(t testing.TB, replica *ClusterNode) {
 	// old master.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		slot, agreed := -1, true
-		for _, s := range mustSlots(t, replica) {
-			if len(s.Nodes) > 0 && s.Nodes[0].Addr == replica.Addr() {
-				slot = int(s.Start)
-				break
-			}
-		}
+		slot, agreed := c.aSlotOf(replica), true
 		for _, n := range c.Nodes() {
 			if n.cmd != nil && (slot < 0 || c.slotOwnerSeenBy(n, slot) != replica.Addr()) {
 				agreed = false
@@ -308,16 +302,27 @@ func (c *Cluster) Failover(t testing.TB, replica *ClusterNode) {
 	}
 }
 
-// mustSlots is n's CLUSTER SLOTS.
-func mustSlots(t testing.TB, n *ClusterNode) []redis.ClusterSlot {
-	t.Helper()
+// aSlotOf is a slot that n owns as it sees itself, or -1.
+func (c *Cluster) aSlotOf(n *ClusterNode) int {
+	for _, sh := range shardsSeenBy(n) {
+		for _, node := range sh.Nodes {
+			if node.Role == "master" && node.Port == int64(n.Port) && len(sh.Slots) > 0 {
+				return int(sh.Slots[0].Start)
+			}
+		}
+	}
+	return -1
+}
+
+// shardsSeenBy is n's CLUSTER SHARDS, or nil.
+func shardsSeenBy(n *ClusterNode) []redis.ClusterShard {
 	cl := n.Client()
 	defer cl.Close()
-	slots, err := cl.ClusterSlots(context.Background()).Result()
+	shards, err := cl.ClusterShards(context.Background()).Result()
 	if err != nil {
-		t.Fatalf("redistest: CLUSTER SLOTS of %s: %v", n.Addr(), err)
+		return nil
 	}
-	return slots
+	return shards
 }
 
 // ReplicaOf returns a replica of master (started as a replica or not).
@@ -339,17 +344,21 @@ func (c *Cluster) ReplicaOf(t testing.TB, master *ClusterNode) *ClusterNode {
 	return nil
 }
 
-// slotOwnerSeenBy is the address of slot's master in n's CLUSTER SLOTS.
+// slotOwnerSeenBy is the address of slot's master in n's CLUSTER SHARDS.
 func (c *Cluster) slotOwnerSeenBy(n *ClusterNode, slot int) string {
-	cl := n.Client()
-	defer cl.Close()
-	slots, err := cl.ClusterSlots(context.Background()).Result()
-	if err != nil {
-		return ""
-	}
-	for _, s := range slots {
-		if s.Start <= slot && slot <= s.End && len(s.Nodes) > 0 {
-			return s.Nodes[0].Addr
+	for _, sh := range shardsSeenBy(n) {
+		for _, r := range sh.Slots {
+			if r.Start <= int64(slot) && int64(slot) <= r.End {
+				// A master that failed may still be listed beside its
+				// replica promoted: the online one.
+				owner := ""
+				for _, node := range sh.Nodes {
+					if node.Role == "master" && (owner == "" || node.Health == "online") {
+						owner = node.IP + ":" + strconv.FormatInt(node.Port, 10)
+					}
+				}
+				return owner
+			}
 		}
 	}
 	return ""
