@@ -239,3 +239,30 @@ func TestRedisClusterMasterFailsOver(t *testing.T) {
 	checkOnce(t, "node b", b.ids(room), sent)
 	checkOnce(t, "history", historyOf(t, rdb, keys.History(room)), sent)
 }
+
+// The server's cluster client finds a dead master's promoted replica by
+// itself, without a MOVED to tell it (a dead master sends none) and without
+// a broker subscription asking for a reload: a failed dial, or a slot map
+// older than a few seconds, reloads it. go-redis' defaults kept dialing the
+// dead master for a minute.
+func TestRedisClusterClientFindsPromotedReplica(t *testing.T) {
+	cl := redistest.StartClusterReplicas(t, 3, 1, 1000)
+	rdb := clusterClientOf(t, cl, nil)
+	ctx := context.Background()
+	const key = "t:failover-key"
+	if err := rdb.Set(ctx, key, "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	master := cl.MasterOf(t, key)
+	mc := master.Client()
+	// The replica has the key before its master dies.
+	if n, err := mc.Wait(ctx, 1, 5000).Result(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1: %d %v", n, err)
+	}
+	_ = mc.Close()
+	master.Kill()
+	testutil.Eventually(t, 20*time.Second, "the client to read the key from the promoted replica", func() bool {
+		v, err := rdb.Get(ctx, key).Result()
+		return err == nil && v == "v"
+	})
+}
