@@ -177,6 +177,9 @@ type RedisOptions struct {
 type Redis struct {
 	opts RedisOptions
 	rdb  redis.UniversalClient
+	// psMu guards ps, which a cluster partition's receive replaces (see
+	// renewPubSub) while control subscribes and Close closes.
+	psMu sync.Mutex
 	ps   *redis.PubSub
 	// part is the cluster partition this broker serves (see RedisCluster),
 	// or -1 for a single Redis: Pub/Sub, PUBLISH and publishScript.
@@ -497,7 +500,10 @@ func (b *Redis) Close() error {
 			time.Sleep(10 * time.Millisecond)
 		}
 		b.cancel()
+		// After cancel: a renewPubSub that comes later makes none.
+		b.psMu.Lock()
 		_ = b.ps.Close()
+		b.psMu.Unlock()
 		b.wg.Wait()
 		if n := int(b.ob.n.Load()); n > 0 {
 			if b.opts.OnOutboxDropped != nil {
@@ -549,9 +555,12 @@ func (b *Redis) control() {
 		b.mu.Unlock()
 		// go-redis records the channels even when the command fails, and
 		// resubscribes to them when it reconnects.
-		unsubscribe, subscribe := b.ps.Unsubscribe, b.ps.Subscribe
+		// Read after the rooms were marked sent: a PubSub that receive
+		// renews after that subscribes them itself (renewPubSub).
+		ps := b.pubsub()
+		unsubscribe, subscribe := ps.Unsubscribe, ps.Subscribe
 		if b.sharded() {
-			unsubscribe, subscribe = b.ps.SUnsubscribe, b.ps.SSubscribe
+			unsubscribe, subscribe = ps.SUnsubscribe, ps.SSubscribe
 		}
 		if len(unsub) > 0 {
 			if err := unsubscribe(b.ctx, unsub...); err != nil && b.ctx.Err() == nil {
@@ -566,10 +575,68 @@ func (b *Redis) control() {
 	}
 }
 
+// pubsub returns the current subscription connection.
+func (b *Redis) pubsub() *redis.PubSub {
+	b.psMu.Lock()
+	defer b.psMu.Unlock()
+	return b.ps
+}
+
+// renewPubSub replaces a cluster partition's PubSub with a new one
+// subscribed to the partition's channel and every room sent to Redis, after
+// asking the cluster client to reload its slot map, and closes the old one.
+// go-redis reconnects a PubSub only when its connection breaks, and always
+// to the node it had: after the partition's slot moved (resharding, a
+// failover, a master that died and was replaced) the connection may be
+// healthy and subscribed to nothing, or refused with MOVED, and only a new
+// PubSub dials the slot's new master. The reload is lazy: a PubSub made
+// before it lands may reach the old node again and fail, and receive then
+// renews it again after a backoff. It returns nil once the broker is
+// closing.
+func (b *Redis) renewPubSub() *redis.PubSub {
+	if cc, ok := b.rdb.(*redis.ClusterClient); ok {
+		cc.ReloadState(b.ctx)
+	}
+	b.psMu.Lock()
+	if b.ctx.Err() != nil {
+		b.psMu.Unlock()
+		return nil
+	}
+	channels := []string{b.keys.PartitionChannel(b.part)}
+	b.mu.Lock()
+	for name, st := range b.rooms {
+		if st.want && st.sent {
+			channels = append(channels, b.Channel(name))
+		}
+	}
+	b.mu.Unlock()
+	old := b.ps
+	ps := b.rdb.SSubscribe(b.ctx) // no channel: no dial under psMu
+	b.ps = ps
+	b.psMu.Unlock()
+	_ = old.Close()
+	// Every channel is of the partition's slot, so the one connection
+	// this dials takes them all.
+	if err := ps.SSubscribe(b.ctx, channels...); err != nil && b.ctx.Err() == nil {
+		b.log.Warn("redis subscribe failed; will retry", "channels", len(channels), "err", err)
+	}
+	return ps
+}
+
 // receive is the subscription's only reader: it delivers messages, notices
 // confirmations and reconnections, and recovers missed frames.
+//
+// On a cluster it also notices that the partition's slot left the node it
+// is connected to: Redis then sends SUNSUBSCRIBE for the slot's channels
+// (the partition's own channel among them, which the broker never
+// unsubscribes itself) and keeps the connection, so nothing else would show
+// that no frame reaches this node any more. That is handled as a lost
+// connection: frames published lately are held again, publishes are held
+// until the subscription is back, the PubSub is renewed on the slot's new
+// master, and each room reads what it missed from its history (confirmed).
 func (b *Redis) receive() {
 	defer b.wg.Done()
+	ps := b.pubsub()
 	if b.sharded() {
 		// Before anything reads or pings: a cluster PubSub with no channel
 		// dials a random node, where SSUBSCRIBE of this partition's rooms
@@ -577,7 +644,7 @@ func (b *Redis) receive() {
 		// that channel's slot, this partition's, and redials it after a
 		// reconnection. go-redis records the channel even when this fails
 		// (the master is down): the loop below then dials the right master.
-		if err := b.ps.SSubscribe(b.ctx, b.keys.PartitionChannel(b.part)); err != nil && b.ctx.Err() == nil {
+		if err := ps.SSubscribe(b.ctx, b.keys.PartitionChannel(b.part)); err != nil && b.ctx.Err() == nil {
 			b.log.Warn("redis subscribe failed; will retry on reconnect", "channels", b.keys.PartitionChannel(b.part), "err", err)
 		}
 	}
@@ -585,8 +652,36 @@ func (b *Redis) receive() {
 	// Redis together do not come back in one burst.
 	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	failed := false
+	// lost handles a subscription that stopped delivering; false when the
+	// broker is closing.
+	lost := func(err error) bool {
+		if !failed {
+			b.log.Warn("redis subscription connection lost; reconnecting", "err", err)
+			b.rehold()
+		}
+		failed = true
+		b.down.Store(true)
+		if b.sharded() {
+			// Before the backoff, so that the slot map is likely fresh
+			// when the PubSub is renewed.
+			if cc, ok := b.rdb.(*redis.ClusterClient); ok {
+				cc.ReloadState(b.ctx)
+			}
+		}
+		select {
+		case <-b.ctx.Done():
+			return false
+		case <-time.After(bo.Next()):
+		}
+		if b.sharded() {
+			if ps = b.renewPubSub(); ps == nil {
+				return false
+			}
+		}
+		return true
+	}
 	for {
-		msg, err := b.ps.ReceiveTimeout(b.ctx, 5*time.Second)
+		msg, err := ps.ReceiveTimeout(b.ctx, 5*time.Second)
 		if b.ctx.Err() != nil {
 			return
 		}
@@ -595,19 +690,11 @@ func (b *Redis) receive() {
 			if errors.As(err, &ne) && ne.Timeout() {
 				// Quiet: make sure the connection is alive (a reply, or an
 				// error that makes go-redis reconnect).
-				_ = b.ps.Ping(b.ctx)
+				_ = ps.Ping(b.ctx)
 				continue
 			}
-			if !failed {
-				b.log.Warn("redis subscription connection lost; reconnecting", "err", err)
-				b.rehold()
-			}
-			failed = true
-			b.down.Store(true)
-			select {
-			case <-b.ctx.Done():
+			if !lost(err) {
 				return
-			case <-time.After(bo.Next()):
 			}
 			continue
 		}
@@ -625,12 +712,22 @@ func (b *Redis) receive() {
 		case *redis.Message:
 			b.handle(m)
 		case *redis.Subscription:
+			if b.sharded() && m.Kind == "sunsubscribe" && m.Channel == b.keys.PartitionChannel(b.part) {
+				if !lost(errSlotMoved) {
+					return
+				}
+				continue
+			}
 			if room, ok := b.keys.RoomOfChannel(m.Channel); ok && (m.Kind == "subscribe" || m.Kind == "ssubscribe") {
 				b.confirmed(room)
 			}
 		}
 	}
 }
+
+// errSlotMoved is why a cluster partition's subscription was lost when
+// Redis unsubscribed it: its slot moved to another master.
+var errSlotMoved = errors.New("redis unsubscribed the partition's channel: its slot moved to another master")
 
 // handle delivers one published frame to the local members.
 func (b *Redis) handle(m *redis.Message) {

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -23,6 +25,9 @@ func needsRedis(cfg *config.Config, opts Options) bool {
 const (
 	redisDialTimeout = time.Second
 	redisIOTimeout   = 2 * time.Second
+	// redisClusterReload bounds how stale a cluster client's slot map gets
+	// while it has traffic (see newRedisClusterClient).
+	redisClusterReload = 2 * time.Second
 )
 
 // NewRedisClient dials (lazily) the server's one Redis client: a
@@ -36,8 +41,8 @@ const (
 // in the broker's outbox instead, and its replay checks the history first.
 // The history store's writer retries its batches itself, in order. Presence,
 // refs and bans treat a failed command as they treat Redis being away
-// (resync later, fail open). A cluster client still follows MOVED and ASK
-// redirects (MaxRedirects, 3): a redirected command was not run.
+// (resync later, fail open). A cluster client does not retry either (see
+// newRedisClusterClient).
 func NewRedisClient(cfg *config.Config) (redis.UniversalClient, error) {
 	if cfg.Redis.Cluster() {
 		return newRedisClusterClient(cfg)
@@ -59,6 +64,22 @@ func newRedisClusterClient(cfg *config.Config) (*redis.ClusterClient, error) {
 	opt := &redis.ClusterOptions{
 		DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
 		MaxRetries: -1,
+		// No redirects or retries (-1 is go-redis's "none"): the cluster
+		// client's own loop, which MaxRedirects bounds (3 by default), also
+		// retries a command whose reply timed out or whose connection died
+		// (EOF) after the command reached Redis, so a publish script could
+		// run twice and its frame be kept twice. A MOVED now fails the
+		// command (the broker holds the frame and its replay checks the
+		// history first) and makes the client reload its slot map, so the
+		// next command, and the replay, go to the slot's new master.
+		MaxRedirects: -1,
+		// The slot map is reloaded on MOVED and READONLY only, or when it
+		// is older than this as a command asks for it. A master that died
+		// answers neither: without a short interval the client keeps
+		// dialing it for a minute (go-redis's default) after its replica
+		// took over. The broker also asks for a reload when a partition's
+		// subscription fails (pkg/broker).
+		ClusterStateReloadInterval: redisClusterReload,
 		// One dial per command: a dead master refuses at once, and the
 		// frames of its rooms must fall back to the outbox at once, not
 		// after go-redis's five dials with backoff (each frame of such a
@@ -81,5 +102,31 @@ func newRedisClusterClient(cfg *config.Config) (*redis.ClusterClient, error) {
 			}
 		}
 	}
-	return redis.NewClusterClient(opt), nil
+	c := redis.NewClusterClient(opt)
+	c.OnNewNode(func(n *redis.Client) { n.AddHook(reloadOnDialError{c}) })
+	return c, nil
+}
+
+// reloadOnDialError asks the cluster client to reload its slot map when a
+// node cannot be dialed: the node is most likely a master that died, whose
+// replica is taking over, and go-redis itself reloads only on MOVED and
+// READONLY replies (which a dead master never sends) or every
+// ClusterStateReloadInterval. The reload is lazy (one at a time, in the
+// background), so a burst of failed dials costs one CLUSTER SLOTS.
+type reloadOnDialError struct{ c *redis.ClusterClient }
+
+func (h reloadOnDialError) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		cn, err := next(ctx, network, addr)
+		if err != nil {
+			h.c.ReloadState(ctx)
+		}
+		return cn, err
+	}
+}
+
+func (reloadOnDialError) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (reloadOnDialError) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
