@@ -366,13 +366,21 @@ func (b *Redis) Publish(ctx context.Context, room, id string, frame []byte, keep
 		}
 	}
 	b.hold(held{room: room, id: id, frame: frame, flag: flag, maybe: tried}, func(st *redisRoom) {
-		// Not recorded in seen: its replay is dropped here by its token,
-		// and seen must keep the ids delivered before the outage, which
-		// replays of recent frames are checked against (see recent).
+		// Not recorded in seen as a rule: its replay is dropped here by its
+		// token, and seen must keep the ids delivered before the outage,
+		// which replays of recent frames are checked against (see recent).
+		// Except a kept frame whose publish was tried: Redis may have run
+		// the script and lost only the reply, and then the frame comes
+		// back on this node's own subscription without the token — before
+		// this (then it is not delivered again here) or after (its id in
+		// seen drops it there). One id per failed publish.
 		if st != nil {
 			deliverID := ""
 			if keep {
 				deliverID = id // only a kept frame's id is used, as in handle
+				if tried && !st.seen.add(id) {
+					return
+				}
 			}
 			b.opts.Deliver(room, deliverID, frame, keep)
 		}
