@@ -11,6 +11,8 @@
 #   scripts/loadtest.sh redis     # fan-out, memory vs Redis history store, alternating (needs redis-server on 127.0.0.1:6379)
 #   scripts/loadtest.sh cluster   # fan-out over a 3-node cluster (Redis broker and history; needs redis-server)
 #   scripts/loadtest.sh chaos     # Redis SIGKILLed under a 3-node cluster and restarted (needs redis-server); lost/duplicated deliveries
+#   scripts/loadtest.sh rooms     # 2,000 rooms x 5 members at rising RATES, on 1 node and on 3 (Redis broker and history);
+#                                 # BIN_B=other-binary alternates two servers, ROUNDS=3 each; LOCK=FILE wraps each run in flock
 #   scripts/loadtest.sh all
 #   scripts/loadtest.sh run fanout -n 1000 -r 600 -d 10s   # any one `chatserver bench` scenario
 #
@@ -62,20 +64,21 @@ run() {
 	dropkeys
 }
 
-# cluster SCENARIO ARGS...: three fresh nodes (config/bench-cluster.yaml: Redis
-# broker and history, one key prefix) on ports PORT, PORT+1, PORT+2, pinned to
-# SERVER_CPU; one generator run spreading its members over the three.
+# cluster SCENARIO ARGS...: NODES (default 3) fresh nodes
+# (config/bench-cluster.yaml: Redis broker and history, one key prefix) on
+# ports PORT, PORT+1, …, pinned to SERVER_CPU; one generator run spreading its
+# members over them.
 cluster() {
 	newprefix
-	local pids=() addrs=() p
-	for i in 0 1 2; do
+	local pids=() addrs=() p last=$((${NODES:-3} - 1))
+	for i in $(seq 0 "$last"); do
 		p=$((PORT + i))
 		CHATSERVER_REDIS_KEY_PREFIX=$PREFIX taskset -c "$SERVER_CPU" "$BIN" serve --config config/bench-cluster.yaml --addr "127.0.0.1:$p" 2>>"${LOG:-/dev/null}" &
 		pids+=($!)
 		addrs+=("127.0.0.1:$p")
 	done
 	local ok=1
-	for i in 0 1 2; do waitport $((PORT + i)) "${pids[$i]}" || ok=0; done
+	for i in $(seq 0 "$last"); do waitport $((PORT + i)) "${pids[$i]}" || ok=0; done
 	if [ "$ok" = 1 ]; then
 		local a; a=$(IFS=,; echo "${addrs[*]}")
 		local ps; ps=$(IFS=,; echo "${pids[*]}")
@@ -201,6 +204,28 @@ chaos)
 	done
 	OUTBOX=200 chaos aof 10
 	;;
+rooms)
+	# Many small rooms (BENCHMARKS.md, "Many small rooms"): 2,000 rooms x 5
+	# members (10,000 connections) on NODES_LIST (default "1 3") nodes of a
+	# cluster, every rate of RATES, ROUNDS (3) runs each; BIN and, if set,
+	# BIN_B alternate (GEN, default BIN, generates for both: BIN_B need not
+	# know `bench rooms`). LOCK=FILE runs each run under `flock FILE`, so
+	# measurements of people sharing the machine do not overlap.
+	for nodes in ${NODES_LIST:-1 3}; do
+		for r in ${RATES:-4000 6000 8000 10000}; do
+			for _ in $(seq "${ROUNDS:-3}"); do
+				for bin in "$BIN" ${BIN_B:-}; do
+					echo "# BIN=$bin NODES=$nodes RATE=$r"
+					if [ -n "${LOCK:-}" ]; then
+						flock "$LOCK" env BIN="$bin" GEN="$GEN" NODES="$nodes" "$0" run-cluster rooms --rooms 2000 --members 5 -r "$r" -d 10s
+					else
+						BIN=$bin NODES=$nodes cluster rooms --rooms 2000 --members 5 -r "$r" -d 10s
+					fi
+				done
+			done
+		done
+	done
+	;;
 run-chaos)
 	shift
 	chaos "$@"
@@ -217,6 +242,6 @@ run-cluster)
 	cluster "$@"
 	;;
 *)
-	echo "usage: $0 quick|fanout|light|conns|compress|redis|cluster|chaos|all|run SCENARIO [FLAGS]|run-cluster SCENARIO [FLAGS]|run-chaos aof|empty OUTAGE_S" >&2; exit 2
+	echo "usage: $0 quick|fanout|light|conns|compress|redis|cluster|chaos|rooms|all|run SCENARIO [FLAGS]|run-cluster SCENARIO [FLAGS]|run-chaos aof|empty OUTAGE_S" >&2; exit 2
 	;;
 esac

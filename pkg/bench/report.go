@@ -70,3 +70,26 @@ func onOff(b bool) string {
 	}
 	return "off"
 }
+
+// WriteText prints r for a person.
+func (r *RoomsResult) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "rooms: %d rooms × %d members (%d connections over %d server(s)), %.0f msg/s in all (%.2f per room) for %.0fs\n",
+		r.Rooms, r.Members, r.Conns, r.Servers, r.Rate, r.perRoomRate(), r.DurationS)
+	fmt.Fprintf(w, "  joined in        %.2fs\n", r.JoinS)
+	fmt.Fprintf(w, "  ingress          %d published (%.0f msg/s achieved), rejected %d, accepted %d\n", r.Published, r.MsgsPerS, r.Rejected, r.Accepted)
+	fmt.Fprintf(w, "  deliveries       %d of %d expected: lost %d (%.3f%%), duplicates %d, reordered %d, misrouted %d, members dropped %d\n",
+		r.Deliveries, r.Expected, r.Lost, r.LossPct, r.Duplicates, r.Reordered, r.Misrouted, r.Disconnected)
+	fmt.Fprintf(w, "  deliveries/s     %.0f\n", r.DeliveriesPS)
+	fmt.Fprintf(w, "  latency ms       p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
+	if r.ServerCPUS > 0 || r.ServerRSSMB > 0 {
+		fmt.Fprintf(w, "  server CPU       %.2fs (%.0f%% of one core), %.2f µs per delivery, %.2f µs per message\n",
+			r.ServerCPUS, r.ServerCPUPct, r.CPUPerDelivUS, r.CPUPerMsgUS)
+		if r.ServerWrites > 0 {
+			fmt.Fprintf(w, "  server writes    %d syscalls, %.2f frames per write\n", r.ServerWrites, r.FramesPerWrite)
+		}
+		fmt.Fprintf(w, "  server RSS       %.1f MB (%.1f KB per connection over baseline)\n", r.ServerRSSMB, r.RSSPerConnKB)
+	}
+	fmt.Fprintf(w, "  generator CPU    %.0f%% of one core\n", r.GeneratorCPUPct)
+	fmt.Fprintf(w, "  sustainable      %v (zero loss, nothing doubled, reordered or refused, nobody dropped, ingress ≥ 97%% of the rate, p99 < 100 ms)   loadavg %s\n",
+		r.Sustainable, r.Machine.LoadAvg)
+}

@@ -58,6 +58,15 @@ func shardedSrc(src string) string {
 	return out
 }
 
+// publishCall is what one Publish asks of Redis: the broker's publish script
+// (publishScript, or spublishScript on a cluster partition) with its keys and
+// arguments. The batched and the unbatched path both run it, so it is the
+// one place that names them.
+func (b *Redis) publishCall(room string, frame []byte, flag byte) scriptCall {
+	return scriptCall{script: b.script, keys: b.scriptKeys(room),
+		args: []any{b.Channel(room), frame, string([]byte{flag}), b.size}}
+}
+
 // RedisOptions configure a Redis broker.
 type RedisOptions struct {
 	// Client is the connection to Redis: a *redis.Client, or a
@@ -130,6 +139,20 @@ type RedisOptions struct {
 	OnOutboxDropped func(n int)
 	// OnReplayed is called with the number of held frames Redis took.
 	OnReplayed func(n int)
+
+	// PublishBatch is the most publishes sent to Redis in one round trip:
+	// publishes waiting at the same moment go out as one pipeline (see
+	// publish_batch.go). Zero means 256.
+	PublishBatch int
+	// PublishSenders is how many batches may be in flight at once, each on
+	// a connection of the client's pool. With one, a round trip that Redis
+	// holds up delays every publish of the node; with more, only its own,
+	// but batches are smaller and cost more CPU under load. Zero means 1.
+	PublishSenders int
+	// NoPublishBatch turns batching off: each Publish runs the publish
+	// script itself, one round trip each (concurrent ones on the client's
+	// pool), as before batching.
+	NoPublishBatch bool
 }
 
 // Redis is the broker for several nodes: fan-out goes through Redis Pub/Sub,
@@ -180,9 +203,10 @@ type Redis struct {
 	// lost): held frames are replayed ReplaySettle after it.
 	upAt atomic.Int64
 
-	ob     *outbox
-	recent recent // what was published lately, for rehold
-	token  string // names this broker's replayed frames
+	ob      *outbox
+	recent  recent          // what was published lately, for rehold
+	batcher *publishBatcher // nil: NoPublishBatch
+	token   string          // names this broker's replayed frames
 
 	mu      sync.Mutex
 	rooms   map[string]*redisRoom
@@ -230,6 +254,12 @@ func newRedis(opts RedisOptions, part int) *Redis {
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 2 * time.Second
 	}
+	if opts.PublishBatch <= 0 {
+		opts.PublishBatch = defaultPublishBatch
+	}
+	if opts.PublishSenders <= 0 {
+		opts.PublishSenders = defaultPublishSenders
+	}
 	b := &Redis{
 		opts:     opts,
 		rdb:      opts.Client,
@@ -266,6 +296,11 @@ func newRedis(opts RedisOptions, part int) *Redis {
 	go b.control()
 	go b.receive()
 	go b.replayLoop()
+	if !opts.NoPublishBatch {
+		b.batcher = newPublishBatcher(b.rdb, opts.PublishBatch, opts.PublishSenders, b.direct, b.ctx.Done())
+		b.wg.Add(1)
+		go func() { defer b.wg.Done(); b.batcher.run() }()
+	}
 	return b
 }
 
@@ -298,9 +333,10 @@ func (b *Redis) publishRaw(ctx context.Context, room string, payload any) error 
 }
 
 // Publish implements Broker. With Redis reachable and nothing held, the
-// frame goes through publishScript and Publish returns once Redis has taken
-// it (appended to history when keep, and published): a frame acknowledged
-// then survives this node. Otherwise the frame is delivered on this node and
+// frame goes through publishScript (in one pipeline with the publishes
+// waiting at the same moment, see publish_batch.go) and Publish returns once
+// Redis has run it (appended to history when keep, and published): a frame
+// acknowledged then survives this node. Otherwise the frame is delivered on this node and
 // held in the outbox for replay (see outbox_redis.go), and Publish returns
 // nil: the frame is accepted, but only this node's memory has it until the
 // replay. Publish fails only when ctx ends during a direct publish.
@@ -311,9 +347,7 @@ func (b *Redis) Publish(ctx context.Context, room, id string, frame []byte, keep
 	}
 	tried := false
 	if b.direct() {
-		tried = true
-		err := b.script.Run(ctx, b.rdb, b.scriptKeys(room),
-			b.Channel(room), frame, string([]byte{flag}), b.size).Err()
+		err := b.publishScriptCall(ctx, b.publishCall(room, frame, flag))
 		if err == nil {
 			if keep {
 				b.recent.add(held{room: room, id: id, frame: frame, flag: flag, maybe: true, plain: true})
@@ -323,7 +357,10 @@ func (b *Redis) Publish(ctx context.Context, room, id string, frame []byte, keep
 		if ctx.Err() != nil {
 			return fmt.Errorf("publishing to room %s: %w", room, err)
 		}
-		b.log.Warn("redis publish failed; delivering on this node and holding the frame for replay", "room", room, "id", id, "err", err)
+		// Not sent (errNotSent): it queues behind what is held, untried.
+		if tried = !errors.Is(err, errNotSent); tried {
+			b.log.Warn("redis publish failed; delivering on this node and holding the frame for replay", "room", room, "id", id, "err", err)
+		}
 	}
 	b.hold(held{room: room, id: id, frame: frame, flag: flag, maybe: tried}, func(st *redisRoom) {
 		// Not recorded in seen: its replay is dropped here by its token,

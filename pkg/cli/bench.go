@@ -15,16 +15,16 @@ import (
 
 func init() { extraCommands = append(extraCommands, newBench) }
 
-// newBench is `chatserver bench fanout|conns`: the load generator (loopback
+// newBench is `chatserver bench fanout|rooms|conns`: the load generator (loopback
 // targets only; every run is bounded and stops by itself).
 func newBench() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Load a local server: fan-out latency and throughput, memory per connection (loopback only)",
+		Short: "Load a local server: fan-out latency and throughput, many small rooms, memory per connection (loopback only)",
 		Args:  argsNone,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newBenchFanout(), newBenchConns())
+	cmd.AddCommand(newBenchFanout(), newBenchRooms(), newBenchConns())
 	return cmd
 }
 
@@ -91,6 +91,51 @@ func newBenchFanout() *cobra.Command {
 	f.IntSliceVar(&pids, "pid", nil, "server PID: report its CPU per delivery and RSS from /proc; several (repeated or comma-separated: a cluster's nodes) are summed")
 	f.BoolVar(&jsonOnly, "json", false, "print only the JSON line")
 	f.StringVar(&startedFile, "started-file", "", "create this file when the first message is sent (a fault schedule times its faults from it: scripts/loadtest.sh chaos)")
+	return cmd
+}
+
+func newBenchRooms() *cobra.Command {
+	var cfg bench.RoomsConfig
+	var jsonOnly bool
+	var addrs []string
+	var pids []int
+	cmd := &cobra.Command{
+		Use:   "rooms",
+		Short: "many small rooms (every member in one, each room publishing on its own schedule); ingress, deliveries, loss, latency",
+		Args:  argsNone,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext()
+			defer stop()
+			ctx, cancel := context.WithTimeout(ctx, cfg.Duration+cfg.Settle+cfg.Drain+5*time.Minute)
+			defer cancel()
+			if len(addrs) == 1 {
+				cfg.Addr = addrs[0]
+			} else {
+				cfg.Addrs = addrs
+			}
+			cfg.PIDs = pids
+			res, err := bench.Rooms(ctx, cfg)
+			if err != nil {
+				return benchError(err)
+			}
+			if !jsonOnly {
+				res.WriteText(cmd.OutOrStdout())
+			}
+			return bench.WriteJSON(cmd.OutOrStdout(), res)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&addrs, "addr", []string{"127.0.0.1:8000"}, "server HOST:PORT (loopback only); several (repeated or comma-separated: the nodes of a cluster) spread the members round-robin over them")
+	f.StringVar(&cfg.Room, "room", "rooms", "room name prefix: rooms are PREFIX-0, PREFIX-1, …")
+	f.IntVar(&cfg.Rooms, "rooms", 2000, "rooms")
+	f.IntVar(&cfg.Members, "members", 5, "members per room (one of them publishes; its own messages count)")
+	f.Float64VarP(&cfg.Rate, "rate", "r", 1000, "messages per second over all rooms (each room sends rate/rooms, from a random phase)")
+	f.DurationVarP(&cfg.Duration, "duration", "d", 10*time.Second, "how long to publish")
+	f.IntVar(&cfg.BodyBytes, "body", 40, "message body size in bytes")
+	f.DurationVar(&cfg.Settle, "settle", time.Second, "pause between the last join and the first message")
+	f.DurationVar(&cfg.Drain, "drain", 5*time.Second, "longest wait for late deliveries")
+	f.IntSliceVar(&pids, "pid", nil, "server PID: report its CPU per delivery and RSS from /proc; several (repeated or comma-separated: a cluster's nodes) are summed")
+	f.BoolVar(&jsonOnly, "json", false, "print only the JSON line")
 	return cmd
 }
 

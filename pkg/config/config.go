@@ -152,6 +152,11 @@ type Broker struct {
 	// on top of live traffic, and a member whose send queue fills up is cut
 	// off. It must exceed the node's publish rate. Default 1000.
 	ReplayRate int `mapstructure:"replay_rate"`
+	// PublishBatch is the most publishes a node sends to Redis in one round
+	// trip (broker redis only): publishes waiting at the same moment go out
+	// as one pipeline, so ingress is not one round trip per message. 0 turns
+	// batching off (one round trip per publish). Default 256.
+	PublishBatch int `mapstructure:"publish_batch"`
 }
 
 // Templates locates the page and message templates.
@@ -306,6 +311,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Broker.ReplayRate < 1 {
 		return bad("broker.replay_rate", "must be at least 1, got %d", c.Broker.ReplayRate)
+	}
+	if c.Broker.PublishBatch < 0 {
+		return bad("broker.publish_batch", "must be 0 (off) or more, got %d", c.Broker.PublishBatch)
 	}
 	if c.Broker.OutboxSize < 1 {
 		return bad("broker.outbox_size", "must be at least 1, got %d", c.Broker.OutboxSize)

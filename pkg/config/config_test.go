@@ -28,7 +28,8 @@ func TestLoadDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Server.Addr != "0.0.0.0:8000" || cfg.History.Size != 100 || cfg.History.Store != "memory" ||
-		cfg.WebSocket.SendQueue != 256 || cfg.WebSocket.PingInterval != 25*time.Second || !cfg.WebSocket.Compression {
+		cfg.WebSocket.SendQueue != 256 || cfg.WebSocket.PingInterval != 25*time.Second || !cfg.WebSocket.Compression ||
+		cfg.Broker.PublishBatch != 256 {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}
 	if len(cfg.Pipelines[pipeline.Message]) != 6 || cfg.Pipelines[pipeline.Message][2].Use != "ratelimit" {
@@ -87,6 +88,7 @@ func TestLoadErrorsNameFileAndKey(t *testing.T) {
 		{"bad broker", "broker:\n  type: kafka\n", []string{"broker.type"}},
 		{"redis broker, memory history", "broker:\n  type: redis\n", []string{"broker.type", "history.store: redis"}},
 		{"node ttl too short", "broker:\n  node_ttl: 10ms\n", []string{"broker.node_ttl"}},
+		{"negative publish batch", "broker:\n  publish_batch: -1\n", []string{"broker.publish_batch"}},
 		{"bad redis url", "history:\n  store: redis\nredis:\n  url: \"http://x\"\n", []string{"redis.url"}},
 		{"step without use", "pipelines:\n  message:\n    - with: {a: 1}\n", []string{"pipelines.message[0]", "use"}},
 		{"half tls", "server:\n  tls: {cert_file: a.pem}\n", []string{"server.tls"}},

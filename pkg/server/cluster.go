@@ -67,7 +67,9 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 		OnOutboxDropped: func(n int) {
 			m.BrokerOutboxDropped.Add(float64(n))
 		},
-		OnReplayed: func(n int) { m.BrokerReplayed.Add(float64(n)) },
+		OnReplayed:     func(n int) { m.BrokerReplayed.Add(float64(n)) },
+		PublishBatch:   s.cfg.Broker.PublishBatch,
+		NoPublishBatch: s.cfg.Broker.PublishBatch == 0,
 	}
 	var b broker.Broker
 	if s.cfg.Redis.Cluster() {
