@@ -39,10 +39,22 @@
 //	                            channel of partition T's connection, which pins
 //	                            it to the master of T's slot
 //
-// The node keys (nodes:seq, nodes, node:N, node:N:rooms, reap:N) keep their
-// names: each is used alone, never with another key in one command or
-// transaction. Changing Partitions renames every room's keys: it is fixed for
-// the life of a deployment's data. The prefix must hold no '{' or '}' in
+// The node keys share one hash tag of their own, {nodes}, so they live in
+// one slot, on one master, and are lost together — as on a single Redis:
+//
+//	P+"{nodes}nodes:seq"          counter, as above
+//	P+"{nodes}nodes"              SET, as above
+//	P+"{nodes}node:"+N            heartbeat, as above
+//	P+"{nodes}node:"+N+":rooms"   SET, as above
+//	P+"{nodes}reap:"+N            lock, as above
+//	P+"{nodes}cluster:partitions" Partitions, set by the first node (SETNX);
+//	                              a node configured otherwise refuses to start
+//
+// Spread over the masters, a master restarting empty could lose node X's
+// heartbeat but not the nodes set naming X, and another node would reap X's
+// live members (announcing them offline). Changing Partitions renames every
+// room's keys: it is fixed for the life of a deployment's data, which the
+// cluster:partitions key enforces. The prefix must hold no '{' or '}' in
 // cluster mode (the config refuses it), or it would be the hash tag.
 //
 // The names are part of the data on disk and of the README (`redis-cli
@@ -118,23 +130,39 @@ func (k Keys) RoomOfChannel(ch string) (string, bool) {
 	return room, true
 }
 
+// NodesTag is the hash tag of the node keys in a cluster.
+const NodesTag = "{nodes}"
+
+// node is the start of a node key: the prefix, and in a cluster NodesTag,
+// so that every node key is in one slot (see the package doc).
+func (k Keys) node() string {
+	if k.Partitions <= 0 {
+		return k.Prefix
+	}
+	return k.Prefix + NodesTag
+}
+
 // NodeSeq is the counter that numbers starting nodes.
-func (k Keys) NodeSeq() string { return k.Prefix + "nodes:seq" }
+func (k Keys) NodeSeq() string { return k.node() + "nodes:seq" }
 
 // Nodes is the set of node numbers that may have members.
-func (k Keys) Nodes() string { return k.Prefix + "nodes" }
+func (k Keys) Nodes() string { return k.node() + "nodes" }
 
 // Node is node n's heartbeat.
-func (k Keys) Node(n string) string { return k.Prefix + "node:" + n }
+func (k Keys) Node(n string) string { return k.node() + "node:" + n }
 
 // NodeRooms is the set of rooms node n had members in.
-func (k Keys) NodeRooms(n string) string { return k.Prefix + "node:" + n + ":rooms" }
+func (k Keys) NodeRooms(n string) string { return k.node() + "node:" + n + ":rooms" }
+
+// ClusterPartitions holds the Partitions of a cluster's data, set by the
+// first node to start (cluster only: a single Redis has no partitions).
+func (k Keys) ClusterPartitions() string { return k.Prefix + NodesTag + "cluster:partitions" }
 
 // Members is the hash of room's members across nodes.
 func (k Keys) Members(room string) string { return k.Prefix + "members:" + k.tag(room) + room }
 
 // Reap is the lock a node takes to reap dead node n.
-func (k Keys) Reap(n string) string { return k.Prefix + "reap:" + n }
+func (k Keys) Reap(n string) string { return k.node() + "reap:" + n }
 
 // Ban is the key of the ban of name in room.
 func (k Keys) Ban(room, name string) string {

@@ -52,7 +52,7 @@ func TestRoomOfChannel(t *testing.T) {
 }
 
 // TestClusterKeys pins the Redis Cluster names: a room's keys and channel
-// carry its partition's hash tag, the node keys keep their names.
+// carry its partition's hash tag, the node keys share the {nodes} tag.
 func TestClusterKeys(t *testing.T) {
 	k := Keys{Prefix: "chatserver:", Partitions: 64}
 	tests := []struct {
@@ -65,11 +65,12 @@ func TestClusterKeys(t *testing.T) {
 		{"ref", k.Ref("lobby", "abc"), "chatserver:ref:{19}lobby:abc"},
 		{"other room", k.History("ops"), "chatserver:history:{27}ops"},
 		{"partition channel", k.PartitionChannel(7), "chatserver:part:{7}"},
-		{"node seq", k.NodeSeq(), "chatserver:nodes:seq"},
-		{"nodes", k.Nodes(), "chatserver:nodes"},
-		{"node", k.Node("3"), "chatserver:node:3"},
-		{"node rooms", k.NodeRooms("3"), "chatserver:node:3:rooms"},
-		{"reap", k.Reap("3"), "chatserver:reap:3"},
+		{"node seq", k.NodeSeq(), "chatserver:{nodes}nodes:seq"},
+		{"nodes", k.Nodes(), "chatserver:{nodes}nodes"},
+		{"node", k.Node("3"), "chatserver:{nodes}node:3"},
+		{"node rooms", k.NodeRooms("3"), "chatserver:{nodes}node:3:rooms"},
+		{"reap", k.Reap("3"), "chatserver:{nodes}reap:3"},
+		{"cluster partitions", k.ClusterPartitions(), "chatserver:{nodes}cluster:partitions"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -476,6 +476,26 @@ func (n *ClusterNode) Kill() {
 	n.cmd = nil
 }
 
+// RestartEmpty kills the node and starts it again without its data (its
+// AOF and any RDB are removed; its nodes.conf is kept, so it takes back its
+// slots, empty): a master restarted without persistence, or on a new disk.
+func (n *ClusterNode) RestartEmpty() {
+	n.t.Helper()
+	n.Kill()
+	entries, err := os.ReadDir(n.dir)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	for _, e := range entries {
+		if name := e.Name(); !strings.HasPrefix(name, "nodes-") && name != "redis.log" {
+			if err := os.RemoveAll(filepath.Join(n.dir, name)); err != nil {
+				n.t.Fatal(err)
+			}
+		}
+	}
+	n.Start()
+}
+
 // MasterOf returns the master of the slot of key, as the running nodes see it now.
 func (c *Cluster) MasterOf(t testing.TB, key string) *ClusterNode {
 	t.Helper()

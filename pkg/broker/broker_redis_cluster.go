@@ -51,6 +51,12 @@ type RedisCluster struct {
 
 	stop chan struct{} // closed by Close: the janitor returns
 	done chan struct{} // closed when the janitor has returned
+
+	// depths are the outbox depths the partitions last reported: the
+	// node's OnOutboxDepth gets their sum (see partOpts). Own lock, taken
+	// only in the partitions' callbacks, so no lock order with mu.
+	depthMu sync.Mutex
+	depths  map[int]int
 }
 
 // clusterPart is a partition's broker and what the janitor needs to know
@@ -81,11 +87,12 @@ func NewRedisCluster(opts RedisOptions) *RedisCluster {
 		opts.PartitionIdle = time.Minute
 	}
 	c := &RedisCluster{
-		opts:  opts,
-		keys:  rediskeys.Keys{Prefix: opts.KeyPrefix, Partitions: opts.Partitions},
-		parts: map[int]*clusterPart{},
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		opts:   opts,
+		keys:   rediskeys.Keys{Prefix: opts.KeyPrefix, Partitions: opts.Partitions},
+		parts:  map[int]*clusterPart{},
+		depths: map[int]int{},
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	go c.janitor()
 	return c
@@ -106,12 +113,38 @@ func (c *RedisCluster) acquire(room string) *Redis {
 	}
 	p := c.parts[n]
 	if p == nil {
-		p = &clusterPart{b: newRedis(c.opts, n)}
+		p = &clusterPart{b: newRedis(c.partOpts(n), n)}
 		c.parts[n] = p
 	}
 	p.calls++
 	p.idleSince = time.Time{}
 	return p.b
+}
+
+// partOpts are the options of partition n's broker: the cluster's, with
+// OnOutboxDepth reporting the sum over every partition. Each partition has
+// an outbox of its own (OutboxSize and ReplayRate apply per partition), but
+// the gauge it feeds is the node's: with each partition setting it to its
+// own depth, the last one to change would win.
+func (c *RedisCluster) partOpts(n int) RedisOptions {
+	o := c.opts
+	if report := c.opts.OnOutboxDepth; report != nil {
+		o.OnOutboxDepth = func(depth int) {
+			c.depthMu.Lock()
+			defer c.depthMu.Unlock()
+			if depth == 0 {
+				delete(c.depths, n)
+			} else {
+				c.depths[n] = depth
+			}
+			sum := 0
+			for _, d := range c.depths {
+				sum += d
+			}
+			report(sum) // under depthMu: the sums reach the gauge in order
+		}
+	}
+	return o
 }
 
 // started is acquire for a partition that runs already: nil if it does not.

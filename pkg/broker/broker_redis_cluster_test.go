@@ -375,3 +375,44 @@ func shardSubscribers(t *testing.T, rdb *redis.ClusterClient, ch string) int64 {
 	}
 	return n[ch]
 }
+
+// The outbox gauge is the node's: OnOutboxDepth reports the frames held in
+// every partition together, not the depth of whichever partition changed
+// last.
+func TestRedisClusterOutboxDepthIsTheSumOverPartitions(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), MaxRetries: -1,
+		DialTimeout: 300 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	t.Cleanup(func() { _ = rdb.Close() })
+	const prefix, partitions = "t:", 16
+	keys := rediskeys.Keys{Prefix: prefix, Partitions: partitions}
+	// Two rooms of two partitions on one master.
+	first := "room-0"
+	victim := cl.MasterOf(t, keys.History(first))
+	var second string
+	for i := 1; second == ""; i++ {
+		room := fmt.Sprintf("room-%d", i)
+		if keys.Partition(room) != keys.Partition(first) && cl.MasterOf(t, keys.History(room)) == victim {
+			second = room
+		}
+	}
+	var mu sync.Mutex
+	gauge := 0
+	n := newClusterNode(t, rdb, prefix, partitions, func(o *broker.RedisOptions) {
+		o.OnOutboxDepth = func(d int) { mu.Lock(); gauge = d; mu.Unlock() }
+		o.DrainTimeout = 100 * time.Millisecond
+	})
+	victim.Kill()
+	for room, count := range map[string]int{first: 3, second: 4} {
+		for i := range count {
+			id := uuid.NewString()
+			_ = n.Publish(context.Background(), room, id, frameOf(id, i), true) // held: its master is down
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "7 frames held", func() bool { return n.Held() == 7 })
+	mu.Lock()
+	defer mu.Unlock()
+	if gauge != 7 {
+		t.Fatalf("outbox gauge = %d with 3 and 4 frames held in two partitions, want 7", gauge)
+	}
+}

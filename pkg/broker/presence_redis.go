@@ -53,10 +53,12 @@ type RedisPresenceOptions struct {
 // RedisPresence keeps the members of every room across nodes in Redis.
 //
 // Its keys (P+"nodes", P+"node:"+N, P+"members:"+ROOM…) are listed and
-// named in internal/rediskeys. On a Redis Cluster they are spread over the
-// masters: every command touches one key, pipelines are plain (split per
-// master by go-redis), and a heartbeat that cannot be read (its master is
-// down) counts as alive.
+// named in internal/rediskeys. On a Redis Cluster the members hashes are
+// spread over the masters with their rooms while the node keys share one
+// slot (so a master restarting empty loses a heartbeat only with the set of
+// nodes naming it, and no live node is reaped): every command touches one
+// key, pipelines are plain (split per master by go-redis), and a heartbeat
+// that cannot be read (its master is down) counts as alive.
 //
 // Add and Remove never block on Redis: they update the node's local view and
 // queue the write for presence's goroutine. Members lists this node's members

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/chatserver/chatserver/internal/rediskeys"
 	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/internal/testutil"
@@ -80,4 +82,61 @@ func TestPresenceOnCluster(t *testing.T) {
 			t.Errorf("%s after b died: %v", room, got)
 		}
 	}
+}
+
+// The master holding a live node's heartbeat restarts empty: no other node
+// reaps it nor announces its members offline — its heartbeat is lost only
+// together with the set of nodes naming it (one hash tag), as on one Redis.
+// The prefix is one under which the plain names of node 1's heartbeat, of
+// the nodes set and of node 1's rooms would fall on different masters, the
+// heartbeat's apart: the case the tag is for.
+func TestPresenceClusterMasterRestartedEmptyReapsNoLiveNode(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), MaxRetries: -1,
+		DialTimeout: 300 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	defer rdb.Close()
+	prefix := ""
+	for i := 0; prefix == ""; i++ {
+		p := fmt.Sprintf("t%d:", i)
+		if m := cl.MasterOf(t, p+"node:1"); m != cl.MasterOf(t, p+"nodes") && m != cl.MasterOf(t, p+"node:1:rooms") {
+			prefix = p
+		}
+	}
+	const parts = 16
+	keys := rediskeys.Keys{Prefix: prefix, Partitions: parts}
+	var mu sync.Mutex
+	var expired []Member
+	// a beats every 10s (TTL 30s): its heartbeat stays missing for a while
+	// after the restart. b beats, and reaps, every 200ms.
+	a := NewRedisPresence(RedisPresenceOptions{Client: rdb, KeyPrefix: prefix, Partitions: parts, TTL: 30 * time.Second})
+	defer a.Close()
+	b := NewRedisPresence(RedisPresenceOptions{Client: rdb, KeyPrefix: prefix, Partitions: parts, TTL: 600 * time.Millisecond,
+		OnExpired: func(_ string, m Member) {
+			mu.Lock()
+			expired = append(expired, m)
+			mu.Unlock()
+		}})
+	defer b.Close()
+	if a.Node() != 1 {
+		t.Fatalf("a is node %d, want 1 (a fresh cluster)", a.Node())
+	}
+	alice := Member{ClientID: a.Node()*ClientIDSpan + 1, Username: "alice"}
+	a.Add("lobby", alice)
+	testutil.Eventually(t, 5*time.Second, "b to see alice", func() bool {
+		got, err := b.Members(context.Background(), "lobby")
+		return err == nil && slices.Contains(got, alice)
+	})
+	cl.MasterOf(t, keys.Node("1")).RestartEmpty()
+	cl.WaitOK()
+	time.Sleep(3 * time.Second) // b's reaper runs many times (TTL 600ms)
+	mu.Lock()
+	got := slices.Clone(expired)
+	mu.Unlock()
+	if len(got) > 0 {
+		t.Fatalf("b reaped live members %v after a master restarted empty", got)
+	}
+	testutil.Eventually(t, 15*time.Second, "b to see alice again once a beats", func() bool {
+		got, err := b.Members(context.Background(), "lobby")
+		return err == nil && slices.Contains(got, alice)
+	})
 }

@@ -91,6 +91,12 @@ func Load(path string, flags *pflag.FlagSet) (*Config, error) {
 		return nil, &Error{Source: src, Err: cleanDecodeError(err)}
 	}
 	cfg.Source = src
+	// The environment's comma-separated list is split, not trimmed:
+	// "a:7000, b:7000" would dial the host " b". Spaces never belong in an
+	// address, so trim every entry, from the file too.
+	for i, a := range cfg.Redis.ClusterAddrs {
+		cfg.Redis.ClusterAddrs[i] = strings.TrimSpace(a)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -81,7 +81,8 @@ type RedisOptions struct {
 // entries are written at least once (a batch whose reply was lost is written
 // again). On a Redis Cluster (Partitions > 0) a batch is one MULTI/EXEC per
 // partition of its rooms, sent together, and a partition whose master is
-// down waits in the queue while the others are written (see write).
+// down waits in the queue, with a backoff of its own, while the others are
+// written without waiting (see write and park).
 // Recent reads Redis and adds the entries of the room not yet written,
 // so a reader sees its own writes; when Redis is down Recent fails rather than
 // return a history with a hole in it.
@@ -105,10 +106,17 @@ type Redis struct {
 	dropLog     time.Time // last time a drop was logged
 	dropN       int       // drops not yet logged
 
-	wake      chan struct{} // cap 1: the writer has something to do
-	stop      chan struct{} // closed by Close
-	done      chan struct{} // closed when the writer returns
-	writeMu   sync.Mutex    // held while a batch is written; Clear waits for it
+	wake    chan struct{} // cap 1: the writer has something to do
+	stop    chan struct{} // closed by Close
+	done    chan struct{} // closed when the writer returns
+	writeMu sync.Mutex    // held while a batch is written; Clear waits for it
+
+	// parked holds, in a cluster, the partitions whose last write failed
+	// (their master is down) with their own backoff: takeBatch leaves their
+	// entries in the queue until their retry time, so a dead master's
+	// backlog neither fills the batches nor makes the live partitions wait
+	// out its backoff. Only the writer goroutine touches it.
+	parked    map[int]*parkedPart
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -116,6 +124,13 @@ type Redis struct {
 type pending struct {
 	room, id string
 	frame    []byte
+}
+
+// parkedPart is a cluster partition whose writes fail: its backoff and the
+// time it may be tried again.
+type parkedPart struct {
+	bo    backoff.Backoff
+	until time.Time
 }
 
 // NewRedis returns a Redis store and starts its writer. It does not wait for
@@ -177,6 +192,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		wake:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
+		parked: map[int]*parkedPart{},
 	}
 	go r.run()
 	return r, nil
@@ -488,7 +504,23 @@ func (r *Redis) run() {
 			bo.Reset()
 		}
 		r.writeMu.Lock()
-		batch := r.takeBatch()
+		batch, retryAt := r.takeBatch(time.Now())
+		if batch == nil && !retryAt.IsZero() {
+			// Cluster: only parked partitions have entries waiting. Sleep
+			// until the first may be retried, or an append (perhaps to a
+			// live partition) arrives.
+			r.writeMu.Unlock()
+			select {
+			case <-time.After(time.Until(retryAt)):
+			case <-r.wake:
+			case <-stopping:
+				stopping, deadline = nil, r.closeDeadline()
+			case <-deadline:
+				return
+			}
+			wait = 0
+			continue
+		}
 		if batch == nil {
 			r.writeMu.Unlock()
 			if deadline != nil {
@@ -518,6 +550,17 @@ func (r *Redis) run() {
 		r.mu.Unlock()
 		r.writeMu.Unlock()
 		r.reportDrops(dropped, logDrops)
+		if r.keys.Cluster() {
+			// The failed partitions are parked with their own backoff (see
+			// park); the next batch is taken at once from the others.
+			r.park(batch, failed, err)
+			if down && len(failed) < len(batch) {
+				r.reachable(&connected, attempt)
+				down, attempt = false, 0
+			}
+			wait = 0
+			continue
+		}
 		if err != nil {
 			attempt++
 			wait = bo.Next()
@@ -552,15 +595,67 @@ func (r *Redis) depth() int {
 	return len(r.queue) + len(r.inflight)
 }
 
+// park updates, in a cluster, the parked partitions after batch was
+// written: a partition with failed entries is parked (or stays parked) until
+// its own backoff's next wait has passed, and one written is unparked. It
+// logs a partition's first failure and its recovery, and while partitions
+// stay down, at most one line per round.
+func (r *Redis) park(batch, failed []pending, err error) {
+	now := time.Now()
+	failedParts := map[int]bool{}
+	for _, p := range failed {
+		failedParts[r.keys.Partition(p.room)] = true
+	}
+	var parked []int
+	var retryIn time.Duration
+	for n := range failedParts {
+		pp := r.parked[n]
+		if pp == nil {
+			pp = &parkedPart{bo: backoff.Backoff{Min: r.opts.MinBackoff, Max: r.opts.MaxBackoff}}
+			r.parked[n] = pp
+		}
+		wait := pp.bo.Next()
+		pp.until = now.Add(wait)
+		parked = append(parked, n)
+		retryIn = max(retryIn, wait)
+	}
+	var recovered []int
+	for _, p := range batch {
+		n := r.keys.Partition(p.room)
+		if _, ok := r.parked[n]; ok && !failedParts[n] {
+			delete(r.parked, n)
+			recovered = append(recovered, n)
+		}
+	}
+	if len(parked) > 0 {
+		slices.Sort(parked)
+		r.log.Warn("redis cluster partitions unreachable; their history writes queued, retrying",
+			"partitions", parked, "retry_in_max", retryIn, "pending", r.depth(), "err", err)
+	}
+	if len(recovered) > 0 {
+		slices.Sort(recovered)
+		r.log.Info("redis cluster partitions reachable again; writing their queued history",
+			"partitions", recovered, "pending", r.depth())
+	}
+}
+
 // takeBatch moves up to BatchSize entries from the head of the queue to
 // inflight; nil when the queue is empty. The caller holds writeMu until the
 // batch is written or back in the queue, so Clear never races a batch.
-func (r *Redis) takeBatch() []pending {
+//
+// In a cluster it skips the entries of partitions parked until after now
+// (they stay in the queue, in order, so each room's order is kept), and when
+// only such entries wait it returns nil and the earliest time one of their
+// partitions may be retried.
+func (r *Redis) takeBatch(now time.Time) ([]pending, time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.parked) > 0 {
+		return r.takeUnparkedLocked(now)
+	}
 	n := min(len(r.queue), r.opts.BatchSize)
 	if n == 0 {
-		return nil
+		return nil, time.Time{}
 	}
 	batch := make([]pending, n)
 	copy(batch, r.queue)
@@ -570,7 +665,34 @@ func (r *Redis) takeBatch() []pending {
 		r.queue = nil // let the backing array go
 	}
 	r.inflight = batch
-	return batch
+	return batch, time.Time{}
+}
+
+// takeUnparkedLocked is takeBatch with partitions parked: it takes the
+// first BatchSize entries of partitions not parked until after now.
+func (r *Redis) takeUnparkedLocked(now time.Time) ([]pending, time.Time) {
+	var batch, rest []pending
+	var retryAt time.Time
+	for i, p := range r.queue {
+		if len(batch) == r.opts.BatchSize {
+			rest = append(rest, r.queue[i:]...)
+			break
+		}
+		if pp := r.parked[r.keys.Partition(p.room)]; pp != nil && pp.until.After(now) {
+			if retryAt.IsZero() || pp.until.Before(retryAt) {
+				retryAt = pp.until
+			}
+			rest = append(rest, p)
+			continue
+		}
+		batch = append(batch, p)
+	}
+	if len(batch) == 0 {
+		return nil, retryAt
+	}
+	r.queue = rest
+	r.inflight = batch
+	return batch, time.Time{}
 }
 
 // write sends batch in one MULTI/EXEC: per room, in order of first

@@ -129,3 +129,75 @@ func TestRedisClusterMasterDownWritesTheOthers(t *testing.T) {
 		t.Fatalf("the live master's room holds %d entries after the outage, want 10 (written once)", n)
 	}
 }
+
+// A master is down and its room's backlog is more than a batch: the rooms
+// on the live masters are written all the same, without waiting out the
+// dead master's backoff (the default, up to 5s a round), and the backlog is
+// written in order once the master is back.
+func TestRedisClusterBacklogOnDeadMasterDoesNotBlockTheOthers(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), MaxRetries: -1,
+		DialTimeout: 300 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	defer rdb.Close()
+	st, err := history.NewRedis(history.RedisOptions{Client: rdb, KeyPrefix: "t:", Partitions: clusterPartitions,
+		OpTimeout: time.Second}) // default BatchSize (1000) and backoff (100ms..5s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	keys := rediskeys.Keys{Prefix: "t:", Partitions: clusterPartitions}
+	down := "room-0"
+	victim := cl.MasterOf(t, keys.History(down))
+	var up string
+	for r := 1; up == ""; r++ {
+		if room := fmt.Sprintf("room-%d", r); cl.MasterOf(t, keys.History(room)) != victim {
+			up = room
+		}
+	}
+	victim.Kill()
+	const backlog = 1200 // more than one batch
+	for i := range backlog {
+		id, f := frame(down, i)
+		if err := st.Append(ctx, down, id, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 10 {
+		id, f := frame(up, i)
+		if err := st.Append(ctx, up, id, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "the room on the live master to be written", func() bool {
+		return rdb.LLen(ctx, keys.History(up)).Val() == 10
+	})
+	// Still while the master is down: a new message to the live room is
+	// written too (the writer is not asleep in a global backoff).
+	id, f := frame(up, 10)
+	if err := st.Append(ctx, up, id, f); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "a later message to the live room to be written", func() bool {
+		return rdb.LLen(ctx, keys.History(up)).Val() == 11
+	})
+	victim.Start()
+	cl.WaitOK()
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := st.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := rdb.LRange(ctx, keys.History(down), 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) != 100 { // Size
+		t.Fatalf("the restarted master's room holds %d entries, want 100", len(raw))
+	}
+	for i, r := range raw {
+		if want, _ := frame(down, backlog-100+i); history.IDOf([]byte(r)) != want {
+			t.Fatalf("entry %d is %s, want %s", i, history.IDOf([]byte(r)), want)
+		}
+	}
+}

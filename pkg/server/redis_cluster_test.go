@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/config"
+	"github.com/chatserver/chatserver/pkg/server"
 )
 
 // testPartitions is redis.cluster_partitions in the cluster tests.
@@ -189,5 +191,32 @@ func TestRedisClusterAcrossNodes(t *testing.T) {
 			r := apiCall(t, "GET", s.URL+"/api/rooms/"+ops+"/members", "", "", "")
 			return strings.Contains(string(r.body), `"carol"`) && strings.Contains(string(r.body), `"dave"`)
 		})
+	}
+}
+
+// The first node records redis.cluster_partitions in the cluster; a node
+// with the same number starts, one with another is refused with a config
+// error naming the key.
+func TestRedisClusterPartitionsAreChecked(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	prefix := "t:"
+	a := newServer(t, useRedisCluster(cl.Addrs(), prefix), server.Options{})
+	t.Cleanup(func() { _ = a.Close() })
+	b := newServer(t, useRedisCluster(cl.Addrs(), prefix), server.Options{})
+	t.Cleanup(func() { _ = b.Close() })
+	cfg, err := config.Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	useRedisCluster(cl.Addrs(), prefix)(cfg)
+	cfg.Redis.ClusterPartitions = testPartitions * 2
+	srv, err := server.New(cfg, server.Options{})
+	if err == nil {
+		_ = srv.Close()
+		t.Fatal("a node with other cluster_partitions started")
+	}
+	var ce *config.Error
+	if !errors.As(err, &ce) || ce.Key != "redis.cluster_partitions" {
+		t.Fatalf("err = %v, want a config error naming redis.cluster_partitions", err)
 	}
 }

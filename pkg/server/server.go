@@ -132,6 +132,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		if s.rdb, err = NewRedisClient(cfg); err != nil {
 			return nil, err
 		}
+		if cfg.Redis.Cluster() {
+			if err := checkPartitions(s.rdb, cfg, 3*time.Second, s.log); err != nil {
+				_ = s.rdb.Close()
+				return nil, err
+			}
+		}
 	}
 	s.store = opts.Store
 	if s.store == nil {

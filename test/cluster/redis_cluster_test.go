@@ -27,22 +27,20 @@ import (
 func TestRedisClusterMasterKilled(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	const partitions = 16
-	down := "lobby"
-	// A prefix that puts node 1's heartbeat on the master to be killed too:
-	// node 2 must still list node 1's members of the other room.
-	var prefix string
-	var keys rediskeys.Keys
-	var victim *redistest.ClusterNode
-	for range 100 {
-		prefix = "test:cluster:" + uuid.NewString()[:8] + ":"
-		keys = rediskeys.Keys{Prefix: prefix, Partitions: partitions}
-		victim = cl.MasterOf(t, keys.History(down))
-		if cl.MasterOf(t, keys.Node("1")) == victim {
-			break
+	// A room on the master of the node keys (their {nodes} tag, the same
+	// slot whatever the prefix), which is killed: node 1's heartbeat goes
+	// with it, and node 2 must still list node 1's members of the other room.
+	prefix := "test:cluster:" + uuid.NewString()[:8] + ":"
+	keys := rediskeys.Keys{Prefix: prefix, Partitions: partitions}
+	victim := cl.MasterOf(t, keys.Node("1"))
+	down := ""
+	for i := 0; down == "" && i < 1000; i++ {
+		if r := fmt.Sprintf("lobby-%d", i); cl.MasterOf(t, keys.History(r)) == victim {
+			down = r
 		}
 	}
-	if cl.MasterOf(t, keys.Node("1")) != victim {
-		t.Fatal("no prefix puts node 1's heartbeat beside lobby")
+	if down == "" {
+		t.Fatal("no room found on the master of node 1's heartbeat")
 	}
 	up := ""
 	for i := 0; up == ""; i++ {
