@@ -452,10 +452,15 @@ func (b *Redis) Unsubscribe(_ context.Context, room string) error {
 // errDown is WaitSubscribed's answer while Redis is unreachable.
 var errDown = errors.New("broker: redis is unreachable")
 
+// downPoll is how often WaitSubscribed looks whether Redis was found
+// unreachable while it waits.
+const downPoll = 50 * time.Millisecond
+
 // WaitSubscribed waits until Redis confirmed the subscription to room (or ctx
 // ends). The server calls it after a client joined and before it reads the
 // history, so that nothing published in between is missed. While Redis is
-// unreachable it returns at once: there is nothing to wait for.
+// unreachable it returns errDown at once, and as soon as Redis is found
+// unreachable while it waits: there is nothing to wait for.
 func (b *Redis) WaitSubscribed(ctx context.Context, room string) error {
 	b.mu.Lock()
 	st := b.rooms[room]
@@ -463,18 +468,34 @@ func (b *Redis) WaitSubscribed(ctx context.Context, room string) error {
 	if st == nil {
 		return nil
 	}
-	if b.down.Load() {
+	// Redis may also be found unreachable while we wait (a partition's
+	// broker that starts while its master is down learns it only when its
+	// first dial fails): look again every downPoll instead of waiting for
+	// ctx, which would hold the joiner for the server's whole join timeout.
+	var poll *time.Timer
+	for {
+		if b.down.Load() {
+			select {
+			case <-st.active:
+				return nil
+			default:
+				return errDown
+			}
+		}
+		if poll == nil {
+			poll = time.NewTimer(downPoll)
+			defer poll.Stop()
+		} else {
+			poll.Reset(downPoll)
+		}
 		select {
 		case <-st.active:
-			return nil
-		default:
-			return errDown
+		case <-poll.C:
+			continue
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-	}
-	select {
-	case <-st.active:
-	case <-ctx.Done():
-		return ctx.Err()
+		break
 	}
 	// Frames of the room held in the outbox were delivered here before
 	// the joiner came, and their echo will be dropped here: wait until

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -237,6 +238,15 @@ func TestRedisClusterMasterDown(t *testing.T) {
 	c := newClusterNode(t, rdb, prefix, partitions)
 	start := time.Now()
 	_ = c.Subscribe(context.Background(), down)
+	// Its members' join does not wait out its timeout: the partition's
+	// broker finds the master unreachable (its first dial fails) while
+	// the join waits, and the wait ends then.
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err := c.WaitSubscribed(wctx, down)
+	wcancel()
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("waiting for the subscription to the dead master's room: %v, want the broker's \"unreachable\" before the join's timeout", err)
+	}
 	c.join(t, up)
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("joining a room on a live master took %v while another master is down", d)
