@@ -57,6 +57,22 @@ func target(addr, room string) (*url.URL, error) {
 	return &url.URL{Scheme: "ws", Host: net.JoinHostPort(ips[0].String(), port), Path: "/chatsocket", RawQuery: q.Encode()}, nil
 }
 
+// targets is the WebSocket URL of room on each server: addrs, or addr alone
+// if addrs is empty. Each must be a loopback address.
+func targets(addr string, addrs []string, room string) ([]*url.URL, error) {
+	if len(addrs) == 0 {
+		addrs = []string{addr}
+	}
+	urls := make([]*url.URL, len(addrs))
+	for i, a := range addrs {
+		var err error
+		if urls[i], err = target(a, room); err != nil {
+			return nil, err
+		}
+	}
+	return urls, nil
+}
+
 // ErrBadConfig marks a scenario the generator refuses to run: out of bounds,
 // or aimed at a non-loopback address.
 var ErrBadConfig = errors.New("bad configuration")
@@ -66,6 +82,20 @@ func badConfig(err error) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", ErrBadConfig, err)
+}
+
+// checkLoad checks the bounds fanout and rooms share: the rate, the
+// duration, and the settle and drain pauses.
+func checkLoad(rate float64, duration, settle, drain time.Duration) error {
+	switch {
+	case !(rate > 0) || rate > MaxRate:
+		return fmt.Errorf("rate: want (0, %d] messages per second, got %v", MaxRate, rate)
+	case duration <= 0 || duration > MaxDuration:
+		return fmt.Errorf("duration: want (0, %v], got %v", MaxDuration, duration)
+	case drain > time.Minute || settle > time.Minute:
+		return errors.New("settle and drain: at most 1m each")
+	}
+	return nil
 }
 
 // sourceIP is the source address of connection i of n: the kernel's choice

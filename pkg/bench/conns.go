@@ -307,15 +307,7 @@ func (cfg *ConnsConfig) addrs() []string {
 }
 
 // pids is PID and PIDs, without zeros.
-func (cfg *ConnsConfig) pids() []int {
-	var p []int
-	for _, pid := range append([]int{cfg.PID}, cfg.PIDs...) {
-		if pid != 0 {
-			p = append(p, pid)
-		}
-	}
-	return p
-}
+func (cfg *ConnsConfig) pids() []int { return serverPIDs(cfg.PID, cfg.PIDs) }
 
 // place is the node (an index into addrs) and the room of this generator's
 // connection i: member j = Offset+i (see Offset).

@@ -96,12 +96,8 @@ func (c *FanoutConfig) defaults() error {
 		err = fmt.Errorf("subscribers: want 1..%d connections in all, got %d", MaxConns, c.Subscribers+c.Publishers)
 	case c.Publishers < 1 || c.Publishers > MaxPublishers:
 		err = fmt.Errorf("publishers: want 1..%d, got %d", MaxPublishers, c.Publishers)
-	case !(c.Rate > 0) || c.Rate > MaxRate:
-		err = fmt.Errorf("rate: want (0, %d] messages per second, got %v", MaxRate, c.Rate)
-	case c.Duration <= 0 || c.Duration > MaxDuration:
-		err = fmt.Errorf("duration: want (0, %v], got %v", MaxDuration, c.Duration)
-	case c.Drain > time.Minute || c.Settle > time.Minute:
-		err = errors.New("settle and drain: at most 1m each")
+	default:
+		err = checkLoad(c.Rate, c.Duration, c.Settle, c.Drain)
 	}
 	return badConfig(err)
 }
@@ -183,25 +179,19 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	addrs := cfg.Addrs
-	if len(addrs) == 0 {
-		addrs = []string{cfg.Addr}
+	urls, err := targets(cfg.Addr, cfg.Addrs, cfg.Room)
+	if err != nil {
+		return nil, err
 	}
-	urls := make([]*url.URL, len(addrs))
-	for i, a := range addrs {
-		if urls[i], err = target(a, cfg.Room); err != nil {
-			return nil, err
-		}
-	}
-	pids := cfg.pids()
+	pids := serverPIDs(cfg.PID, cfg.PIDs)
 	var runID [3]byte
 	_, _ = rand.Read(runID[:])
 	run := hex.EncodeToString(runID[:])
 	maxMsgs := int64(math.Ceil(cfg.Rate*cfg.Duration.Seconds())) + int64(cfg.Publishers)
 
-	base, err := readProcs(pids)
+	sampler, err := newServerSampler(pids)
 	if err != nil {
-		return nil, fmt.Errorf("reading /proc for --pid: %w", err)
+		return nil, err
 	}
 	total := cfg.Subscribers + cfg.Publishers
 	// Subscribers read whatever the server wrote in one wake-up in one read.
@@ -258,11 +248,9 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	}); err != nil {
 		return nil, err
 	}
-	start, err := readProcs(pids)
-	if err != nil {
+	if err := sampler.begin(); err != nil {
 		return nil, err
 	}
-	selfStart := selfCPU()
 	if cfg.Started != nil {
 		cfg.Started()
 	}
@@ -281,11 +269,10 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	end, err := readProcs(pids)
-	if err != nil {
+	if err := sampler.finish(); err != nil {
 		return nil, err
 	}
-	res.GeneratorCPUPct = 100 * (selfCPU() - selfStart).Seconds() / end.at.Sub(start.at).Seconds()
+	res.GeneratorCPUPct = sampler.generatorCPUPct()
 	for _, c := range conns {
 		_ = c.nc.Close()
 	}
@@ -315,21 +302,16 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	res.MsgsPerS = float64(published) / sendTime.Seconds()
 	res.DeliveriesPS = float64(res.Deliveries) / sendTime.Seconds()
 	res.Latency = hist.summary()
-	if len(pids) > 0 {
-		cpu := end.cpu - start.cpu
-		res.ServerCPUS = cpu.Seconds()
-		res.ServerCPUPct = 100 * cpu.Seconds() / end.at.Sub(start.at).Seconds()
-		if res.Deliveries > 0 {
-			res.CPUPerDelivUS = float64(cpu.Microseconds()) / float64(res.Deliveries)
-		}
-		if end.writes >= 0 && start.writes >= 0 && end.writes > start.writes {
-			res.ServerWrites = end.writes - start.writes
+	if u, ok := sampler.use(total); ok {
+		res.ServerCPUS, res.ServerCPUPct = u.cpu.Seconds(), u.cpuPct
+		res.CPUPerDelivUS = u.cpuPerUS(res.Deliveries)
+		res.ServerWrites = u.writes
+		if u.writes > 0 {
 			// Publishers get every frame too: count their deliveries.
 			all := res.Deliveries + res.Accepted*int64(cfg.Publishers)
-			res.FramesPerWrite = float64(all) / float64(res.ServerWrites)
+			res.FramesPerWrite = float64(all) / float64(u.writes)
 		}
-		res.ServerRSSMB = float64(end.rssKB) / 1024
-		res.RSSPerConnKB = float64(end.rssKB-base.rssKB) / float64(total)
+		res.ServerRSSMB, res.RSSPerConnKB = u.rssMB, u.rssPerConnKB
 	}
 	res.Machine = machine()
 	res.Sustainable = res.Lost == 0 && res.Rejected == 0 && res.Disconnected == 0 && res.Published > 0 && res.Latency.P99 < 200
@@ -365,17 +347,6 @@ func settle(ctx context.Context, min time.Duration, count func() int64) error {
 		last = n
 	}
 	return nil
-}
-
-// pids is PID and PIDs, without zeros.
-func (c *FanoutConfig) pids() []int {
-	var p []int
-	for _, pid := range append([]int{c.PID}, c.PIDs...) {
-		if pid != 0 {
-			p = append(p, pid)
-		}
-	}
-	return p
 }
 
 // Spread is the server (an index into FanoutConfig.Addrs) of connection i of

@@ -92,15 +92,10 @@ func (c *RoomsConfig) defaults() error {
 		c.DialConcurrency = 200
 	}
 	var err error
-	switch {
-	case c.Rooms < 1 || c.Members < 1 || c.Rooms*c.Members > MaxConns:
+	if c.Rooms < 1 || c.Members < 1 || c.Rooms*c.Members > MaxConns {
 		err = fmt.Errorf("rooms × members: want 1..%d connections in all, got %d × %d", MaxConns, c.Rooms, c.Members)
-	case !(c.Rate > 0) || c.Rate > MaxRate:
-		err = fmt.Errorf("rate: want (0, %d] messages per second, got %v", MaxRate, c.Rate)
-	case c.Duration <= 0 || c.Duration > MaxDuration:
-		err = fmt.Errorf("duration: want (0, %v], got %v", MaxDuration, c.Duration)
-	case c.Drain > time.Minute || c.Settle > time.Minute:
-		err = errors.New("settle and drain: at most 1m each")
+	} else {
+		err = checkLoad(c.Rate, c.Duration, c.Settle, c.Drain)
 	}
 	return badConfig(err)
 }
@@ -202,15 +197,9 @@ func Rooms(ctx context.Context, cfg RoomsConfig) (*RoomsResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	addrs := cfg.Addrs
-	if len(addrs) == 0 {
-		addrs = []string{cfg.Addr}
-	}
-	bases := make([]*url.URL, len(addrs))
-	for i, a := range addrs {
-		if bases[i], err = target(a, cfg.Room); err != nil {
-			return nil, err
-		}
+	bases, err := targets(cfg.Addr, cfg.Addrs, cfg.Room)
+	if err != nil {
+		return nil, err
 	}
 	total := cfg.Rooms * cfg.Members
 	limit, err := fileLimit()
@@ -220,17 +209,16 @@ func Rooms(ctx context.Context, cfg RoomsConfig) (*RoomsResult, error) {
 	if uint64(total)+64 > limit {
 		return nil, fmt.Errorf("rooms × members: %d connections need more than this process's file limit of %d", total, limit)
 	}
-	fc := FanoutConfig{PID: cfg.PID, PIDs: cfg.PIDs}
-	pids := fc.pids()
+	pids := serverPIDs(cfg.PID, cfg.PIDs)
 	var runID [3]byte
 	_, _ = rand.Read(runID[:])
 	run := hex.EncodeToString(runID[:])
 	sched := newRoomSchedule(cfg.Rooms, cfg.Rate, mrand.New(mrand.NewPCG(uint64(runID[0])<<16|uint64(runID[1])<<8|uint64(runID[2]), 1))) //nolint:gosec // a load schedule, not a secret
 	perRoom := sched.count(sched.order[0], cfg.Duration) + 1                                                                             // the most any room sends
 
-	base, err := readProcs(pids)
+	sampler, err := newServerSampler(pids)
 	if err != nil {
-		return nil, fmt.Errorf("reading /proc for --pid: %w", err)
+		return nil, err
 	}
 	urlOf := func(i int) *url.URL {
 		u := *bases[i%len(bases)]
@@ -270,11 +258,9 @@ func Rooms(ctx context.Context, cfg RoomsConfig) (*RoomsResult, error) {
 	}); err != nil {
 		return nil, err
 	}
-	start, err := readProcs(pids)
-	if err != nil {
+	if err := sampler.begin(); err != nil {
 		return nil, err
 	}
-	selfStart := selfCPU()
 	// Room r's publisher is its member r % Members, so publishers are
 	// spread over the members' positions (and so over the servers).
 	publisher := func(r int) *wsConn { return conns[r*cfg.Members+r%cfg.Members] }
@@ -300,11 +286,10 @@ func Rooms(ctx context.Context, cfg RoomsConfig) (*RoomsResult, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	end, err := readProcs(pids)
-	if err != nil {
+	if err := sampler.finish(); err != nil {
 		return nil, err
 	}
-	res.GeneratorCPUPct = 100 * (selfCPU() - selfStart).Seconds() / end.at.Sub(start.at).Seconds()
+	res.GeneratorCPUPct = sampler.generatorCPUPct()
 	for _, c := range conns {
 		_ = c.nc.Close()
 	}
@@ -335,22 +320,15 @@ func Rooms(ctx context.Context, cfg RoomsConfig) (*RoomsResult, error) {
 	res.MsgsPerS = float64(res.Published) / sendTime.Seconds()
 	res.DeliveriesPS = float64(res.Deliveries) / sendTime.Seconds()
 	res.Latency = hist.summary()
-	if len(pids) > 0 {
-		cpu := end.cpu - start.cpu
-		res.ServerCPUS = cpu.Seconds()
-		res.ServerCPUPct = 100 * cpu.Seconds() / end.at.Sub(start.at).Seconds()
-		if res.Deliveries > 0 {
-			res.CPUPerDelivUS = float64(cpu.Microseconds()) / float64(res.Deliveries)
+	if u, ok := sampler.use(total); ok {
+		res.ServerCPUS, res.ServerCPUPct = u.cpu.Seconds(), u.cpuPct
+		res.CPUPerDelivUS = u.cpuPerUS(res.Deliveries)
+		res.CPUPerMsgUS = u.cpuPerUS(res.Accepted)
+		res.ServerWrites = u.writes
+		if u.writes > 0 {
+			res.FramesPerWrite = float64(res.Deliveries) / float64(u.writes)
 		}
-		if res.Accepted > 0 {
-			res.CPUPerMsgUS = float64(cpu.Microseconds()) / float64(res.Accepted)
-		}
-		if end.writes >= 0 && start.writes >= 0 && end.writes > start.writes {
-			res.ServerWrites = end.writes - start.writes
-			res.FramesPerWrite = float64(res.Deliveries) / float64(res.ServerWrites)
-		}
-		res.ServerRSSMB = float64(end.rssKB) / 1024
-		res.RSSPerConnKB = float64(end.rssKB-base.rssKB) / float64(total)
+		res.ServerRSSMB, res.RSSPerConnKB = u.rssMB, u.rssPerConnKB
 	}
 	res.Machine = machine()
 	res.Sustainable = res.Published > 0 && res.Lost == 0 && res.Duplicates == 0 && res.Reordered == 0 &&

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime/pprof"
 	"time"
@@ -54,11 +55,7 @@ func newBenchFanout() *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
-			if len(addrs) == 1 {
-				cfg.Addr = addrs[0]
-			} else {
-				cfg.Addrs = addrs
-			}
+			cfg.Addr, cfg.Addrs = splitAddrs(addrs)
 			cfg.PIDs = pids
 			if startedFile != "" {
 				cfg.Started = func() {
@@ -71,10 +68,7 @@ func newBenchFanout() *cobra.Command {
 			if err != nil {
 				return benchError(err)
 			}
-			if !jsonOnly {
-				res.WriteText(cmd.OutOrStdout())
-			}
-			return bench.WriteJSON(cmd.OutOrStdout(), res)
+			return writeResult(cmd.OutOrStdout(), res, jsonOnly)
 		},
 	}
 	f := cmd.Flags()
@@ -83,12 +77,8 @@ func newBenchFanout() *cobra.Command {
 	f.IntVarP(&cfg.Subscribers, "subscribers", "n", 1000, "subscribers")
 	f.IntVarP(&cfg.Publishers, "publishers", "p", 2, "publishers")
 	f.Float64VarP(&cfg.Rate, "rate", "r", 100, "messages per second, all publishers together")
-	f.DurationVarP(&cfg.Duration, "duration", "d", 10*time.Second, "how long to publish")
-	f.IntVar(&cfg.BodyBytes, "body", 40, "message body size in bytes")
-	f.DurationVar(&cfg.Settle, "settle", time.Second, "pause between the last join and the first message")
-	f.DurationVar(&cfg.Drain, "drain", 5*time.Second, "longest wait for late deliveries")
+	addLoadFlags(cmd, &cfg.Duration, &cfg.BodyBytes, &cfg.Settle, &cfg.Drain, &pids)
 	f.BoolVar(&cfg.Compress, "compress", false, "offer permessage-deflate")
-	f.IntSliceVar(&pids, "pid", nil, "server PID: report its CPU per delivery and RSS from /proc; several (repeated or comma-separated: a cluster's nodes) are summed")
 	f.BoolVar(&jsonOnly, "json", false, "print only the JSON line")
 	f.StringVar(&startedFile, "started-file", "", "create this file when the first message is sent (a fault schedule times its faults from it: scripts/loadtest.sh chaos)")
 	return cmd
@@ -108,20 +98,13 @@ func newBenchRooms() *cobra.Command {
 			defer stop()
 			ctx, cancel := context.WithTimeout(ctx, cfg.Duration+cfg.Settle+cfg.Drain+5*time.Minute)
 			defer cancel()
-			if len(addrs) == 1 {
-				cfg.Addr = addrs[0]
-			} else {
-				cfg.Addrs = addrs
-			}
+			cfg.Addr, cfg.Addrs = splitAddrs(addrs)
 			cfg.PIDs = pids
 			res, err := bench.Rooms(ctx, cfg)
 			if err != nil {
 				return benchError(err)
 			}
-			if !jsonOnly {
-				res.WriteText(cmd.OutOrStdout())
-			}
-			return bench.WriteJSON(cmd.OutOrStdout(), res)
+			return writeResult(cmd.OutOrStdout(), res, jsonOnly)
 		},
 	}
 	f := cmd.Flags()
@@ -130,11 +113,7 @@ func newBenchRooms() *cobra.Command {
 	f.IntVar(&cfg.Rooms, "rooms", 2000, "rooms")
 	f.IntVar(&cfg.Members, "members", 5, "members per room (one of them publishes; its own messages count)")
 	f.Float64VarP(&cfg.Rate, "rate", "r", 1000, "messages per second over all rooms (each room sends rate/rooms, from a random phase)")
-	f.DurationVarP(&cfg.Duration, "duration", "d", 10*time.Second, "how long to publish")
-	f.IntVar(&cfg.BodyBytes, "body", 40, "message body size in bytes")
-	f.DurationVar(&cfg.Settle, "settle", time.Second, "pause between the last join and the first message")
-	f.DurationVar(&cfg.Drain, "drain", 5*time.Second, "longest wait for late deliveries")
-	f.IntSliceVar(&pids, "pid", nil, "server PID: report its CPU per delivery and RSS from /proc; several (repeated or comma-separated: a cluster's nodes) are summed")
+	addLoadFlags(cmd, &cfg.Duration, &cfg.BodyBytes, &cfg.Settle, &cfg.Drain, &pids)
 	f.BoolVar(&jsonOnly, "json", false, "print only the JSON line")
 	return cmd
 }
@@ -158,10 +137,7 @@ func newBenchConns() *cobra.Command {
 			if err != nil {
 				return benchError(err)
 			}
-			if !jsonOnly {
-				res.WriteText(cmd.OutOrStdout())
-			}
-			if err := bench.WriteJSON(cmd.OutOrStdout(), res); err != nil {
+			if err := writeResult(cmd.OutOrStdout(), res, jsonOnly); err != nil {
 				return err
 			}
 			if err := res.CheckError(); err != nil {
@@ -188,6 +164,34 @@ func newBenchConns() *cobra.Command {
 	f.IntSliceVar(&cfg.PIDs, "pid", nil, "server PID: report its RSS per connection from /proc; several: one per --addr, in order (each node's RSS over the members on it)")
 	f.BoolVar(&jsonOnly, "json", false, "print only the JSON line")
 	return cmd
+}
+
+// addLoadFlags registers the flags fanout and rooms share: how long they
+// publish, the body size, the pauses around publishing and the server PIDs.
+func addLoadFlags(cmd *cobra.Command, duration *time.Duration, body *int, settle, drain *time.Duration, pids *[]int) {
+	f := cmd.Flags()
+	f.DurationVarP(duration, "duration", "d", 10*time.Second, "how long to publish")
+	f.IntVar(body, "body", 40, "message body size in bytes")
+	f.DurationVar(settle, "settle", time.Second, "pause between the last join and the first message")
+	f.DurationVar(drain, "drain", 5*time.Second, "longest wait for late deliveries")
+	f.IntSliceVar(pids, "pid", nil, "server PID: report its CPU per delivery and RSS from /proc; several (repeated or comma-separated: a cluster's nodes) are summed")
+}
+
+// splitAddrs is --addr as a scenario's Addr (one server) or Addrs (several).
+func splitAddrs(addrs []string) (addr string, several []string) {
+	if len(addrs) == 1 {
+		return addrs[0], nil
+	}
+	return "", addrs
+}
+
+// writeResult prints a run's result: the text report unless jsonOnly, then
+// the JSON line.
+func writeResult(w io.Writer, res interface{ WriteText(io.Writer) }, jsonOnly bool) error {
+	if !jsonOnly {
+		res.WriteText(w)
+	}
+	return bench.WriteJSON(w, res)
 }
 
 // benchError makes a refused scenario a usage error (exit 2); anything else
