@@ -862,7 +862,7 @@ func (b *Redis) confirmed(room string) {
 // recover delivers the kept frames of room published after the last one this
 // node delivered.
 func (b *Redis) recover(room string, st *redisRoom) {
-	raw, err := b.rdb.LRange(b.ctx, b.HistoryKey(room), 0, -1).Result()
+	raw, err := b.recoveryRead(room)
 	if err != nil {
 		b.log.Warn("recovering a room after resubscription: reading history failed", "room", room, "err", err)
 		return
@@ -903,6 +903,38 @@ func (b *Redis) recover(room string, st *redisRoom) {
 	if b.opts.OnRecovered != nil {
 		b.opts.OnRecovered(n)
 	}
+}
+
+// recoveryAttempts and recoveryRetry bound recoveryRead's retries: about 2 s.
+const (
+	recoveryAttempts = 10
+	recoveryRetry    = 200 * time.Millisecond
+)
+
+// recoveryRead reads room's history for recover. A read that fails right
+// after a resubscription is tried again for a while: after a slot moved (a
+// failover, resharding) the cluster client reloads its slot map lazily, and
+// a first read may still go to the old master and meet MOVED, which the
+// client does not follow (no redirects, see the server's client options).
+func (b *Redis) recoveryRead(room string) ([]string, error) {
+	var err error
+	for attempt := range recoveryAttempts {
+		if attempt > 0 {
+			if cc, ok := b.rdb.(*redis.ClusterClient); ok {
+				cc.ReloadState(b.ctx)
+			}
+			select {
+			case <-time.After(recoveryRetry):
+			case <-b.ctx.Done():
+				return nil, b.ctx.Err()
+			}
+		}
+		var raw []string
+		if raw, err = b.rdb.LRange(b.ctx, b.HistoryKey(room), 0, -1).Result(); err == nil {
+			return raw, nil
+		}
+	}
+	return nil, err
 }
 
 // frameTS returns the envelope's ts (Unix ms), or 0. ts is the last field.
