@@ -204,6 +204,7 @@ type client struct {
 	mu     sync.Mutex
 	frames []envelope
 	hist   chan envelope
+	ended  error // why the connection's reader stopped, if it did
 }
 
 func dial(t *testing.T, n *node, name, query string) *client {
@@ -217,6 +218,9 @@ func dial(t *testing.T, n *node, name, query string) *client {
 		for {
 			_, b, err := conn.ReadMessage()
 			if err != nil {
+				c.mu.Lock()
+				c.ended = err
+				c.mu.Unlock()
 				return
 			}
 			var e envelope
@@ -236,6 +240,13 @@ func dial(t *testing.T, n *node, name, query string) *client {
 		}
 	}()
 	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { // runs first: before the close above ends the reader
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if t.Failed() && c.ended != nil {
+			t.Logf("%s: the connection had ended: %v", name, c.ended)
+		}
+	})
 	return c
 }
 
