@@ -544,7 +544,6 @@ func (r *Redis) run() {
 			r.queue = append(append(make([]pending, 0, len(failed)+len(r.queue)), failed...), r.queue...)
 			dropped, logDrops = r.trimLocked(r.opts.QueueSize)
 		}
-		clear(batch)
 		r.inflight = nil
 		r.depthLocked()
 		r.mu.Unlock()
@@ -552,8 +551,10 @@ func (r *Redis) run() {
 		r.reportDrops(dropped, logDrops)
 		if r.keys.Cluster() {
 			// The failed partitions are parked with their own backoff (see
-			// park); the next batch is taken at once from the others.
+			// park); the next batch is taken at once from the others. Park
+			// reads the batch's rooms: it is cleared after.
 			r.park(batch, failed, err)
+			clear(batch)
 			if down && len(failed) < len(batch) {
 				r.reachable(&connected, attempt)
 				down, attempt = false, 0
@@ -561,6 +562,7 @@ func (r *Redis) run() {
 			wait = 0
 			continue
 		}
+		clear(batch)
 		if err != nil {
 			attempt++
 			wait = bo.Next()

@@ -3,6 +3,8 @@ package history_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,8 +141,10 @@ func TestRedisClusterBacklogOnDeadMasterDoesNotBlockTheOthers(t *testing.T) {
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), MaxRetries: -1,
 		DialTimeout: 300 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second})
 	defer rdb.Close()
+	var logs testutil.SyncBuffer
 	st, err := history.NewRedis(history.RedisOptions{Client: rdb, KeyPrefix: "t:", Partitions: clusterPartitions,
-		OpTimeout: time.Second}) // default BatchSize (1000) and backoff (100ms..5s)
+		OpTimeout: time.Second, // default BatchSize (1000) and backoff (100ms..5s)
+		Logger:    slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,6 +198,11 @@ func TestRedisClusterBacklogOnDeadMasterDoesNotBlockTheOthers(t *testing.T) {
 	}
 	if len(raw) != 100 { // Size
 		t.Fatalf("the restarted master's room holds %d entries, want 100", len(raw))
+	}
+	// Its partition is no longer parked: it backs off from the minimum
+	// again in the next outage.
+	if !strings.Contains(logs.String(), "partitions reachable again") {
+		t.Errorf("no \"partitions reachable again\" in the log:\n%s", logs.String())
 	}
 	for i, r := range raw {
 		if want, _ := frame(down, backlog-100+i); history.IDOf([]byte(r)) != want {
