@@ -12,34 +12,26 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatserver/chatserver/internal/brokertest"
 	"github.com/chatserver/chatserver/internal/rediskeys"
 	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/broker"
-	"github.com/chatserver/chatserver/pkg/history"
 )
 
 // cnode is one cluster broker with a recording deliver function (see node).
 type cnode struct {
 	*broker.RedisCluster
-	mu        sync.Mutex
-	got       map[string][]string
-	fallbacks int
+	brokertest.Recorder
 }
 
 func newClusterNode(t *testing.T, rdb *redis.ClusterClient, prefix string, partitions int, tweak ...func(*broker.RedisOptions)) *cnode {
 	t.Helper()
-	n := &cnode{got: map[string][]string{}}
-	record := func(room, id string) {
-		n.mu.Lock()
-		n.got[room] = append(n.got[room], id)
-		n.mu.Unlock()
-	}
+	n := &cnode{}
 	opts := broker.RedisOptions{
 		Client: rdb, KeyPrefix: prefix, HistorySize: 1000, Partitions: partitions,
-		Deliver:    func(room, id string, _ []byte, _ bool) { record(room, id) },
-		Direct:     func(room string, frame []byte, _ string, _ int64) { record(room, "d:"+history.IDOf(frame)) },
-		OnFallback: func() { n.mu.Lock(); n.fallbacks++; n.mu.Unlock() },
+		Deliver: n.Deliver,
+		Direct:  n.Direct,
 		// Short settle: the test's nodes resubscribe together.
 		ReplaySettle: 500 * time.Millisecond,
 	}
@@ -49,22 +41,6 @@ func newClusterNode(t *testing.T, rdb *redis.ClusterClient, prefix string, parti
 	n.RedisCluster = broker.NewRedisCluster(opts)
 	t.Cleanup(func() { _ = n.Close() })
 	return n
-}
-
-func (n *cnode) ids(room string) []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return slices.Clone(n.got[room])
-}
-
-func (n *cnode) join(t *testing.T, room string) {
-	t.Helper()
-	_ = n.Subscribe(context.Background(), room)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := n.WaitSubscribed(ctx, room); err != nil {
-		t.Fatalf("subscribing to %s: %v", room, err)
-	}
 }
 
 // roomsOnDistinctMasters returns count rooms whose keys live on count
@@ -119,7 +95,7 @@ func TestRedisClusterFanOutExactlyOnceSameOrder(t *testing.T) {
 	}
 	for _, n := range nodes {
 		for _, room := range rooms {
-			n.join(t, room)
+			brokertest.Join(t, n, room)
 		}
 	}
 	const per = 30
@@ -153,13 +129,13 @@ func TestRedisClusterFanOutExactlyOnceSameOrder(t *testing.T) {
 				want++ // the direct message
 			}
 			testutil.Eventually(t, 10*time.Second, fmt.Sprintf("node %d to receive %d frames of %s", i, want, room), func() bool {
-				return len(n.ids(room)) >= want
+				return len(n.IDs(room)) >= want
 			})
 		}
 	}
 	time.Sleep(100 * time.Millisecond) // a duplicate would arrive now
 	for _, room := range rooms {
-		want := nodes[0].ids(room)
+		want := nodes[0].IDs(room)
 		kept := slices.DeleteFunc(slices.Clone(want), func(id string) bool { return id == "d:"+dm })
 		if len(kept) != total {
 			t.Fatalf("%s: node 0 got %d frames, want %d", room, len(kept), total)
@@ -172,7 +148,7 @@ func TestRedisClusterFanOutExactlyOnceSameOrder(t *testing.T) {
 			seen[id] = true
 		}
 		for i, n := range nodes[1:] {
-			if got := n.ids(room); !slices.Equal(got, want) {
+			if got := n.IDs(room); !slices.Equal(got, want) {
 				t.Errorf("%s: node %d's order differs from node 0's", room, i+1)
 			}
 		}
@@ -180,7 +156,7 @@ func TestRedisClusterFanOutExactlyOnceSameOrder(t *testing.T) {
 			t.Errorf("%s: history order differs from delivery order (%d vs %d entries)", room, len(h), len(kept))
 		}
 	}
-	if !slices.Contains(nodes[0].ids(rooms[2]), "d:"+dm) {
+	if !slices.Contains(nodes[0].IDs(rooms[2]), "d:"+dm) {
 		t.Error("the direct message did not arrive")
 	}
 	// Sharded: each room's channel has its subscribers on its own master
@@ -210,8 +186,8 @@ func TestRedisClusterMasterDown(t *testing.T) {
 
 	a, b := newClusterNode(t, rdb, prefix, partitions), newClusterNode(t, rdb, prefix, partitions)
 	for _, n := range []*cnode{a, b} {
-		n.join(t, down)
-		n.join(t, up)
+		brokertest.Join(t, n, down)
+		brokertest.Join(t, n, up)
 	}
 	var sent sync.Map // room → []id, per node
 	publish := func(n *cnode, name, room string, count int) {
@@ -228,7 +204,7 @@ func TestRedisClusterMasterDown(t *testing.T) {
 	publish(a, "a", down, 5)
 	publish(b, "b", down, 5)
 	testutil.Eventually(t, 5*time.Second, "both nodes to have the first 10 frames", func() bool {
-		return len(a.ids(down)) == 10 && len(b.ids(down)) == 10
+		return len(a.IDs(down)) == 10 && len(b.IDs(down)) == 10
 	})
 
 	victim.Kill()
@@ -247,7 +223,7 @@ func TestRedisClusterMasterDown(t *testing.T) {
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("waiting for the subscription to the dead master's room: %v, want the broker's \"unreachable\" before the join's timeout", err)
 	}
-	c.join(t, up)
+	brokertest.Join(t, c, up)
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("joining a room on a live master took %v while another master is down", d)
 	}
@@ -260,10 +236,10 @@ func TestRedisClusterMasterDown(t *testing.T) {
 	publish(b, "b", up, 10)
 	// The other master's room carries on across nodes at once.
 	testutil.Eventually(t, 10*time.Second, "the room on the live master to reach both nodes", func() bool {
-		return len(a.ids(up)) == 20 && len(b.ids(up)) == 20
+		return len(a.IDs(up)) == 20 && len(b.IDs(up)) == 20
 	})
 	// The dead master's room: each node has its own frames only, for now.
-	if got := len(a.ids(down)); got != 20 {
+	if got := len(a.IDs(down)); got != 20 {
 		t.Fatalf("node a delivered %d frames of the room on the dead master, want its own 10 on top of 10", got)
 	}
 	if a.Held() == 0 || b.Held() == 0 {
@@ -273,18 +249,18 @@ func TestRedisClusterMasterDown(t *testing.T) {
 	victim.Start()
 	cl.WaitOK()
 	testutil.Eventually(t, 30*time.Second, "both nodes to have all 30 frames of the room on the restarted master", func() bool {
-		return len(a.ids(down)) >= 30 && len(b.ids(down)) >= 30 && a.Held() == 0 && b.Held() == 0
+		return len(a.IDs(down)) >= 30 && len(b.IDs(down)) >= 30 && a.Held() == 0 && b.Held() == 0
 	})
 	// The late node's partition of the restarted master subscribed too.
-	c.join(t, down)
+	brokertest.Join(t, c, down)
 	last := uuid.NewString()
 	if err := a.Publish(context.Background(), down, last, frameOf(last, 99), true); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 10*time.Second, "the late node to get a frame of the restarted master's room", func() bool {
-		return slices.Contains(c.ids(down), last)
+		return slices.Contains(c.IDs(down), last)
 	})
-	if got := len(c.ids(up)); got != 20 {
+	if got := len(c.IDs(up)); got != 20 {
 		t.Errorf("the late node got %d frames of the live master's room, want 20", got)
 	}
 	time.Sleep(500 * time.Millisecond) // a duplicate would arrive now
@@ -294,7 +270,7 @@ func TestRedisClusterMasterDown(t *testing.T) {
 	}
 	all := append(slices.Clone(mine("a", down)), mine("b", down)...)
 	for name, n := range map[string]*cnode{"a": a, "b": b} {
-		got := slices.DeleteFunc(n.ids(down), func(id string) bool { return id == last })
+		got := slices.DeleteFunc(n.IDs(down), func(id string) bool { return id == last })
 		if len(got) != 30 {
 			t.Errorf("node %s delivered %d frames, want 30", name, len(got))
 		}
@@ -350,21 +326,21 @@ func TestRedisClusterClosesIdlePartitions(t *testing.T) {
 	a, b := newClusterNode(t, rdb, prefix, partitions, idle), newClusterNode(t, rdb, prefix, partitions, idle)
 	anchor := keys.PartitionChannel(keys.Partition("lobby"))
 	conns := func() int64 { return shardSubscribers(t, rdb, anchor) }
-	a.join(t, "lobby")
+	brokertest.Join(t, a, "lobby")
 	if n := conns(); n != 1 {
 		t.Fatalf("%d connections on the partition's channel after a joined, want 1", n)
 	}
 	_ = a.Unsubscribe(context.Background(), "lobby")
 	testutil.Eventually(t, 5*time.Second, "the idle partition's connection to close", func() bool { return conns() == 0 })
 
-	a.join(t, "lobby")
-	b.join(t, "lobby")
+	brokertest.Join(t, a, "lobby")
+	brokertest.Join(t, b, "lobby")
 	id := uuid.NewString()
 	if err := b.Publish(context.Background(), "lobby", id, frameOf(id, 0), true); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 5*time.Second, "a to get b's frame on the partition opened again", func() bool {
-		return slices.Equal(a.ids("lobby"), []string{id})
+		return slices.Equal(a.IDs("lobby"), []string{id})
 	})
 	if n := conns(); n != 2 {
 		t.Fatalf("%d connections on the partition's channel, want 2 (a and b)", n)

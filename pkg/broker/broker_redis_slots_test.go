@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatserver/chatserver/internal/brokertest"
 	"github.com/chatserver/chatserver/internal/rediskeys"
 	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/internal/testutil"
@@ -31,8 +32,8 @@ func checkSlotMove(t *testing.T, rdb *redis.ClusterClient, prefix string, partit
 	t.Helper()
 	keys := rediskeys.Keys{Prefix: prefix, Partitions: partitions}
 	a, b := newClusterNode(t, rdb, prefix, partitions), newClusterNode(t, rdb, prefix, partitions)
-	a.join(t, room)
-	b.join(t, room)
+	brokertest.Join(t, a, room)
+	brokertest.Join(t, b, room)
 	var sent []string
 	publish := func(n *cnode, count int) {
 		for i := range count {
@@ -46,17 +47,17 @@ func checkSlotMove(t *testing.T, rdb *redis.ClusterClient, prefix string, partit
 	publish(a, 3)
 	publish(b, 2)
 	testutil.Eventually(t, 5*time.Second, "both nodes to have the first 5 frames", func() bool {
-		return len(a.ids(room)) == 5 && len(b.ids(room)) == 5
+		return len(a.IDs(room)) == 5 && len(b.IDs(room)) == 5
 	})
 	move()
 	publish(a, 5)
 	publish(b, 5)
 	testutil.Eventually(t, 20*time.Second, "both nodes to have all 15 frames after the slot moved", func() bool {
-		return len(a.ids(room)) >= 15 && len(b.ids(room)) >= 15 && a.Held() == 0 && b.Held() == 0
+		return len(a.IDs(room)) >= 15 && len(b.IDs(room)) >= 15 && a.Held() == 0 && b.Held() == 0
 	})
 	time.Sleep(500 * time.Millisecond) // a duplicate would arrive now
 	for name, n := range map[string]*cnode{"a": a, "b": b} {
-		got := n.ids(room)
+		got := n.IDs(room)
 		if len(got) != len(sent) {
 			t.Errorf("node %s delivered %d frames, want %d", name, len(got), len(sent))
 		}
@@ -78,7 +79,7 @@ func checkSlotMove(t *testing.T, rdb *redis.ClusterClient, prefix string, partit
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 5*time.Second, "a frame published after the move to reach the other node", func() bool {
-		return slices.Contains(a.ids(room), last)
+		return slices.Contains(a.IDs(room), last)
 	})
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/chatserver/chatserver/internal/brokertest"
 	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/broker"
@@ -23,8 +24,7 @@ import (
 // one chatserver node would have received.
 type node struct {
 	*broker.Redis
-	mu        sync.Mutex
-	got       map[string][]string // room → ids, in delivery order
+	brokertest.Recorder
 	resubs    atomic.Int64
 	recovered atomic.Int64
 	fallbacks atomic.Int64
@@ -32,17 +32,12 @@ type node struct {
 
 func newNode(t *testing.T, rdb *redis.Client, prefix string, tweak ...func(*broker.RedisOptions)) *node {
 	t.Helper()
-	n := &node{got: map[string][]string{}}
-	record := func(room, id string) {
-		n.mu.Lock()
-		n.got[room] = append(n.got[room], id)
-		n.mu.Unlock()
-	}
+	n := &node{}
 	opts := broker.RedisOptions{
 		Client: rdb, KeyPrefix: prefix, HistorySize: 1000,
-		Deliver: func(room, id string, _ []byte, _ bool) { record(room, id) },
+		Deliver: n.Deliver,
 		// Direct messages are recorded among the room's frames, as "d:ID".
-		Direct:        func(room string, frame []byte, _ string, _ int64) { record(room, "d:"+history.IDOf(frame)) },
+		Direct:        n.Direct,
 		OnResubscribe: func() { n.resubs.Add(1) },
 		OnRecovered:   func(k int) { n.recovered.Add(int64(k)) },
 		OnFallback:    func() { n.fallbacks.Add(1) },
@@ -53,22 +48,6 @@ func newNode(t *testing.T, rdb *redis.Client, prefix string, tweak ...func(*brok
 	n.Redis = broker.NewRedis(opts)
 	t.Cleanup(func() { _ = n.Close() })
 	return n
-}
-
-func (n *node) ids(room string) []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return slices.Clone(n.got[room])
-}
-
-func (n *node) join(t *testing.T, room string) {
-	t.Helper()
-	_ = n.Subscribe(context.Background(), room)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := n.WaitSubscribed(ctx, room); err != nil {
-		t.Fatalf("subscribing to %s: %v", room, err)
-	}
 }
 
 // publishN publishes count kept frames to room from n and returns their ids.
@@ -106,7 +85,7 @@ func TestRedisFanOutExactlyOnceSameOrder(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	nodes := []*node{newNode(t, rdb, prefix), newNode(t, rdb, prefix), newNode(t, rdb, prefix)}
 	for _, n := range nodes {
-		n.join(t, "lobby")
+		brokertest.Join(t, n, "lobby")
 	}
 	const per = 60
 	var wg sync.WaitGroup
@@ -118,11 +97,11 @@ func TestRedisFanOutExactlyOnceSameOrder(t *testing.T) {
 	total := per * len(nodes)
 	for i, n := range nodes {
 		testutil.Eventually(t, 5*time.Second, fmt.Sprintf("node %d to receive %d frames", i, total), func() bool {
-			return len(n.ids("lobby")) >= total
+			return len(n.IDs("lobby")) >= total
 		})
 	}
 	time.Sleep(100 * time.Millisecond) // a duplicate would arrive now
-	want := nodes[0].ids("lobby")
+	want := nodes[0].IDs("lobby")
 	if len(want) != total {
 		t.Fatalf("node 0 got %d frames, want %d", len(want), total)
 	}
@@ -134,7 +113,7 @@ func TestRedisFanOutExactlyOnceSameOrder(t *testing.T) {
 		seen[id] = true
 	}
 	for i, n := range nodes[1:] {
-		if got := n.ids("lobby"); !slices.Equal(got, want) {
+		if got := n.IDs("lobby"); !slices.Equal(got, want) {
 			t.Errorf("node %d's order differs from node 0's", i+1)
 		}
 	}
@@ -148,14 +127,14 @@ func TestRedisFanOutExactlyOnceSameOrder(t *testing.T) {
 func TestRedisSubscribeOnlyWhatIsServed(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	a, b := newNode(t, rdb, prefix), newNode(t, rdb, prefix)
-	a.join(t, "one")
-	b.join(t, "two")
+	brokertest.Join(t, a, "one")
+	brokertest.Join(t, b, "two")
 	id := uuid.NewString()
 	if err := b.Publish(context.Background(), "one", id, frameOf(id, 0), false); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 5*time.Second, "a to get the frame", func() bool { return len(a.ids("one")) == 1 })
-	if len(b.ids("one")) != 0 {
+	testutil.Eventually(t, 5*time.Second, "a to get the frame", func() bool { return len(a.IDs("one")) == 1 })
+	if len(b.IDs("one")) != 0 {
 		t.Fatal("b got a frame of a room it does not serve")
 	}
 	if n, _ := rdb.LLen(context.Background(), a.HistoryKey("one")).Result(); n != 0 {
@@ -178,7 +157,7 @@ func TestRedisSubscribeOnlyWhatIsServed(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "Redis to drop a's subscription to one", func() bool { return numsub("one") == 0 })
 	publishN(t, b, "one", 3)
 	time.Sleep(200 * time.Millisecond)
-	if got := len(a.ids("one")); got != 1 {
+	if got := len(a.IDs("one")); got != 1 {
 		t.Fatalf("a got %d frames after unsubscribing, want 1 (from before)", got)
 	}
 	if n, _ := rdb.LLen(context.Background(), a.HistoryKey("one")).Result(); n != 3 {
@@ -211,10 +190,10 @@ func TestRedisRecoversAfterConnectionDrop(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rdb.Close()
 	a, b := newNode(t, rdb, "p:"), newNode(t, rdb, "p:")
-	a.join(t, "lobby")
-	b.join(t, "lobby")
+	brokertest.Join(t, a, "lobby")
+	brokertest.Join(t, b, "lobby")
 	before := publishN(t, a, "lobby", 3)
-	testutil.Eventually(t, 5*time.Second, "live frames", func() bool { return len(b.ids("lobby")) == 3 })
+	testutil.Eventually(t, 5*time.Second, "live frames", func() bool { return len(b.IDs("lobby")) == 3 })
 
 	// One transaction: drop every pub/sub connection, then append 5 frames
 	// to the history that no subscriber gets live.
@@ -234,8 +213,8 @@ func TestRedisRecoversAfterConnectionDrop(t *testing.T) {
 	}
 	want := append(slices.Clone(before), missed...)
 	for name, n := range map[string]*node{"a": a, "b": b} {
-		testutil.Eventually(t, 10*time.Second, name+" to recover", func() bool { return len(n.ids("lobby")) >= len(want) })
-		if got := n.ids("lobby"); !slices.Equal(got, want) {
+		testutil.Eventually(t, 10*time.Second, name+" to recover", func() bool { return len(n.IDs("lobby")) >= len(want) })
+		if got := n.IDs("lobby"); !slices.Equal(got, want) {
 			t.Fatalf("%s delivered %v, want %v", name, got, want)
 		}
 		if n.resubs.Load() < 1 || n.recovered.Load() != int64(len(missed)) {
@@ -246,9 +225,9 @@ func TestRedisRecoversAfterConnectionDrop(t *testing.T) {
 	after := publishN(t, b, "lobby", 2)
 	want = append(want, after...)
 	for name, n := range map[string]*node{"a": a, "b": b} {
-		testutil.Eventually(t, 5*time.Second, name+" to get live frames", func() bool { return len(n.ids("lobby")) >= len(want) })
+		testutil.Eventually(t, 5*time.Second, name+" to get live frames", func() bool { return len(n.IDs("lobby")) >= len(want) })
 		time.Sleep(50 * time.Millisecond)
-		if got := n.ids("lobby"); !slices.Equal(got, want) {
+		if got := n.IDs("lobby"); !slices.Equal(got, want) {
 			t.Fatalf("%s delivered %v, want %v", name, got, want)
 		}
 	}
@@ -263,10 +242,10 @@ func TestRedisRestart(t *testing.T) {
 		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
 	defer rdb.Close()
 	a, b := newNode(t, rdb, "p:"), newNode(t, rdb, "p:")
-	a.join(t, "lobby")
-	b.join(t, "lobby")
+	brokertest.Join(t, a, "lobby")
+	brokertest.Join(t, b, "lobby")
 	publishN(t, a, "lobby", 2)
-	testutil.Eventually(t, 5*time.Second, "live frames", func() bool { return len(b.ids("lobby")) == 2 })
+	testutil.Eventually(t, 5*time.Second, "live frames", func() bool { return len(b.IDs("lobby")) == 2 })
 
 	srv.Kill()
 	start := time.Now()
@@ -274,7 +253,7 @@ func TestRedisRestart(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("3 publishes with Redis down took %v", d)
 	}
-	if got := a.ids("lobby"); !slices.Equal(got[2:], down) || a.fallbacks.Load() != 3 {
+	if got := a.IDs("lobby"); !slices.Equal(got[2:], down) || a.fallbacks.Load() != 3 {
 		t.Errorf("with Redis down a delivered %v locally (fallbacks %d), want %v", got[2:], a.fallbacks.Load(), down)
 	}
 
@@ -296,10 +275,10 @@ func TestRedisRestart(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "fan-out across nodes after the restart", func() bool {
 		last = publishN(t, b, "lobby", 1)[0]
 		time.Sleep(50 * time.Millisecond)
-		ids := a.ids("lobby")
+		ids := a.IDs("lobby")
 		return ids[len(ids)-1] == last
 	})
-	if got := b.ids("lobby"); got[len(got)-1] != last {
+	if got := b.IDs("lobby"); got[len(got)-1] != last {
 		t.Errorf("b did not get its own frame back after the restart")
 	}
 }

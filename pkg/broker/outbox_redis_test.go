@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatserver/chatserver/internal/brokertest"
 	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/broker"
@@ -65,11 +66,11 @@ func afterReplays(t *testing.T, from, other *node) []string {
 	t.Helper()
 	mine := publishN(t, from, "lobby", 1)[0]
 	testutil.Eventually(t, 15*time.Second, "the other node to get the frame queued behind the replays", func() bool {
-		return slices.Contains(other.ids("lobby"), mine)
+		return slices.Contains(other.IDs("lobby"), mine)
 	})
 	answer := publishN(t, other, "lobby", 1)[0]
 	testutil.Eventually(t, 15*time.Second, "the answer to come back through Redis", func() bool {
-		return slices.Contains(from.ids("lobby"), answer) && slices.Contains(other.ids("lobby"), answer)
+		return slices.Contains(from.IDs("lobby"), answer) && slices.Contains(other.IDs("lobby"), answer)
 	})
 	return []string{mine, answer}
 }
@@ -118,20 +119,20 @@ func TestOutboxAcrossRedisRestart(t *testing.T) {
 			srv := tc.start(t)
 			rdb := outageClient(t, srv)
 			a, b := newNode(t, rdb, "p:"), newNode(t, rdb, "p:")
-			a.join(t, "lobby")
-			b.join(t, "lobby")
+			brokertest.Join(t, a, "lobby")
+			brokertest.Join(t, b, "lobby")
 			live := publishN(t, a, "lobby", 2)
 			testutil.Eventually(t, 5*time.Second, "live frames on both nodes", func() bool {
-				return len(a.ids("lobby")) == 2 && len(b.ids("lobby")) == 2
+				return len(a.IDs("lobby")) == 2 && len(b.IDs("lobby")) == 2
 			})
 
 			srv.Kill()
 			fromA := publishMixed(t, a, 9)
 			fromB := publishMixed(t, b, 9)
-			if got := a.ids("lobby")[2:]; !slices.Equal(got, fromA) {
+			if got := a.IDs("lobby")[2:]; !slices.Equal(got, fromA) {
 				t.Fatalf("with Redis down a delivered %v at once, want its own %v", got, fromA)
 			}
-			if got := b.ids("lobby")[2:]; !slices.Equal(got, fromB) {
+			if got := b.IDs("lobby")[2:]; !slices.Equal(got, fromB) {
 				t.Fatalf("with Redis down b delivered %v at once, want its own %v", got, fromB)
 			}
 
@@ -143,7 +144,7 @@ func TestOutboxAcrossRedisRestart(t *testing.T) {
 			wantA := append(slices.Clone(fromA), endA[0], endB[1])
 			wantB := append(slices.Clone(fromB), endA[1], endB[0])
 			for name, n := range map[string]*node{"a": a, "b": b} {
-				got := n.ids("lobby")
+				got := n.IDs("lobby")
 				if d := duplicates(got); len(d) > 0 {
 					t.Errorf("%s delivered %v more than once", name, d)
 				}
@@ -242,12 +243,12 @@ func TestOutboxOverflowAnnouncesGap(t *testing.T) {
 		}
 	})
 	b := newNode(t, rdb, "p:")
-	a.join(t, "lobby")
-	b.join(t, "lobby")
+	brokertest.Join(t, a, "lobby")
+	brokertest.Join(t, b, "lobby")
 
 	srv.Kill()
 	sent := publishN(t, a, "lobby", 5)
-	if got := a.ids("lobby"); !slices.Equal(got, sent) {
+	if got := a.IDs("lobby"); !slices.Equal(got, sent) {
 		t.Fatalf("a delivered %v, want all it accepted %v", got, sent)
 	}
 	if dropped.Load() != 2 {
@@ -255,9 +256,9 @@ func TestOutboxOverflowAnnouncesGap(t *testing.T) {
 	}
 	srv.Start()
 	testutil.Eventually(t, 15*time.Second, "b to get the held frames", func() bool {
-		return len(b.ids("lobby")) == 4
+		return len(b.IDs("lobby")) == 4
 	})
-	got := b.ids("lobby")
+	got := b.IDs("lobby")
 	missed, isGap := gapIDs.Load(got[0])
 	if !isGap || missed != 2 || !slices.Equal(got[1:], sent[2:]) {
 		t.Fatalf("b got %v, want a gap frame (2 missed) then %v", got, sent[2:])
@@ -265,7 +266,7 @@ func TestOutboxOverflowAnnouncesGap(t *testing.T) {
 	if h := historyIDs(t, rdb, a.HistoryKey("lobby")); !slices.Equal(h, got) {
 		t.Errorf("history holds %v, want what b got %v", h, got)
 	}
-	if got := a.ids("lobby"); len(got) != 5 {
+	if got := a.IDs("lobby"); len(got) != 5 {
 		t.Errorf("a delivered its own gap frame or a replay: %v", got)
 	}
 }
@@ -278,8 +279,8 @@ func TestOutboxOwnReplaysDroppedBeyondSeenRing(t *testing.T) {
 	rdb := outageClient(t, srv)
 	small := func(o *broker.RedisOptions) { o.HistorySize = 10 } // a ring of 256 ids
 	a, b := newNode(t, rdb, "p:", small), newNode(t, rdb, "p:", small)
-	a.join(t, "lobby")
-	b.join(t, "lobby")
+	brokertest.Join(t, a, "lobby")
+	brokertest.Join(t, b, "lobby")
 	srv.Kill()
 	held := publishN(t, a, "lobby", 400)
 	srv.Start()
@@ -288,7 +289,7 @@ func TestOutboxOwnReplaysDroppedBeyondSeenRing(t *testing.T) {
 	endB := afterReplays(t, b, a)
 	want := append(append(held, end...), endB...)
 	for name, n := range map[string]*node{"a": a, "b": b} {
-		if got := n.ids("lobby"); !slices.Equal(got, want) {
+		if got := n.IDs("lobby"); !slices.Equal(got, want) {
 			t.Errorf("%s delivered %d frames (%d duplicates), want the %d sent, once each, in order; missing %v",
 				name, len(got), len(duplicates(got)), len(want), missing(got, want))
 		}
@@ -313,7 +314,7 @@ func TestWaitSubscribedWaitsForHeldFrames(t *testing.T) {
 	srv := redistest.StartServer(t)
 	rdb := outageClient(t, srv)
 	a := newNode(t, rdb, "p:")
-	a.join(t, "lobby")
+	brokertest.Join(t, a, "lobby")
 	srv.Kill()
 	held := publishN(t, a, "lobby", 5)
 	srv.Start()
@@ -424,16 +425,16 @@ func TestOutboxReplayAfterLostReply(t *testing.T) {
 	defer viaProxy.Close()
 	direct := outageClient(t, srv)
 	a, b := newNode(t, viaProxy, "p:"), newNode(t, direct, "p:")
-	a.join(t, "lobby")
-	b.join(t, "lobby")
+	brokertest.Join(t, a, "lobby")
+	brokertest.Join(t, b, "lobby")
 	first := publishN(t, a, "lobby", 1) // Redis now has the publish script
-	testutil.Eventually(t, 5*time.Second, "b to get the first frame", func() bool { return len(b.ids("lobby")) == 1 })
+	testutil.Eventually(t, 5*time.Second, "b to get the first frame", func() bool { return len(b.IDs("lobby")) == 1 })
 	proxy.drop.Store(true)
 	id := publishN(t, a, "lobby", 1)[0] // Redis runs it; the reply is lost
 	if a.fallbacks.Load() != 1 {
 		t.Fatalf("the publish was not held (fallbacks %d)", a.fallbacks.Load())
 	}
-	testutil.Eventually(t, 5*time.Second, "b to get the frame Redis ran", func() bool { return len(b.ids("lobby")) == 2 })
+	testutil.Eventually(t, 5*time.Second, "b to get the frame Redis ran", func() bool { return len(b.IDs("lobby")) == 2 })
 	time.Sleep(time.Second) // replays meanwhile lose their replies too
 	proxy.drop.Store(false)
 	testutil.Eventually(t, 15*time.Second, "the held frame to be replayed", func() bool { return a.Held() == 0 })
@@ -443,7 +444,7 @@ func TestOutboxReplayAfterLostReply(t *testing.T) {
 		t.Errorf("history holds %v, want %v", h, want)
 	}
 	for name, n := range map[string]*node{"a": a, "b": b} {
-		if got := n.ids("lobby"); !slices.Equal(got, want) {
+		if got := n.IDs("lobby"); !slices.Equal(got, want) {
 			t.Errorf("%s delivered %v, want %v", name, got, want)
 		}
 	}
@@ -460,13 +461,13 @@ func TestOutboxRepublishesWhatRedisLostInFlight(t *testing.T) {
 		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
 	defer viaProxy.Close()
 	a, b := newNode(t, outageClient(t, srv), "p:"), newNode(t, viaProxy, "p:")
-	a.join(t, "lobby")
-	b.join(t, "lobby")
+	brokertest.Join(t, a, "lobby")
+	brokertest.Join(t, b, "lobby")
 	before := publishN(t, a, "lobby", 1)
-	testutil.Eventually(t, 5*time.Second, "b to get the first frame", func() bool { return len(b.ids("lobby")) == 1 })
+	testutil.Eventually(t, 5*time.Second, "b to get the first frame", func() bool { return len(b.IDs("lobby")) == 1 })
 	proxy.drop.Store(true) // b's subscription stops getting what Redis writes
 	lost := publishN(t, a, "lobby", 1)
-	testutil.Eventually(t, 5*time.Second, "a to get its frame back", func() bool { return len(a.ids("lobby")) == 2 })
+	testutil.Eventually(t, 5*time.Second, "a to get its frame back", func() bool { return len(a.IDs("lobby")) == 2 })
 	srv.Kill()
 	proxy.drop.Store(false)
 	srv.Start() // empty
@@ -476,7 +477,7 @@ func TestOutboxRepublishesWhatRedisLostInFlight(t *testing.T) {
 	end := afterReplays(t, a, b)
 	want := append(append(before, lost...), end...)
 	for name, n := range map[string]*node{"a": a, "b": b} {
-		if got := n.ids("lobby"); !slices.Equal(got, want) {
+		if got := n.IDs("lobby"); !slices.Equal(got, want) {
 			t.Errorf("%s delivered %v, want %v", name, got, want)
 		}
 	}
@@ -494,18 +495,18 @@ func TestOutboxOwnFrameLostInFlightKeepsOrder(t *testing.T) {
 		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
 	defer viaProxy.Close()
 	a, b := newNode(t, viaProxy, "p:"), newNode(t, outageClient(t, srv), "p:")
-	a.join(t, "lobby")
-	b.join(t, "lobby")
+	brokertest.Join(t, a, "lobby")
+	brokertest.Join(t, b, "lobby")
 	proxy.drop.Store(true) // a's subscription stops getting what Redis writes
 	first := publishN(t, a, "lobby", 1)
-	testutil.Eventually(t, 5*time.Second, "b to get the first frame", func() bool { return len(b.ids("lobby")) == 1 })
-	if got := a.ids("lobby"); len(got) != 0 {
+	testutil.Eventually(t, 5*time.Second, "b to get the first frame", func() bool { return len(b.IDs("lobby")) == 1 })
+	if got := a.IDs("lobby"); len(got) != 0 {
 		t.Fatalf("a delivered %v before Redis died, want nothing (its echo is dropped)", got)
 	}
 	srv.Kill()
 	proxy.drop.Store(false)
 	second := publishN(t, a, "lobby", 1) // held
-	if got, want := a.ids("lobby"), append(slices.Clone(first), second...); !slices.Equal(got, want) {
+	if got, want := a.IDs("lobby"), append(slices.Clone(first), second...); !slices.Equal(got, want) {
 		t.Fatalf("a delivered %v during the outage, want %v in the order sent", got, want)
 	}
 	srv.Start() // empty
@@ -515,7 +516,7 @@ func TestOutboxOwnFrameLostInFlightKeepsOrder(t *testing.T) {
 	end := afterReplays(t, a, b)
 	want := append(append(slices.Clone(first), second...), end...)
 	for name, n := range map[string]*node{"a": a, "b": b} {
-		if got := n.ids("lobby"); !slices.Equal(got, want) {
+		if got := n.IDs("lobby"); !slices.Equal(got, want) {
 			t.Errorf("%s delivered %v, want %v", name, got, want)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatserver/chatserver/internal/brokertest"
 	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/broker"
@@ -39,7 +40,7 @@ func TestPublishBatchOrderAndExactlyOnce(t *testing.T) {
 			rooms := []string{"r0", "r1", "r2", "r3"}
 			for _, n := range nodes {
 				for _, r := range rooms {
-					n.join(t, r)
+					brokertest.Join(t, n, r)
 				}
 			}
 			const sendersPerNode, perSender = 6, 40
@@ -75,13 +76,13 @@ func TestPublishBatchOrderAndExactlyOnce(t *testing.T) {
 			for i, n := range nodes {
 				for _, r := range rooms {
 					testutil.Eventually(t, 10*time.Second, fmt.Sprintf("node %d to receive room %s", i, r), func() bool {
-						return len(n.ids(r)) >= perRoom[r]
+						return len(n.IDs(r)) >= perRoom[r]
 					})
 				}
 			}
 			time.Sleep(100 * time.Millisecond) // a duplicate would arrive now
 			for _, r := range rooms {
-				want := nodes[0].ids(r)
+				want := nodes[0].IDs(r)
 				if len(want) != perRoom[r] {
 					t.Fatalf("room %s: node 0 delivered %d frames, want %d", r, len(want), perRoom[r])
 				}
@@ -93,7 +94,7 @@ func TestPublishBatchOrderAndExactlyOnce(t *testing.T) {
 					pos[id] = i
 				}
 				for i, n := range nodes[1:] {
-					if got := n.ids(r); !slices.Equal(got, want) {
+					if got := n.IDs(r); !slices.Equal(got, want) {
 						t.Errorf("room %s: node %d's order differs from node 0's", r, i+1)
 					}
 				}
@@ -187,8 +188,8 @@ func TestPublishBatchGathersWaitingPublishes(t *testing.T) {
 	rdb.AddHook(rec)
 	oneSender := func(o *broker.RedisOptions) { o.PublishSenders = 1 }
 	a, b := newNode(t, rdb, "p:", oneSender), newNode(t, rdb, "p:", oneSender)
-	a.join(t, "lobby")
-	b.join(t, "lobby")
+	brokertest.Join(t, a, "lobby")
+	brokertest.Join(t, b, "lobby")
 
 	warm := publishN(t, a, "lobby", 1) // Redis knows the script now
 	rec.armed.Store(true)
@@ -235,14 +236,14 @@ func TestPublishBatchGathersWaitingPublishes(t *testing.T) {
 	}
 	want := append([]string{warm[0], first}, ids...)
 	for name, n := range map[string]*node{"a": a, "b": b} {
-		testutil.Eventually(t, 5*time.Second, name+" to deliver every frame", func() bool { return len(n.ids("lobby")) >= len(want) })
+		testutil.Eventually(t, 5*time.Second, name+" to deliver every frame", func() bool { return len(n.IDs("lobby")) >= len(want) })
 	}
 	time.Sleep(100 * time.Millisecond) // a duplicate would arrive now
-	got := a.ids("lobby")
+	got := a.IDs("lobby")
 	if len(got) != len(want) || !slices.Equal(got[:2], want[:2]) {
 		t.Fatalf("a delivered %d frames, want %d starting with the two sent before the batch", len(got), len(want))
 	}
-	if !slices.Equal(b.ids("lobby"), got) || !slices.Equal(historyIDs(t, rdb, a.HistoryKey("lobby")), got) {
+	if !slices.Equal(b.IDs("lobby"), got) || !slices.Equal(historyIDs(t, rdb, a.HistoryKey("lobby")), got) {
 		t.Fatal("nodes or history disagree on the order")
 	}
 	slices.Sort(got)

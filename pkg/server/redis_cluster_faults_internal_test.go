@@ -4,7 +4,6 @@ import (
 	"context"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatserver/chatserver/internal/brokertest"
 	"github.com/chatserver/chatserver/internal/rediskeys"
 	"github.com/chatserver/chatserver/internal/redistest"
 	"github.com/chatserver/chatserver/internal/testutil"
@@ -46,40 +46,19 @@ func clusterClientOf(t *testing.T, cl *redistest.Cluster, before func(*redis.Clu
 // faultNode is a cluster broker recording the ids it delivers, per room.
 type faultNode struct {
 	*broker.RedisCluster
-	mu  sync.Mutex
-	got map[string][]string
+	brokertest.Recorder
 }
 
 func newFaultNode(t *testing.T, rdb *redis.ClusterClient, prefix string) *faultNode {
 	t.Helper()
-	n := &faultNode{got: map[string][]string{}}
+	n := &faultNode{}
 	n.RedisCluster = broker.NewRedisCluster(broker.RedisOptions{
 		Client: rdb, KeyPrefix: prefix, HistorySize: 1000, Partitions: faultPartitions,
-		Deliver: func(room, id string, _ []byte, _ bool) {
-			n.mu.Lock()
-			n.got[room] = append(n.got[room], id)
-			n.mu.Unlock()
-		},
+		Deliver:      n.Deliver,
 		ReplaySettle: 500 * time.Millisecond,
 	})
 	t.Cleanup(func() { _ = n.Close() })
 	return n
-}
-
-func (n *faultNode) ids(room string) []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return slices.Clone(n.got[room])
-}
-
-func (n *faultNode) join(t *testing.T, room string) {
-	t.Helper()
-	_ = n.Subscribe(context.Background(), room)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := n.WaitSubscribed(ctx, room); err != nil {
-		t.Fatalf("subscribing to %s: %v", room, err)
-	}
 }
 
 func faultFrame(id string) []byte {
@@ -166,8 +145,8 @@ func TestRedisClusterLostReplyKeptOnce(t *testing.T) {
 	const prefix, room = "t:", "lobby"
 	keys := rediskeys.Keys{Prefix: prefix, Partitions: faultPartitions}
 	a, b := newFaultNode(t, rdb, prefix), newFaultNode(t, rdb, prefix)
-	a.join(t, room)
-	b.join(t, room)
+	brokertest.Join(t, a, room)
+	brokertest.Join(t, b, room)
 	if err := a.Publish(context.Background(), room, id, faultFrame(id), true); err != nil {
 		t.Fatal(err)
 	}
@@ -175,15 +154,15 @@ func TestRedisClusterLostReplyKeptOnce(t *testing.T) {
 		t.Fatal("the publish script never ran through the hook")
 	}
 	testutil.Eventually(t, 10*time.Second, "the other node to have the frame and nothing held", func() bool {
-		return len(b.ids(room)) >= 1 && a.Held() == 0
+		return len(b.IDs(room)) >= 1 && a.Held() == 0
 	})
 	time.Sleep(500 * time.Millisecond) // a duplicate would arrive now
 	checkOnce(t, "history", historyOf(t, rdb, keys.History(room)), []string{id})
-	checkOnce(t, "node b", b.ids(room), []string{id})
+	checkOnce(t, "node b", b.IDs(room), []string{id})
 	// The publishing node delivered the frame when it held it; the
 	// script's SPUBLISH (the reply, not the publish, was lost) reaches its
 	// own subscription too and must be dropped as seen.
-	checkOnce(t, "node a", a.ids(room), []string{id})
+	checkOnce(t, "node a", a.IDs(room), []string{id})
 }
 
 // A room's master dies and its replica takes over (cluster-node-timeout
@@ -197,8 +176,8 @@ func TestRedisClusterMasterFailsOver(t *testing.T) {
 	const prefix, room = "t:", "lobby"
 	keys := rediskeys.Keys{Prefix: prefix, Partitions: faultPartitions}
 	a, b := newFaultNode(t, rdb, prefix), newFaultNode(t, rdb, prefix)
-	a.join(t, room)
-	b.join(t, room)
+	brokertest.Join(t, a, room)
+	brokertest.Join(t, b, room)
 	var sent []string
 	publish := func(n *faultNode, count int) {
 		for range count {
@@ -212,7 +191,7 @@ func TestRedisClusterMasterFailsOver(t *testing.T) {
 	publish(a, 3)
 	publish(b, 3)
 	testutil.Eventually(t, 5*time.Second, "both nodes to have the first frames", func() bool {
-		return len(a.ids(room)) == 6 && len(b.ids(room)) == 6
+		return len(a.IDs(room)) == 6 && len(b.IDs(room)) == 6
 	})
 
 	master := cl.MasterOf(t, keys.History(room))
@@ -224,7 +203,7 @@ func TestRedisClusterMasterFailsOver(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	testutil.Eventually(t, 20*time.Second, "delivery across the nodes to resume after the failover", func() bool {
-		return len(a.ids(room)) >= len(sent) && len(b.ids(room)) >= len(sent) && a.Held() == 0 && b.Held() == 0
+		return len(a.IDs(room)) >= len(sent) && len(b.IDs(room)) >= len(sent) && a.Held() == 0 && b.Held() == 0
 	})
 	last := uuid.NewString()
 	if err := b.Publish(context.Background(), room, last, faultFrame(last), true); err != nil {
@@ -232,11 +211,11 @@ func TestRedisClusterMasterFailsOver(t *testing.T) {
 	}
 	sent = append(sent, last)
 	testutil.Eventually(t, 5*time.Second, "a frame published after the failover to reach the other node", func() bool {
-		return slices.Contains(a.ids(room), last)
+		return slices.Contains(a.IDs(room), last)
 	})
 	time.Sleep(500 * time.Millisecond) // a duplicate would arrive now
-	checkOnce(t, "node a", a.ids(room), sent)
-	checkOnce(t, "node b", b.ids(room), sent)
+	checkOnce(t, "node a", a.IDs(room), sent)
+	checkOnce(t, "node b", b.IDs(room), sent)
 	checkOnce(t, "history", historyOf(t, rdb, keys.History(room)), sent)
 }
 
