@@ -83,7 +83,8 @@ type RedisOptions struct {
 	PartitionIdle time.Duration
 	// KeyPrefix namespaces keys and channels: the history of room R is the
 	// list KeyPrefix+"history:"+R (the Redis history store's key) and its
-	// channel is KeyPrefix+"room:"+R. Zero means no prefix.
+	// channel is KeyPrefix+"room:"+R — on a cluster with R's partition's
+	// hash tag before R (rediskeys names them). Zero means no prefix.
 	KeyPrefix string
 	// HistorySize is the number of frames kept per room. Zero means 100.
 	HistorySize int
@@ -300,7 +301,7 @@ func newRedis(opts RedisOptions, part int) *Redis {
 	go b.receive()
 	go b.replayLoop()
 	if !opts.NoPublishBatch {
-		b.batcher = newPublishBatcher(b.rdb, opts.PublishBatch, opts.PublishSenders, b.direct, b.ctx.Done())
+		b.batcher = newPublishBatcher(b.rdb, opts.PublishBatch, opts.PublishSenders, b.direct, b.loadScript, b.ctx.Done())
 		b.wg.Add(1)
 		go func() { defer b.wg.Done(); b.batcher.run() }()
 	}

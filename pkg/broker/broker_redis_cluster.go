@@ -98,7 +98,8 @@ func NewRedisCluster(opts RedisOptions) *RedisCluster {
 	return c
 }
 
-// errClosed is the answer of a closed RedisCluster.
+// errClosed is the answer of a closed RedisCluster, and of a closed Redis's
+// batcher for a publish it never sent.
 var errClosed = errors.New("broker: closed")
 
 // acquire returns the broker of room's partition, starting it if needed,

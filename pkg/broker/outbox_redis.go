@@ -480,7 +480,7 @@ func (b *Redis) replayBatch() (int, error) {
 	batch, gaps := b.ob.take(min(replayBatchSize, max(1, b.opts.ReplayRate/20)))
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	defer cancel()
-	if err := b.loadReplay(ctx); err != nil {
+	if err := b.loadScript(ctx, b.replay); err != nil {
 		b.ob.finish(0, true, gaps)
 		return 0, fmt.Errorf("loading the replay script: %w", err)
 	}
@@ -539,17 +539,17 @@ func (b *Redis) replayCmd(ctx context.Context, pipe redis.Pipeliner, h held) {
 		b.Channel(h.room), h.frame, string([]byte{h.flag}), b.size, header, check)
 }
 
-// loadReplay loads the replay script where the replay will run it: on one
-// Redis, or on a cluster on the master of this partition's slot only — a
-// cluster-wide SCRIPT LOAD would fail while any other master is down, and
-// this partition's replay must not wait for those.
-func (b *Redis) loadReplay(ctx context.Context) error {
+// loadScript loads script where this broker runs it: on one Redis, or on a
+// cluster on the master of this partition's slot only — a cluster-wide
+// SCRIPT LOAD would fail while any other master is down, and this
+// partition's publishes and replay must not wait for those.
+func (b *Redis) loadScript(ctx context.Context, script *redis.Script) error {
 	if cc, ok := b.rdb.(*redis.ClusterClient); ok && b.sharded() {
 		master, err := cc.MasterForKey(ctx, b.keys.PartitionChannel(b.part))
 		if err != nil {
 			return fmt.Errorf("finding the master of partition %d: %w", b.part, err)
 		}
-		return b.replay.Load(ctx, master).Err()
+		return script.Load(ctx, master).Err()
 	}
-	return b.replay.Load(ctx, b.rdb).Err()
+	return script.Load(ctx, b.rdb).Err()
 }

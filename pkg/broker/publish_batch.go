@@ -54,8 +54,6 @@ const publishBatchTimeout = 5 * time.Second
 // down or frames are held, so it must queue behind them.
 var errNotSent = errors.New("broker: publish not sent: redis is down or frames are held")
 
-// errBatcherClosed answers a publish made after Close.
-var errBatcherClosed = errors.New("broker: closed")
 
 // scriptCall is one script run: what a publish asks of Redis.
 type scriptCall struct {
@@ -89,13 +87,16 @@ type publishBatcher struct {
 	max     int
 	senders int
 	direct  func() bool // may a request still go to Redis (see Redis.direct)
+	// load loads a script where the batch runs (see Redis.loadScript).
+	load    func(context.Context, *redis.Script) error
 	reqs    chan *publishReq
 	stop    <-chan struct{}
 	stopped chan struct{} // closed when every loop returned
 }
 
-func newPublishBatcher(rdb redis.UniversalClient, max, senders int, direct func() bool, stop <-chan struct{}) *publishBatcher {
-	return &publishBatcher{rdb: rdb, max: max, senders: senders, direct: direct, reqs: make(chan *publishReq, max),
+func newPublishBatcher(rdb redis.UniversalClient, max, senders int, direct func() bool,
+	load func(context.Context, *redis.Script) error, stop <-chan struct{}) *publishBatcher {
+	return &publishBatcher{rdb: rdb, max: max, senders: senders, direct: direct, load: load, reqs: make(chan *publishReq, max),
 		stop: stop, stopped: make(chan struct{})}
 }
 
@@ -114,7 +115,7 @@ func (p *publishBatcher) run() {
 // publish hands call to the batcher and waits for its result, or for ctx to
 // end (the call may then still reach Redis, as an unbatched command whose
 // reply was not awaited may). After the batcher stopped it returns
-// errBatcherClosed for a call that was never sent.
+// errClosed for a call that was never sent.
 func (p *publishBatcher) publish(ctx context.Context, call scriptCall) error {
 	r := &publishReq{ctx: ctx, call: call, done: make(chan error, 1)}
 	select {
@@ -122,7 +123,7 @@ func (p *publishBatcher) publish(ctx context.Context, call scriptCall) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-p.stop:
-		return errBatcherClosed
+		return errClosed
 	}
 	select {
 	case err := <-r.done:
@@ -134,7 +135,7 @@ func (p *publishBatcher) publish(ctx context.Context, call scriptCall) error {
 		case err := <-r.done: // taken and answered before the batcher stopped
 			return err
 		default:
-			return errBatcherClosed
+			return errClosed
 		}
 	}
 }
@@ -205,7 +206,7 @@ func (p *publishBatcher) send(batch []*publishReq) {
 		loaded := map[*redis.Script]error{}
 		for _, r := range again {
 			if _, ok := loaded[r.call.script]; !ok {
-				loaded[r.call.script] = r.call.script.Load(ctx, p.rdb).Err()
+				loaded[r.call.script] = p.load(ctx, r.call.script)
 			}
 		}
 		var resend []*publishReq
@@ -252,7 +253,7 @@ func (p *publishBatcher) exec(ctx context.Context, reqs []*publishReq) []error {
 func (b *Redis) publishScriptCall(ctx context.Context, call scriptCall) error {
 	if b.batcher != nil {
 		err := b.batcher.publish(ctx, call)
-		if !errors.Is(err, errBatcherClosed) {
+		if !errors.Is(err, errClosed) {
 			return err
 		}
 		// After Close (a server's last leave events): alone, as before.

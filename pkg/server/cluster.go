@@ -28,7 +28,7 @@ type clusterPresence interface {
 }
 
 // subscriptionWaiter is implemented by brokers whose Subscribe completes
-// later (broker.Redis): a joining client waits for it before reading history.
+// later (broker.Redis, broker.RedisCluster): a joining client waits for it before reading history.
 type subscriptionWaiter interface {
 	WaitSubscribed(ctx context.Context, room string) error
 }
