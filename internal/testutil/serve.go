@@ -3,6 +3,7 @@ package testutil
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -17,12 +18,13 @@ type Server interface {
 // Serve runs srv on ln and returns stop, which shuts it down (within 10 s)
 // and fails the test if Shutdown or Serve returned an error. A test that
 // restarts a server on the same address calls stop, listens again and
-// serves a new server there.
+// serves a new server there. stop runs once (a second call does nothing),
+// and at the test's end if the test did not call it.
 func Serve(t testing.TB, srv Server, ln net.Listener) (stop func()) {
 	t.Helper()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	return func() {
+	stop = sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
@@ -31,5 +33,7 @@ func Serve(t testing.TB, srv Server, ln net.Listener) (stop func()) {
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-	}
+	})
+	t.Cleanup(stop)
+	return stop
 }
