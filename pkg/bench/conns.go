@@ -280,12 +280,14 @@ func (cfg *ConnsConfig) defaults() error {
 		err = fmt.Errorf("conns: want 1..%d, got %d", MaxConns, cfg.Conns)
 	case cfg.Offset < 0 || cfg.Offset > MaxGenerators*MaxConns:
 		err = fmt.Errorf("offset: want 0..%d, got %d", MaxGenerators*MaxConns, cfg.Offset)
-	case cfg.Rooms < 1 || cfg.Rooms > cfg.Offset+cfg.Conns:
-		err = fmt.Errorf("rooms: want 1..offset+conns, got %d", cfg.Rooms)
-	case cfg.Hold < 0 || cfg.Hold > MaxDuration || cfg.Settle > time.Minute:
-		err = fmt.Errorf("hold: want [0, %v] and settle at most 1m", MaxDuration)
 	case cfg.Generators < 1 || cfg.Generators > MaxGenerators || cfg.Generators > 1 && cfg.Sync == "":
 		err = fmt.Errorf("generators: want 1..%d, and a --sync folder when more than 1", MaxGenerators)
+	case cfg.Rooms < 1 || cfg.Rooms > cfg.Generators*cfg.Conns:
+		err = fmt.Errorf("rooms: want 1..generators × conns (%d), got %d", cfg.Generators*cfg.Conns, cfg.Rooms)
+	case cfg.DialConcurrency < 1 || cfg.DialConcurrency > MaxConns:
+		err = fmt.Errorf("dial concurrency: want 1..%d, got %d", MaxConns, cfg.DialConcurrency)
+	case cfg.Hold < 0 || cfg.Hold > MaxDuration || cfg.Settle > time.Minute:
+		err = fmt.Errorf("hold: want [0, %v] and settle at most 1m", MaxDuration)
 	case len(cfg.pids()) > 0 && len(cfg.pids()) != len(cfg.addrs()):
 		err = fmt.Errorf("pid: want one per server address (%d), got %d", len(cfg.addrs()), len(cfg.pids()))
 	case cfg.CheckTimeout < 0 || cfg.CheckTimeout > MaxDuration:

@@ -92,9 +92,13 @@ func (c *RoomsConfig) defaults() error {
 		c.DialConcurrency = 200
 	}
 	var err error
-	if c.Rooms < 1 || c.Members < 1 || c.Rooms*c.Members > MaxConns {
+	switch {
+	// Each factor first: their product may overflow.
+	case c.Rooms < 1 || c.Members < 1 || c.Rooms > MaxConns || c.Members > MaxConns || c.Rooms*c.Members > MaxConns:
 		err = fmt.Errorf("rooms × members: want 1..%d connections in all, got %d × %d", MaxConns, c.Rooms, c.Members)
-	} else {
+	case c.DialConcurrency < 1 || c.DialConcurrency > MaxConns:
+		err = fmt.Errorf("dial concurrency: want 1..%d, got %d", MaxConns, c.DialConcurrency)
+	default:
 		err = checkLoad(c.Rate, c.Duration, c.Settle, c.Drain)
 	}
 	return badConfig(err)

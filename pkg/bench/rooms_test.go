@@ -161,6 +161,8 @@ func TestRoomsRefusesBadConfig(t *testing.T) {
 		{Addr: "127.0.0.1:1", Rooms: MaxConns, Members: 2},
 		{Addr: "127.0.0.1:1", Rate: -1},
 		{Addr: "127.0.0.1:1", Duration: MaxDuration + 1},
+		{Addr: "127.0.0.1:1", Rooms: 1 << 62, Members: 4}, // the product overflows to 0
+		{Addr: "127.0.0.1:1", DialConcurrency: -1},
 	} {
 		if _, err := Rooms(context.Background(), cfg); err == nil || !isBadConfig(err) {
 			t.Errorf("%+v: %v, want ErrBadConfig", cfg, err)
@@ -169,3 +171,27 @@ func TestRoomsRefusesBadConfig(t *testing.T) {
 }
 
 func isBadConfig(err error) bool { return errors.Is(err, ErrBadConfig) }
+
+// Every conns option with a bound refuses what is outside it, before any
+// dial (the addresses here answer nothing).
+func TestConnsRefusesBadConfig(t *testing.T) {
+	sync := t.TempDir()
+	for _, cfg := range []ConnsConfig{
+		{Addr: "10.1.2.3:8000"},
+		{Addr: "127.0.0.1:1", Conns: MaxConns + 1},
+		{Addr: "127.0.0.1:1", Offset: -1},
+		{Addr: "127.0.0.1:1", Conns: 10, Rooms: 11},
+		{Addr: "127.0.0.1:1", Conns: 10, Rooms: 21, Generators: 2, Sync: sync},
+		{Addr: "127.0.0.1:1", DialConcurrency: -1},
+		{Addr: "127.0.0.1:1", Generators: 2}, // no --sync
+		{Addr: "127.0.0.1:1", Generators: MaxGenerators + 1, Sync: sync},
+		{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}, PIDs: []int{1}},
+		{Addr: "127.0.0.1:1", Post: true, Check: "c"}, // no API key
+		{Addr: "127.0.0.1:1", Check: "a.b"},
+		{Addr: "127.0.0.1:1", Hold: -time.Second},
+	} {
+		if _, err := Conns(context.Background(), cfg); err == nil || !isBadConfig(err) {
+			t.Errorf("%+v: %v, want ErrBadConfig", cfg, err)
+		}
+	}
+}
