@@ -66,11 +66,12 @@ type client struct {
 	// present is set once the client's join was accepted, until it leaves:
 	// only then is it a member to others (members lists, cluster presence).
 	present atomic.Bool
-	// lastWrite is when the writer last wrote frames, and behind whether
-	// that write carried more than one (see pace). Only the writer uses
-	// them; successive writers are ordered by mu (writing).
-	lastWrite time.Time
-	behind    bool
+	// lastWrite is when the writer last wrote frames, multi whether that
+	// write carried more than one, and behind whether the one before it
+	// did too (see pace). Only the writer uses them; successive writers
+	// are ordered by mu (writing).
+	lastWrite     time.Time
+	multi, behind bool
 
 	mu        sync.Mutex
 	queue     []queued
@@ -275,7 +276,8 @@ func (c *client) writeLoop() {
 			}
 		}
 		if len(batch) > 0 {
-			c.lastWrite, c.behind = time.Now(), len(batch) > 1
+			multi := len(batch) > 1
+			c.lastWrite, c.behind, c.multi = time.Now(), multi && c.multi, multi
 			err := c.writeBatch(batch)
 			clear(batch) // drop references to the prepared messages
 			if cap(batch) > maxSpare {
@@ -300,15 +302,18 @@ func (c *client) writeLoop() {
 }
 
 // pace decides when the writer writes what is queued: at once, unless the
-// client is behind — its last write, less than a flush period ago, carried
-// more than one frame: frames arrive faster than one write each would keep
-// up with (they queued while it wrote, or while it waited for a busy core).
-// A writer that is behind waits for the next tick of the flush clock
-// (websocket.write_delay), so that its next write carries every frame queued
-// by then (see flushClock). A writer that finds one frame writes it at once
-// next time, so a quiet room pays no latency for coalescing; a busy one
-// writes once per tick. Without a flush clock (write_delay 0) writers never
-// wait: each write carries what queued while the writer was busy.
+// client is behind — its last two writes, the last less than a flush period
+// ago, each carried more than one frame: frames arrive faster than one write
+// each would keep up with (they queued while it wrote, or while it waited
+// for a busy core). A writer that is behind waits for the next tick of the
+// flush clock (websocket.write_delay), so that its next write carries every
+// frame queued by then (see flushClock). A writer that finds one frame
+// writes it at once next time, so a quiet room pays no latency for
+// coalescing; a busy one writes once per tick. One write of several frames
+// alone does not make a writer wait: in a light room two senders' messages
+// sometimes arrive together, and the message after them would wait up to a
+// tick for nothing (BENCHMARKS.md, "Light load"). Without a flush clock (write_delay 0) writers never wait:
+// each write carries what queued while the writer was busy.
 func (c *client) pace(fc *flushClock) {
 	if fc == nil || !c.behind || time.Since(c.lastWrite) >= fc.period {
 		return

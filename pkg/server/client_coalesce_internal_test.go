@@ -15,7 +15,7 @@ import (
 )
 
 // Coalescing follows the load (client.pace): a writer that keeps up writes
-// each frame at once; one whose last write carried several frames waits for
+// each frame at once; one whose last two writes carried several frames waits for
 // the flush clock's next tick and writes all that queued by then in one
 // write; once a write carries a single frame it writes at once again. The
 // flush clock here has a period of an hour and the test ticks it by hand, so
@@ -57,45 +57,63 @@ func TestWriterCoalescesOnlyWhenBehind(t *testing.T) {
 				fc.tick()
 			}
 
-			// Three frames queued while the writer was not running (as on a
-			// busy core): one write.
-			c.mu.Lock()
-			for range 3 {
-				c.queue = append(c.queue, frame())
-				c.others++
+			// queueAtOnce queues frames while the writer waits for work:
+			// its next write takes them all.
+			queueAtOnce := func(k int) {
+				c.mu.Lock()
+				for range k {
+					c.queue = append(c.queue, frame())
+					c.others++
+				}
+				c.kickLocked()
+				c.mu.Unlock()
 			}
-			c.kickLocked()
-			c.mu.Unlock()
+
+			// Three frames queued while the writer was not running (as on a
+			// busy core, or two senders' messages arriving together): one
+			// write. One such write does not make it wait: the next frame
+			// goes out at once.
+			queueAtOnce(3)
 			expectFrames(t, peer, "1", "2", "3")
 			expectWrites(t, cc, 1)
+			mustEnqueue(t, c, frame())
+			expectFrames(t, peer, "4")
+			expectWrites(t, cc, 2)
 
-			// It is behind: the next frame waits for the tick, and one
-			// queued meanwhile joins it in the same write.
+			// Two writes of several frames in a row: it is behind.
+			queueAtOnce(2)
+			expectFrames(t, peer, "5", "6")
+			queueAtOnce(2)
+			expectFrames(t, peer, "7", "8")
+			expectWrites(t, cc, 4)
+
+			// The next frame waits for the tick, and one queued meanwhile
+			// joins it in the same write.
 			mustEnqueue(t, c, frame())
 			if fc != nil {
 				testutil.Eventually(t, 5*time.Second, "the writer waiting for the flush clock", fc.armed)
 				mustEnqueue(t, c, frame())
 				fc.tick()
-				expectFrames(t, peer, "4", "5")
-				expectWrites(t, cc, 2)
+				expectFrames(t, peer, "9", "10")
+				expectWrites(t, cc, 5)
 			} else {
-				expectFrames(t, peer, "4")
+				expectFrames(t, peer, "9")
 				mustEnqueue(t, c, frame())
-				expectFrames(t, peer, "5")
-				expectWrites(t, cc, 3)
+				expectFrames(t, peer, "10")
+				expectWrites(t, cc, 6)
 			}
 
-			// Still behind (two frames, or three before without a clock):
-			// one more waits, alone, and is written alone.
+			// Still behind (without a clock it never waits): one more
+			// waits, alone, and is written alone.
 			mustEnqueue(t, c, frame())
 			waited()
-			expectFrames(t, peer, "6")
+			expectFrames(t, peer, "11")
 
 			// That write carried one frame: the next goes out at once.
 			mustEnqueue(t, c, frame())
-			expectFrames(t, peer, "7")
+			expectFrames(t, peer, "12")
 			mustEnqueue(t, c, frame())
-			expectFrames(t, peer, "8")
+			expectFrames(t, peer, "13")
 			if fc != nil && fc.armed() {
 				t.Error("a writer that keeps up waits for the flush clock")
 			}
