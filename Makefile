@@ -23,7 +23,8 @@ run: ## run the chat room (embedded config, :8000; make run ADDR=127.0.0.1:9000 
 # with every fast path off (fast_paths.*: false, the libraries' own way), so
 # that both stay correct and a fast path is always checked against the
 # behaviour it replaces.
-FAST_PATHS_OFF := CHATSERVER_FAST_PATHS_IDLE_READER=false CHATSERVER_FAST_PATHS_FRAME_WRITER=false \
+FAST_PATHS_OFF := CHATSERVER_FAST_PATHS_IDLE_READER=false CHATSERVER_FAST_PATHS_IDLE_POLLER=false \
+	CHATSERVER_FAST_PATHS_FRAME_WRITER=false \
 	CHATSERVER_FAST_PATHS_ENVELOPE_JSON=false
 
 test: ## vet and every test with the race detector (Redis and chromium tests included); pkg/server again with the fast paths off; then test-js

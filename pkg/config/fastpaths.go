@@ -13,6 +13,13 @@ type FastPaths struct {
 	// 2 KB stack instead of 4 KB (linux/amd64 and arm64, not over TLS).
 	// false: the reader parks in ReadMessage. Default true.
 	IdleReader bool `mapstructure:"idle_reader"`
+	// IdlePoller lets an idle connection wait with no goroutine at all: a
+	// reader that finds its socket empty arms it in an epoll instance of
+	// the server's and returns, and a new reader starts when the socket is
+	// readable or closed (linux/amd64 and arm64, not over TLS; it needs
+	// IdleReader). false: an idle connection's reader parks on its 2 KB
+	// stack. Default true.
+	IdlePoller bool `mapstructure:"idle_poller"`
 	// FrameWriter makes a client's writer copy the frames it has queued,
 	// each encoded once per room, into one buffer and write it in one
 	// syscall (compressed frames are framed by gorilla into that buffer).

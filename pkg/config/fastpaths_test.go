@@ -9,17 +9,18 @@ import (
 // file or the environment; a misspelt switch or a value that is not a
 // boolean is an error naming it.
 func TestFastPaths(t *testing.T) {
-	for _, k := range []string{"IDLE_READER", "FRAME_WRITER", "ENVELOPE_JSON"} {
+	for _, k := range []string{"IDLE_READER", "IDLE_POLLER", "FRAME_WRITER", "ENVELOPE_JSON"} {
 		t.Setenv("CHATSERVER_FAST_PATHS_"+k, "") // make test's second run sets them
 	}
-	all := FastPaths{IdleReader: true, FrameWriter: true, EnvelopeJSON: true}
+	all := FastPaths{IdleReader: true, IdlePoller: true, FrameWriter: true, EnvelopeJSON: true}
 	tests := []struct {
 		name, body, env string
 		want            FastPaths
 	}{
 		{"default", "", "", all},
-		{"one off in the file", "fast_paths: {idle_reader: false}\n", "", FastPaths{FrameWriter: true, EnvelopeJSON: true}},
-		{"one off in the environment", "", "CHATSERVER_FAST_PATHS_FRAME_WRITER", FastPaths{IdleReader: true, EnvelopeJSON: true}},
+		{"one off in the file", "fast_paths: {idle_reader: false}\n", "", FastPaths{IdlePoller: true, FrameWriter: true, EnvelopeJSON: true}},
+		{"one off in the environment", "", "CHATSERVER_FAST_PATHS_FRAME_WRITER", FastPaths{IdleReader: true, IdlePoller: true, EnvelopeJSON: true}},
+		{"the poller off in the environment", "", "CHATSERVER_FAST_PATHS_IDLE_POLLER", FastPaths{IdleReader: true, FrameWriter: true, EnvelopeJSON: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

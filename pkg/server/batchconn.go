@@ -3,9 +3,11 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -36,6 +38,33 @@ type batchConn struct {
 	// (see Hijack and waitReadable); either may be nil.
 	br  *bufio.Reader
 	raw syscall.RawConn
+	// parked is set while the connection's reader has no goroutine: its
+	// socket is armed in the idle poller (see readConn), which calls wake
+	// when it is readable, as Close does. Whoever clears it starts the
+	// next reader (resume). pollKey is the socket's key in the poller,
+	// set by the reader when it first parks.
+	parked  atomic.Bool
+	resume  func()
+	pollKey uint64
+}
+
+// errIdle: the client has sent nothing (readable, without waiting).
+var errIdle = errors.New("websocket: nothing to read")
+
+// Close closes the connection and wakes a parked reader: its socket left
+// the poller's epoll set with the close, and the reader must see the close
+// to end the connection.
+func (b *batchConn) Close() error {
+	err := b.Conn.Close()
+	b.wake()
+	return err
+}
+
+// wake starts the reader of a parked connection (see parked).
+func (b *batchConn) wake() {
+	if b.parked.CompareAndSwap(true, false) {
+		b.resume()
+	}
 }
 
 // deadlineSlack bounds how much earlier than asked a flush's deadline may be.

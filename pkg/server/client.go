@@ -101,6 +101,12 @@ type client struct {
 
 	wake chan struct{} // capacity 1: "the queue or closing changed", to a running writer
 	done chan struct{} // closed by finish
+
+	// What the reader keeps between its stints (see Server.readConn).
+	joined     bool         // the join was accepted: leaving runs the leave pipeline
+	release    func()       // gives back the connection's per-address slot, at its end
+	stopExpiry func() bool  // stops expireAt's close
+	idleAt     atomic.Int64 // unix ns: past it, a silent client is idle (heard)
 }
 
 // A writer with nothing to write returns after lingerTicks ticks of the
@@ -206,6 +212,11 @@ func (c *client) ping() {
 	c.pingDue = true
 	c.kickLocked()
 	c.pinger.Reset(c.srv.cfg.WebSocket.PingInterval)
+	if time.Now().UnixNano() > c.idleAt.Load() {
+		// A parked reader has no deadline running: it ends an idle
+		// client when woken (readConn).
+		c.bc.wake()
+	}
 }
 
 // close asks the writer to flush what is queued, send a close frame with code
@@ -441,7 +452,11 @@ func (c *client) discard() {
 }
 
 // heard pushes the read deadline back: the client sent a frame or a pong.
-func (c *client) heard() { _ = c.ws.SetReadDeadline(time.Now().Add(c.srv.idleTimeout())) }
+func (c *client) heard() {
+	at := time.Now().Add(c.srv.idleTimeout())
+	c.idleAt.Store(at.UnixNano())
+	_ = c.ws.SetReadDeadline(at)
+}
 
 // pipeline.Sender
 

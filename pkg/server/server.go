@@ -91,6 +91,13 @@ type Server struct {
 	// presenceAllowance is how many presence frames may wait for a client
 	// beyond websocket.send_queue (see client.enqueue).
 	presenceAllowance int
+	// poller lets idle connections wait without a goroutine
+	// (fast_paths.idle_poller); started by the first reader that parks,
+	// stopped by Shutdown once the connections are gone. Nil until then,
+	// or when off, not built, or it failed to start (see idlePoller).
+	pollerOn   bool
+	pollerOnce sync.Once
+	poller     *idlePoller
 
 	// stopping is closed at shutdown (then closeAll sends every client 1001):
 	// writers stop pacing, shorten their deadlines, and late joiners close.
@@ -180,6 +187,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		CheckOrigin:       originChecker(cfg.Server.AllowedOrigins),
 	}
 	s.linger = &flushClock{period: lingerPeriod}
+	s.pollerOn = pollerBuilt && cfg.FastPaths.IdlePoller && cfg.FastPaths.IdleReader
 	s.presenceAllowance = cfg.WebSocket.PresenceLimit
 	if s.presenceAllowance == 0 {
 		s.presenceAllowance = defaultPresenceAllowance
@@ -189,6 +197,23 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.handler = s.routes()
 	return s, nil
+}
+
+// idlePoller returns the server's idle poller, started on first use; nil
+// when idle readers keep their goroutines (see Server.poller).
+func (s *Server) idlePoller() *idlePoller {
+	s.pollerOnce.Do(func() {
+		if !s.pollerOn {
+			return
+		}
+		p, err := newIdlePoller()
+		if err != nil {
+			s.log.Warn("idle connections keep a goroutine each", "err", err)
+			return
+		}
+		s.poller = p
+	})
+	return s.poller
 }
 
 // readBufferSize is each connection's read buffer. Clients send little: a
@@ -407,6 +432,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		cancel()
+		s.pollerOnce.Do(func() {}) // no poller starts from now on
+		if s.poller != nil {
+			errs = append(errs, s.poller.close())
+		}
 		if p := s.pipelines.Load(); p != nil {
 			errs = append(errs, p.Close())
 		}

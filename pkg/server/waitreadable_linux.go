@@ -27,20 +27,27 @@ const peekBuilt = true
 // Frames are only peeked at until one is known to be a complete pong, so a
 // frame that is not one is left whole for gorilla. Without a raw socket
 // (TLS) it returns at once.
-func (b *batchConn) waitReadable(onPong func()) error {
+func (b *batchConn) waitReadable(onPong func()) error { return b.readable(onPong, true) }
+
+// readable is waitReadable; with wait false it does not wait for the socket
+// but returns errIdle when nothing is there (see idlePoller).
+func (b *batchConn) readable(onPong func(), wait bool) error {
 	if b.raw == nil || b.br == nil {
 		return nil
 	}
 	for b.br.Buffered() == 0 { // gorilla is between frames, with nothing read ahead
-		pong := false
+		pong, empty := false, false
 		var rerr error
 		err := b.raw.Read(func(fd uintptr) bool {
 			pong, rerr = takePong(int(fd))
-			return !errors.Is(rerr, syscall.EAGAIN)
+			empty = errors.Is(rerr, syscall.EAGAIN)
+			return !empty || !wait
 		})
 		switch {
 		case err != nil:
 			return err // deadline, or closed
+		case empty:
+			return errIdle
 		case rerr != nil || !pong:
 			return nil // ReadMessage reads the frame, or reports the error
 		}

@@ -9,3 +9,6 @@ const peekBuilt = false
 // calls recvfrom directly; see waitreadable_linux.go): the reader then parks
 // in gorilla's ReadMessage, as it does over TLS, on a 4 KB stack.
 func (b *batchConn) waitReadable(func()) error { return nil }
+
+// readable is waitReadable (see waitreadable_linux.go).
+func (b *batchConn) readable(func(), bool) error { return nil }

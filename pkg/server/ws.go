@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -142,7 +143,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.close(joinRefusalClose(err)) // 1008, or 4001 for a ban (bans.go)
 		c.start()
 		started = true
-		go s.runConn(ctx, c, time.Time{}, release) //nolint:gosec // G118: as below
+		go s.runConn(c, time.Time{}, release)
 		return
 	}
 	c.present.Store(true)
@@ -152,18 +153,32 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.start()
 	started = true
-	go s.runConn(ctx, c, ev.ExpiresAt, release) //nolint:gosec // G118: the connection outlives the request, see above
+	go s.runConn(c, ev.ExpiresAt, release)
 }
 
-// runConn is the connection's reader: the read loop, then leave. It returns
-// once the writer is done too, and then gives back the connection's slot in
-// the per-address limit (release). A client that is not present was refused
-// at join and is closing: it only waits for its writer. A non-zero expires is
-// when the identity the client proved runs out: it is closed then (4002).
-func (s *Server) runConn(ctx context.Context, c *client, expires time.Time, release func()) {
-	defer s.conns.Done()
-	defer release()
-	defer s.metrics.Connections.Dec()
+// runConn is the connection's reader: the read loop, then leave (see
+// readConn). It gives back the connection's slot in the per-address limit
+// (release) at the end. A client that is not present was refused at join and
+// is closing: it only waits for its writer. A non-zero expires is when the
+// identity the client proved runs out: it is closed then (4002).
+func (s *Server) runConn(c *client, expires time.Time, release func()) {
+	c.release = release
+	c.joined = c.present.Load()
+	if c.joined {
+		c.stopExpiry = s.expireAt(c, expires)
+		c.bc.resume = func() { go s.readConn(c) }
+	}
+	s.readConn(c)
+}
+
+// readConn is one stint of the connection's reader: it reads until the
+// connection ends and then ends it — leaves the room, runs the leave
+// pipeline, waits for the writer — or, with the idle poller, until the
+// client has nothing more to say: it then parks the connection and returns,
+// and the poller starts the next stint when the socket is readable (or
+// closed; see batchConn.wake).
+func (s *Server) readConn(c *client) {
+	ctx := context.Background() // the connection outlives the request; see serveWS
 	defer func() {
 		// Plugin panics are caught per event; this catches our own, which
 		// would otherwise take the whole process down (this goroutine
@@ -176,24 +191,55 @@ func (s *Server) runConn(ctx context.Context, c *client, expires time.Time, rele
 			s.leaveRoom(c)
 			c.readerDone()
 			<-c.done
+			s.endConn(c)
 		}
 	}()
-	joined := c.present.Load()
-	if joined {
-		stop := s.expireAt(c, expires)
-		s.readLoop(ctx, c)
-		stop()
+	if c.joined {
+		if s.readLoop(ctx, c) {
+			return // parked: the connection goes on
+		}
+		c.stopExpiry()
 	} else {
 		drainClose(c)
 	}
 	c.readerDone()
 
 	s.leaveRoom(c)
-	if joined {
+	if c.joined {
 		s.leave(ctx, c)
 	}
 	c.close(websocket.CloseNormalClosure, "")
 	<-c.done
+	s.endConn(c)
+}
+
+// endConn is the last of a connection, once its reader and writer are done.
+func (s *Server) endConn(c *client) {
+	if c.bc.pollKey != 0 { // it parked, so the poller exists
+		s.idlePoller().forget(c.bc)
+	}
+	s.metrics.Connections.Dec()
+	c.release()
+	s.conns.Done()
+}
+
+// park hands c's socket to the idle poller, if there is one, and reports
+// whether it did: c's reader is then to return without touching c again
+// (the next stint may have started already). A socket the poller refuses
+// (closed meanwhile) stays with the reader, which reads on.
+func (s *Server) park(c *client) bool {
+	p := s.idlePoller()
+	if p == nil {
+		return false
+	}
+	p.register(c.bc)
+	c.bc.parked.Store(true)
+	if err := p.arm(c.bc); err != nil {
+		// Closed under us (wake started the next stint, or will find
+		// nothing parked), or epoll refused: read on, blocking.
+		return !c.bc.parked.CompareAndSwap(true, false)
+	}
+	return true
 }
 
 // expireAt closes c with 4002 at expires (its token's exp), unless the
@@ -308,9 +354,22 @@ func tailIDs(entries []history.Entry, n int) []string {
 // readLoop reads frames until the connection ends and runs each through the
 // pipeline of its kind. Bad input is answered with an error frame and the
 // connection stays open, except for frames over the size limit (1009).
-func (s *Server) readLoop(ctx context.Context, c *client) {
+// With the idle poller it returns true when it parked the connection: the
+// client had nothing more to say (see readConn).
+func (s *Server) readLoop(ctx context.Context, c *client) (parked bool) {
+	wait := !s.pollerOn
 	for {
-		err := c.bc.waitReadable(c.heard)
+		err := c.bc.readable(c.heard, wait)
+		if errors.Is(err, errIdle) {
+			if time.Now().UnixNano() > c.idleAt.Load() {
+				err = os.ErrDeadlineExceeded // woken by a ping (client.ping): idle too long
+			} else if s.park(c) {
+				return true
+			} else {
+				wait = true // the poller refused: wait here for the rest of this stint
+				continue
+			}
+		}
 		var mt int
 		var data []byte
 		if err == nil {
@@ -326,13 +385,13 @@ func (s *Server) readLoop(ctx context.Context, c *client) {
 				// No frame and no pong within ping_interval + write_timeout.
 				s.metrics.Dropped.WithLabelValues("idle").Inc()
 			}
-			return
+			return false
 		}
 		c.heard()
 		if mt == websocket.BinaryMessage && s.cfg.WebSocket.BinaryFrames == "close" {
 			s.metrics.Dropped.WithLabelValues("binary").Inc()
 			c.close(closeUnsupported, "binary frames are not supported")
-			return
+			return false
 		}
 		s.onFrame(ctx, c, mt, data)
 	}
