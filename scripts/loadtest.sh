@@ -31,16 +31,73 @@ PORT=${PORT:-8100}
 SERVER_CPU=${SERVER_CPU:-0}
 [ -x "$BIN" ] || go build -o "$BIN" ./cmd/chatserver
 
-gen() { if [ -n "${GEN_CPU:-}" ]; then taskset -c "$GEN_CPU" "$GEN" "$@"; else "$GEN" "$@"; fi; }
-
 RUNS=0
+PREFIX=""
 # newprefix sets PREFIX to a Redis key prefix of this run's own.
 newprefix() { RUNS=$((RUNS + 1)); PREFIX="chatserver-bench-$$-$RUNS:"; }
-# dropkeys deletes the keys under PREFIX (if redis-cli is there).
+# dropkeys deletes the keys under PREFIX (if redis-cli is there) and clears it.
 dropkeys() {
-	if command -v redis-cli >/dev/null; then
+	if [ -n "$PREFIX" ] && command -v redis-cli >/dev/null; then
 		redis-cli --scan --pattern "$PREFIX*" | xargs -r redis-cli del >/dev/null || true
 	fi
+	PREFIX=""
+}
+
+# LIVE lists the PIDs of the processes the current run started and has not
+# stopped yet (servers, redis-server, generator), RUNDIR its folder. If the
+# script ends early (INT, TERM, HUP, or a failing command under set -e), the
+# EXIT trap stops exactly those processes, by PID, deletes the run's keys and
+# removes the folder. Background processes of a script ignore SIGINT, so a
+# Ctrl-C alone would leave them running. Generators and pauses run in the
+# background and are waited for, so a signal to this script is acted on at
+# once rather than when they end.
+LIVE=()
+RUNDIR=""
+# live PID...: PIDs started; unlive PID...: PIDs stopped.
+live() { LIVE+=("$@"); }
+unlive() {
+	local keep=() p q
+	for p in "${LIVE[@]}"; do
+		for q in "$@"; do [ "$p" = "$q" ] && continue 2; done
+		keep+=("$p")
+	done
+	LIVE=("${keep[@]}")
+}
+# stop PID...: SIGTERM, then waits for them (they are children of this shell).
+stop() {
+	[ $# -gt 0 ] || return 0
+	kill "$@" 2>/dev/null || true
+	wait "$@" 2>/dev/null || true
+	unlive "$@"
+}
+cleanup() {
+	stop "${LIVE[@]}"
+	dropkeys
+	if [ -n "$RUNDIR" ]; then rm -rf "$RUNDIR"; fi
+	RUNDIR=""
+}
+trap cleanup EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# startgen ARGS...: `GEN bench ARGS` in the background, pinned to GEN_CPU if
+# set, ended after 600 s. GPID is timeout's PID and the generator is its child
+# (no shell between them), so stopping GPID stops the generator and waits for
+# it.
+startgen() {
+	local pin=()
+	if [ -n "${GEN_CPU:-}" ]; then pin=(taskset -c "$GEN_CPU"); fi
+	timeout 600 "${pin[@]}" "$GEN" bench "$@" &
+	GPID=$!
+	live "$GPID"
+}
+# pause SECONDS: sleep, interruptible by the traps above.
+pause() {
+	sleep "$1" &
+	local s=$!
+	live "$s"
+	wait "$s" || true
+	unlive "$s"
 }
 
 # waitport PORT PID: until 127.0.0.1:PORT accepts; fails if PID exits.
@@ -57,10 +114,12 @@ run() {
 	newprefix
 	CHATSERVER_REDIS_KEY_PREFIX=$PREFIX taskset -c "$SERVER_CPU" "$BIN" serve --config "${CONFIG:-config/bench.yaml}" --addr "127.0.0.1:$PORT" 2>>"${LOG:-/dev/null}" &
 	local pid=$!
-	waitport "$PORT" "$pid" || { dropkeys; return 1; }
-	timeout 600 bash -c "$(declare -f gen); GEN_CPU='${GEN_CPU:-}' GEN='$GEN' gen bench $* --addr 127.0.0.1:$PORT --pid $pid --json" || echo "{\"failed\": \"$*\"}"
-	kill "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
+	live "$pid"
+	waitport "$PORT" "$pid" || { stop "$pid"; dropkeys; return 1; }
+	startgen "$@" --addr "127.0.0.1:$PORT" --pid "$pid" --json
+	wait "$GPID" || echo "{\"failed\": \"$*\"}"
+	unlive "$GPID"
+	stop "$pid"
 	dropkeys
 }
 
@@ -75,6 +134,7 @@ cluster() {
 		p=$((PORT + i))
 		CHATSERVER_REDIS_KEY_PREFIX=$PREFIX taskset -c "$SERVER_CPU" "$BIN" serve --config config/bench-cluster.yaml --addr "127.0.0.1:$p" 2>>"${LOG:-/dev/null}" &
 		pids+=($!)
+		live $!
 		addrs+=("127.0.0.1:$p")
 	done
 	local ok=1
@@ -82,10 +142,11 @@ cluster() {
 	if [ "$ok" = 1 ]; then
 		local a; a=$(IFS=,; echo "${addrs[*]}")
 		local ps; ps=$(IFS=,; echo "${pids[*]}")
-		timeout 600 bash -c "$(declare -f gen); GEN_CPU='${GEN_CPU:-}' GEN='$GEN' gen bench $* --addr $a --pid $ps --json" || echo "{\"failed\": \"$*\"}"
+		startgen "$@" --addr "$a" --pid "$ps" --json
+		wait "$GPID" || echo "{\"failed\": \"$*\"}"
+		unlive "$GPID"
 	fi
-	kill "${pids[@]}" 2>/dev/null || true
-	wait "${pids[@]}" 2>/dev/null || true
+	stop "${pids[@]}"
 	dropkeys
 	[ "$ok" = 1 ]
 }
@@ -101,22 +162,25 @@ freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 
 # message the Redis process is SIGKILLed (by its PID) and started again OUTAGE
 # seconds later on the same port. OUTBOX sets broker.outbox_size (default
 # 10000). Prints the generator's JSON line with the fault added. Everything
-# started here is stopped here, by PID; the folder is removed.
+# started here is stopped here, by PID, and the folder (the Redis data) is
+# removed, also when the script is interrupted (cleanup).
 chaos() {
 	local mode=$1 outage=$2
 	local dir rport rpid
 	dir=$(mktemp -d)
+	RUNDIR=$dir
 	rport=$(freeport)
 	startredis() {
 		local persist=(--appendonly no)
 		[ "$mode" = aof ] && persist=(--appendonly yes --appendfsync always)
 		redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --save "" "${persist[@]}" >>"$dir/redis.log" 2>&1 &
 		rpid=$!
+		live "$rpid"
 		for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
 		echo "redis-server did not start on $rport" >&2
 		return 1
 	}
-	startredis || { rm -rf "$dir"; return 1; }
+	startredis || { cleanup; return 1; }
 	local pids=() addrs=() p
 	for i in 0 1 2; do
 		p=$((PORT + i))
@@ -124,6 +188,7 @@ chaos() {
 			CHATSERVER_BROKER_OUTBOX_SIZE="${OUTBOX:-10000}" \
 			taskset -c "$SERVER_CPU" "$BIN" serve --config config/bench-cluster.yaml --addr "127.0.0.1:$p" 2>>"${LOG:-/dev/null}" &
 		pids+=($!)
+		live $!
 		addrs+=("127.0.0.1:$p")
 	done
 	local ok=1
@@ -132,23 +197,24 @@ chaos() {
 		local a ps
 		a=$(IFS=,; echo "${addrs[*]}")
 		ps=$(IFS=,; echo "${pids[*]}")
-		timeout 600 bash -c "$(declare -f gen); GEN_CPU='${GEN_CPU:-}' GEN='$GEN' gen bench fanout -n ${CHAOS_MEMBERS:-300} -p 2 \
-			-r ${CHAOS_RATE:-100} -d ${CHAOS_SECONDS:-20}s --drain 45s --addr $a --pid $ps --json --started-file $dir/started" >"$dir/result" &
-		local gpid=$!
-		for _ in $(seq 1200); do [ -e "$dir/started" ] && break; kill -0 "$gpid" 2>/dev/null || break; sleep 0.05; done
-		sleep "${CHAOS_KILL_AT:-8}"
+		startgen fanout -n "${CHAOS_MEMBERS:-300}" -p 2 -r "${CHAOS_RATE:-100}" -d "${CHAOS_SECONDS:-20}s" --drain 45s \
+			--addr "$a" --pid "$ps" --json --started-file "$dir/started" >"$dir/result"
+		local gpid=$GPID
+		for _ in $(seq 1200); do [ -e "$dir/started" ] && break; kill -0 "$gpid" 2>/dev/null || break; pause 0.05; done
+		pause "${CHAOS_KILL_AT:-8}"
 		kill -KILL "$rpid"; wait "$rpid" 2>/dev/null || true
-		sleep "$outage"
+		unlive "$rpid"
+		pause "$outage"
 		startredis || true
 		wait "$gpid" || true
+		unlive "$gpid"
 		local res; res=$(tail -n1 "$dir/result")
 		echo "{\"fault\": {\"redis\": \"$mode\", \"outage_s\": $outage, \"outbox_size\": ${OUTBOX:-10000}}, \"run\": ${res:-null}}"
 	fi
-	kill "${pids[@]}" 2>/dev/null || true
-	wait "${pids[@]}" 2>/dev/null || true
-	kill "$rpid" 2>/dev/null || true
-	wait "$rpid" 2>/dev/null || true
+	stop "${pids[@]}"
+	stop "$rpid"
 	rm -rf "$dir"
+	RUNDIR=""
 	[ "$ok" = 1 ]
 }
 

@@ -107,15 +107,19 @@ type ConnsResult struct {
 // Conns runs the scenario. It stops by itself after the joins, Settle, the
 // check and Hold; ctx ends it sooner.
 func Conns(ctx context.Context, cfg ConnsConfig) (_ *ConnsResult, err error) {
-	if err := cfg.defaults(); err != nil {
-		return nil, err
-	}
+	// The barrier comes before the options are checked: a generator that
+	// refuses its own options fails in the folder too, so the others stop
+	// waiting for it instead of waiting out MaxDuration.
 	bar := newBarrier(cfg.Sync, cfg.Generators, cfg.Offset)
 	defer func() {
 		if err != nil {
 			bar.fail(err) // the other generators stop waiting for this one
 		}
 	}()
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	bar.n = cfg.Generators // with its default
 	// The Go runtime has already raised the soft limit to the hard one
 	// (since Go 1.19); what the hard limit forbids, fail on now, not midway.
 	limit, err := fileLimit()

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -265,5 +266,24 @@ func TestConnsGeneratorFailureStopsTheRun(t *testing.T) {
 	wg.Wait()
 	if errs[1] == nil || errs[0] == nil || !bytes.Contains([]byte(errs[0].Error()), []byte("generator 5 failed")) {
 		t.Fatalf("errors %v, %v; want the dial failure, and the other generator stopped by it", errs[1], errs[0])
+	}
+}
+
+// A generator that refuses its own options (here a dial concurrency out of
+// range) fails in the run's folder too: the other one, waiting for it before
+// dialling, ends with its reason instead of waiting out MaxDuration.
+func TestConnsRefusedGeneratorStopsTheRun(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Conns(context.Background(), ConnsConfig{
+		Addr: "127.0.0.1:1", Conns: 5, Offset: 5, Sync: dir, Generators: 2, DialConcurrency: -1,
+	})
+	if !isBadConfig(err) {
+		t.Fatalf("refused generator: %v, want ErrBadConfig", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = Conns(ctx, ConnsConfig{Addr: "127.0.0.1:1", Conns: 5, Sync: dir, Generators: 2})
+	if err == nil || !strings.Contains(err.Error(), "generator 5 failed") || !strings.Contains(err.Error(), "dial concurrency") {
+		t.Fatalf("the other generator: %v; want it stopped by generator 5's refusal, naming it", err)
 	}
 }

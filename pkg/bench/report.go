@@ -75,7 +75,7 @@ func onOff(b bool) string {
 func (r *RoomsResult) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "rooms: %d rooms × %d members (%d connections over %d server(s)), %.0f msg/s in all (%.2f per room) for %.0fs\n",
 		r.Rooms, r.Members, r.Conns, r.Servers, r.Rate, r.perRoomRate(), r.DurationS)
-	fmt.Fprintf(w, "  joined in        %.2fs\n", r.JoinS)
+	fmt.Fprintf(w, "  joined in        %.2fs, compression %s (%d conns deflate)\n", r.JoinS, onOff(r.Compress), r.Compressed)
 	fmt.Fprintf(w, "  ingress          %d published (%.0f msg/s achieved), rejected %d, accepted %d\n", r.Published, r.MsgsPerS, r.Rejected, r.Accepted)
 	fmt.Fprintf(w, "  deliveries       %d of %d expected: lost %d (%.3f%%), duplicates %d, reordered %d, misrouted %d, members dropped %d\n",
 		r.Deliveries, r.Expected, r.Lost, r.LossPct, r.Duplicates, r.Reordered, r.Misrouted, r.Disconnected)

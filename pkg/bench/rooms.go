@@ -59,6 +59,8 @@ type RoomsConfig struct {
 	// RSS are sampled from /proc and summed.
 	PID  int
 	PIDs []int
+	// Compress offers permessage-deflate on every connection.
+	Compress bool
 	// DialConcurrency bounds simultaneous handshakes. Default 200.
 	DialConcurrency int
 }
@@ -114,9 +116,12 @@ type RoomsResult struct {
 	Conns     int     `json:"conns"`
 	Rate      float64 `json:"rate"`
 	DurationS float64 `json:"duration_s"`
-	Published int64   `json:"published"`
-	Rejected  int64   `json:"rejected"` // error frames the publishers got back (e.g. rate_limited)
-	Accepted  int64   `json:"accepted"`
+	Compress  bool    `json:"compress"`
+	// Compressed is the connections that negotiated permessage-deflate.
+	Compressed int   `json:"compressed_conns"`
+	Published  int64 `json:"published"`
+	Rejected   int64 `json:"rejected"` // error frames the publishers got back (e.g. rate_limited)
+	Accepted   int64 `json:"accepted"`
 	// MsgsPerS is the ingress achieved: published / sending time (lower
 	// than Rate when the sender fell behind its schedule).
 	MsgsPerS     float64 `json:"msgs_per_s"`
@@ -230,7 +235,7 @@ func Rooms(ctx context.Context, cfg RoomsConfig) (*RoomsResult, error) {
 		return &u
 	}
 	joinStart := time.Now()
-	conns, err := dialAll(ctx, urlOf, total, cfg.DialConcurrency, dialOptions{readBuffer: 4096}, nil)
+	conns, err := dialAll(ctx, urlOf, total, cfg.DialConcurrency, dialOptions{compress: cfg.Compress, readBuffer: 4096}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +247,12 @@ func Rooms(ctx context.Context, cfg RoomsConfig) (*RoomsResult, error) {
 	}()
 	res := &RoomsResult{
 		Scenario: "rooms", Rooms: cfg.Rooms, Members: cfg.Members, Conns: total, Rate: cfg.Rate,
-		DurationS: cfg.Duration.Seconds(), JoinS: joinTime.Seconds(), Servers: len(bases), ServerProcs: len(pids),
+		DurationS: cfg.Duration.Seconds(), Compress: cfg.Compress, JoinS: joinTime.Seconds(), Servers: len(bases), ServerProcs: len(pids),
+	}
+	for _, c := range conns {
+		if c.deflated {
+			res.Compressed++
+		}
 	}
 
 	prefix := []byte(`"body":"` + run + ".")

@@ -84,6 +84,25 @@ func TestRoomsCountsEveryDelivery(t *testing.T) {
 	}
 }
 
+// With Compress every member offers permessage-deflate; the server (its
+// default websocket.compression) accepts, and the counts are the same.
+func TestRoomsCompress(t *testing.T) {
+	addr := startServer(t, noRateLimit)
+	res, err := Rooms(context.Background(), RoomsConfig{
+		Addr: addr, Rooms: 4, Members: 3, Rate: 40, Duration: 300 * time.Millisecond,
+		Settle: 50 * time.Millisecond, Drain: 10 * time.Second, Compress: true, DialConcurrency: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Compress || res.Compressed != 12 || res.Conns != 12 {
+		t.Fatalf("compress %v, %d of %d connections deflate; want all 12", res.Compress, res.Compressed, res.Conns)
+	}
+	if res.Deliveries != res.Expected || res.Expected != 3*res.Accepted || res.Accepted == 0 || res.Lost != 0 {
+		t.Fatalf("deliveries %d of %d expected for %d accepted, lost %d", res.Deliveries, res.Expected, res.Accepted, res.Lost)
+	}
+}
+
 // With the default rate limit (5/s, bursts of 10 per client), a room
 // publishing 100/s gets part of its messages refused: those are not expected,
 // the rest reach the room's members once.
@@ -163,6 +182,7 @@ func TestRoomsRefusesBadConfig(t *testing.T) {
 		{Addr: "127.0.0.1:1", Duration: MaxDuration + 1},
 		{Addr: "127.0.0.1:1", Rooms: 1 << 62, Members: 4}, // the product overflows to 0
 		{Addr: "127.0.0.1:1", DialConcurrency: -1},
+		{Addr: "127.0.0.1:1", DialConcurrency: MaxConns + 1},
 	} {
 		if _, err := Rooms(context.Background(), cfg); err == nil || !isBadConfig(err) {
 			t.Errorf("%+v: %v, want ErrBadConfig", cfg, err)

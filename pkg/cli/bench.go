@@ -114,6 +114,8 @@ func newBenchRooms() *cobra.Command {
 	f.IntVar(&cfg.Members, "members", 5, "members per room (one of them publishes; its own messages count)")
 	f.Float64VarP(&cfg.Rate, "rate", "r", 1000, "messages per second over all rooms (each room sends rate/rooms, from a random phase)")
 	addLoadFlags(cmd, &cfg.Duration, &cfg.BodyBytes, &cfg.Settle, &cfg.Drain, &pids)
+	f.BoolVar(&cfg.Compress, "compress", false, "offer permessage-deflate")
+	f.IntVar(&cfg.DialConcurrency, "dial-concurrency", 200, "simultaneous handshakes")
 	f.BoolVar(&jsonOnly, "json", false, "print only the JSON line")
 	return cmd
 }

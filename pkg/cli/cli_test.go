@@ -64,6 +64,15 @@ func TestExitCodesAndOneLineErrors(t *testing.T) {
 		{"bad yaml", []string{"config", "check", "--config", writeConfig(t, "server: [oops\n")}, 2, nil, []string{"not valid YAML"}, false},
 		{"unknown key", []string{"serve", "--config", writeConfig(t, "sever:\n  addr: x\n")}, 2, nil, []string{"sever"}, false},
 		{"serve cannot listen", []string{"serve", "--addr", "256.0.0.1:1"}, 1, nil, []string{"listen"}, false},
+		// Refused before any dial (nothing listens on port 1).
+		{"bench rooms negative dial concurrency", []string{"bench", "rooms", "--addr", "127.0.0.1:1", "--dial-concurrency", "-1"}, 2, nil,
+			[]string{"dial concurrency: want 1..50000, got -1"}, false},
+		{"bench rooms dial concurrency over the cap", []string{"bench", "rooms", "--addr", "127.0.0.1:1", "--dial-concurrency", "50001"}, 2, nil,
+			[]string{"dial concurrency: want 1..50000, got 50001"}, false},
+		{"bench rooms dial concurrency not a number", []string{"bench", "rooms", "--addr", "127.0.0.1:1", "--dial-concurrency", "many"}, 2, nil,
+			[]string{"--dial-concurrency", "many"}, false},
+		{"bench rooms compress not a bool", []string{"bench", "rooms", "--addr", "127.0.0.1:1", "--compress=maybe"}, 2, nil,
+			[]string{"--compress", "maybe"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -38,6 +38,7 @@ func TestRedisClusterConfig(t *testing.T) {
 		{name: "braces in prefix", file: "redis:\n  key_prefix: \"{chat}:\"\n  cluster_addrs: [\"a:7000\"]\n",
 			wantKey: "redis.key_prefix"},
 		{name: "no partitions", file: "redis:\n  cluster_partitions: 0\n", wantKey: "redis.cluster_partitions"},
+		{name: "more partitions than slots", file: "redis:\n  cluster_partitions: 16385\n", wantKey: "redis.cluster_partitions"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -29,7 +29,7 @@ import (
 // newBans returns the bans of this server: in Redis with broker redis (the
 // server's Redis client, its key prefix), else in memory.
 func (s *Server) newBans() broker.Bans {
-	if s.cluster {
+	if s.redisBroker {
 		return broker.NewRedisBans(s.rdb, s.cfg.Redis.KeyPrefix, s.partitions())
 	}
 	return broker.NewMemoryBans(0)

@@ -45,7 +45,7 @@ func (s *Server) newBrokerFor(store history.Store, deliver broker.DeliverFunc) (
 	if s.rdb == nil { // New makes it whenever the config selects broker redis
 		return nil, errors.New("broker redis without the server's Redis client")
 	}
-	s.cluster = true
+	s.redisBroker = true
 	m := s.metrics
 	opts := broker.RedisOptions{
 		Client:        s.rdb,

@@ -81,12 +81,13 @@ type Server struct {
 	// broker, presence, refs and bans; nil when none of them uses Redis.
 	// Shutdown closes it after all of them.
 	rdb redis.UniversalClient
-	// cluster is set when the Redis broker is in use: refs and bans then
-	// live in Redis too, so every node sees them.
-	cluster bool
-	refs    broker.Refs // accepted refs: resends are acked, not run again (inbound.go)
-	flush   *flushClock // nil: websocket.write_delay is 0
-	linger  *flushClock // times idle writers' exit (see client.writeLoop)
+	// redisBroker is set when the Redis broker is in use (broker.type redis,
+	// on one Redis or a Redis Cluster): refs and bans then live in Redis
+	// too, so every node sees them.
+	redisBroker bool
+	refs        broker.Refs // accepted refs: resends are acked, not run again (inbound.go)
+	flush       *flushClock // nil: websocket.write_delay is 0
+	linger      *flushClock // times idle writers' exit (see client.writeLoop)
 	// presenceAllowance is how many presence frames may wait for a client
 	// beyond websocket.send_queue (see client.enqueue).
 	presenceAllowance int
@@ -162,7 +163,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.bans = s.newBans()
 	pending := broker.PendingTTL(cfg.Plugins.Timeout, cfg.WebSocket.RefTTL)
-	if s.cluster {
+	if s.redisBroker {
 		s.refs = broker.NewRedisRefs(s.rdb, cfg.Redis.KeyPrefix, s.partitions(), cfg.WebSocket.RefTTL, pending, s.log)
 	} else {
 		s.refs = broker.NewMemoryRefs(cfg.WebSocket.RefTTL, pending, 0)

@@ -6,6 +6,7 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -207,9 +208,12 @@ type client struct {
 	ended  error // why the connection's reader stopped, if it did
 }
 
+// dial connects a client to n with query. Its username cookie carries name,
+// so its presence frames name it (see self).
 func dial(t *testing.T, n *node, name, query string) *client {
 	t.Helper()
-	conn, _, err := websocket.DefaultDialer.Dial("ws://"+n.addr+"/chatsocket?"+query, nil)
+	cookie := http.Header{"Cookie": {"username=" + base64.StdEncoding.EncodeToString([]byte(name))}}
+	conn, _, err := websocket.DefaultDialer.Dial("ws://"+n.addr+"/chatsocket?"+query, cookie)
 	if err != nil {
 		t.Fatalf("%s: dial %s: %v", name, n.name, err)
 	}
