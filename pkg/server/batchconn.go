@@ -51,6 +51,9 @@ type batchConn struct {
 // errIdle: the client has sent nothing (readable, without waiting).
 var errIdle = errors.New("websocket: nothing to read")
 
+// errPollerClosed: the idle poller was closed (Shutdown) or failed.
+var errPollerClosed = errors.New("idle poller: closed")
+
 // Close closes the connection and wakes a parked reader: its socket left
 // the poller's epoll set with the close, and the reader must see the close
 // to end the connection.

@@ -44,8 +44,9 @@ type queued struct {
 
 // client is one WebSocket connection. It implements pipeline.Sender.
 //
-// Exactly one goroutine reads (runConn's, started by serveWS) and at most one
-// writes (writeLoop); everyone else only appends to the queue under mu, which
+// At most one goroutine reads (a stint of the reader: runConn's, started by
+// serveWS, then, with the idle poller, one per wake-up; see readConn) and at
+// most one writes (writeLoop); everyone else only appends to the queue under mu, which
 // never blocks. A full queue means the client fell behind: it is closed with
 // 1008 and the rest of the room is unaffected.
 //
@@ -107,7 +108,7 @@ type client struct {
 	joined     bool         // the join was accepted: leaving runs the leave pipeline
 	release    func()       // gives back the connection's per-address slot, at its end
 	stopExpiry func() bool  // stops expireAt's close
-	idleAt     atomic.Int64 // unix ns: past it, a silent client is idle (heard)
+	idleAt     atomic.Int64 // past it (Server.clock), a silent client is idle (heard)
 }
 
 // A writer with nothing to write returns after lingerTicks ticks of the
@@ -213,7 +214,7 @@ func (c *client) ping() {
 	c.pingDue = true
 	c.kickLocked()
 	c.pinger.Reset(c.srv.cfg.WebSocket.PingInterval)
-	if time.Now().UnixNano() > c.idleAt.Load() {
+	if c.idle() {
 		// A parked reader has no deadline running: it ends an idle
 		// client when woken (readConn).
 		c.bc.wake()
@@ -457,11 +458,17 @@ func (c *client) discard() {
 }
 
 // heard pushes the read deadline back: the client sent a frame or a pong.
+//
+// The deadline is kept twice: on the socket, for a reader that waits in its
+// goroutine, and in idleAt, for one the idle poller parked (see idle).
 func (c *client) heard() {
-	at := time.Now().Add(c.srv.idleTimeout())
-	c.idleAt.Store(at.UnixNano())
-	_ = c.ws.SetReadDeadline(at)
+	now, d := time.Now(), c.srv.idleTimeout()
+	c.idleAt.Store(int64(now.Sub(c.srv.epoch) + d))
+	_ = c.ws.SetReadDeadline(now.Add(d))
 }
+
+// idle reports whether the client's idle deadline (heard) has passed.
+func (c *client) idle() bool { return c.srv.clock() > c.idleAt.Load() }
 
 // pipeline.Sender
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -30,6 +31,11 @@ type idlePoller struct {
 	ep   *os.File // the epoll instance
 	rc   syscall.RawConn
 	done chan struct{} // closed when run returns
+	// failed is called if run stops before close: an epoll error. The
+	// poller then closes itself and wakes every parked reader, which, its
+	// socket refused (arm fails), waits in its goroutine from then on.
+	failed func(error)
+	closed atomic.Bool // by close or fail: arm refuses (errPollerClosed)
 
 	mu    sync.Mutex
 	conns map[uint64]*batchConn // by key: armed at least once, not yet closed
@@ -39,7 +45,7 @@ type idlePoller struct {
 // pollerBuilt says whether the idle poller is built on this platform.
 const pollerBuilt = true
 
-func newIdlePoller() (*idlePoller, error) {
+func newIdlePoller(failed func(error)) (*idlePoller, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("idle poller: epoll_create1: %w", err)
@@ -54,7 +60,7 @@ func newIdlePoller() (*idlePoller, error) {
 		_ = ep.Close()
 		return nil, fmt.Errorf("idle poller: %w", err)
 	}
-	p := &idlePoller{ep: ep, rc: rc, done: make(chan struct{}), conns: make(map[uint64]*batchConn)}
+	p := &idlePoller{ep: ep, rc: rc, done: make(chan struct{}), failed: failed, conns: make(map[uint64]*batchConn)}
 	go p.run()
 	return p, nil
 }
@@ -74,8 +80,11 @@ func (p *idlePoller) run() {
 		switch {
 		case errors.Is(werr, unix.EINTR):
 			continue
+		case p.closed.Load():
+			return // close
 		case err != nil || werr != nil:
-			return // closed (or an epoll error nobody could repair)
+			p.fail(errors.Join(err, werr))
+			return
 		}
 		for _, ev := range events[:n] {
 			p.mu.Lock()
@@ -85,6 +94,24 @@ func (p *idlePoller) run() {
 				b.wake()
 			}
 		}
+	}
+}
+
+// fail ends a poller that can no longer deliver events: nothing parks in it
+// any more (arm fails once ep is closed), and every reader parked in it is
+// woken (see failed).
+func (p *idlePoller) fail(err error) {
+	p.closed.Store(true)
+	_ = p.ep.Close()
+	p.failed(err)
+	p.mu.Lock()
+	parked := make([]*batchConn, 0, len(p.conns))
+	for _, b := range p.conns {
+		parked = append(parked, b)
+	}
+	p.mu.Unlock()
+	for _, b := range parked {
+		b.wake()
 	}
 }
 
@@ -116,6 +143,9 @@ func (p *idlePoller) register(b *batchConn) {
 // reused under the call. Two readers of one connection may arm it at once
 // (one parking, the next stint parking again): the second ADD finds EEXIST.
 func (p *idlePoller) arm(b *batchConn) error {
+	if p.closed.Load() {
+		return errPollerClosed
+	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
 	setEventKey(&ev, b.pollKey)
 	var cerr error
@@ -149,6 +179,10 @@ func (p *idlePoller) forget(b *batchConn) {
 
 // close stops the poller and waits for its goroutine.
 func (p *idlePoller) close() error {
+	if p.closed.Swap(true) { // failed: closed already
+		<-p.done
+		return nil
+	}
 	err := p.ep.Close()
 	<-p.done
 	return err

@@ -11,7 +11,7 @@ const pollerBuilt = false
 
 type idlePoller struct{}
 
-func newIdlePoller() (*idlePoller, error) {
+func newIdlePoller(func(error)) (*idlePoller, error) {
 	return nil, errors.New("idle poller: not built on this platform")
 }
 

@@ -98,6 +98,9 @@ type Server struct {
 	pollerOn   bool
 	pollerOnce sync.Once
 	poller     *idlePoller
+	armFailed  atomic.Bool // an arm failed: logged once
+	// epoch starts the server's monotonic clock (see clock).
+	epoch time.Time
 
 	// stopping is closed at shutdown (then closeAll sends every client 1001):
 	// writers stop pacing, shorten their deadlines, and late joiners close.
@@ -127,6 +130,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		hub:      newHub(),
 		limiter:  newLimiter(cfg.Limits),
 		stopping: make(chan struct{}),
+		epoch:    time.Now(),
 		apiKeys:  newAPIKeys(cfg.API.AllKeys()),
 	}
 	if s.log == nil {
@@ -199,6 +203,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// clock is the time since the server was built, in ns: monotonic (a step of
+// the wall clock does not move it), for deadlines kept in atomics.
+func (s *Server) clock() int64 { return int64(time.Since(s.epoch)) }
+
 // idlePoller returns the server's idle poller, started on first use; nil
 // when idle readers keep their goroutines (see Server.poller).
 func (s *Server) idlePoller() *idlePoller {
@@ -206,7 +214,9 @@ func (s *Server) idlePoller() *idlePoller {
 		if !s.pollerOn {
 			return
 		}
-		p, err := newIdlePoller()
+		p, err := newIdlePoller(func(err error) {
+			s.log.Error("idle poller failed; idle connections keep a goroutine each from now on", "err", err)
+		})
 		if err != nil {
 			s.log.Warn("idle connections keep a goroutine each", "err", err)
 			return

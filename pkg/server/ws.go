@@ -179,11 +179,16 @@ func (s *Server) runConn(c *client, expires time.Time, release func()) {
 // closed; see batchConn.wake).
 func (s *Server) readConn(c *client) {
 	ctx := context.Background() // the connection outlives the request; see serveWS
+	handed := false             // the connection went to the next stint (see park)
 	defer func() {
 		// Plugin panics are caught per event; this catches our own, which
 		// would otherwise take the whole process down (this goroutine
 		// outlives the HTTP handler and its Recoverer). The connection goes.
 		if v := recover(); v != nil {
+			if handed { // the connection is another stint's now
+				s.log.Error("connection goroutine panicked while parking", "client_id", c.id, "panic", v, "stack", string(debug.Stack()))
+				return
+			}
 			s.log.Error("connection goroutine panicked; closing the connection", "client_id", c.id, "panic", v, "stack", string(debug.Stack()))
 			// The writer's deadline bounds the close; the leave pipeline is
 			// skipped: it might be what panicked.
@@ -195,7 +200,7 @@ func (s *Server) readConn(c *client) {
 		}
 	}()
 	if c.joined {
-		if s.readLoop(ctx, c) {
+		if s.readLoop(ctx, c, &handed) {
 			return // parked: the connection goes on
 		}
 		c.stopExpiry()
@@ -225,19 +230,34 @@ func (s *Server) endConn(c *client) {
 
 // park hands c's socket to the idle poller, if there is one, and reports
 // whether it did: c's reader is then to return without touching c again
-// (the next stint may have started already). A socket the poller refuses
-// (closed meanwhile) stays with the reader, which reads on.
-func (s *Server) park(c *client) bool {
+// (the next stint may have started already). *handed says so meanwhile, for
+// readConn's recover. A socket the poller refuses (closed meanwhile) stays
+// with the reader, which reads on.
+func (s *Server) park(c *client, handed *bool) bool {
 	p := s.idlePoller()
 	if p == nil {
 		return false
 	}
 	p.register(c.bc)
+	*handed = true
 	c.bc.parked.Store(true)
 	if err := p.arm(c.bc); err != nil {
 		// Closed under us (wake started the next stint, or will find
 		// nothing parked), or epoll refused: read on, blocking.
-		return !c.bc.parked.CompareAndSwap(true, false)
+		if !c.bc.parked.CompareAndSwap(true, false) {
+			return true
+		}
+		*handed = false
+		if !errors.Is(err, net.ErrClosed) && !errors.Is(err, errPollerClosed) && s.armFailed.CompareAndSwap(false, true) {
+			s.log.Warn("idle poller refused a connection; it keeps its goroutine (logged once)", "err", err)
+		}
+		return false
+	}
+	// A ping that found c idle while it was still parking woke nobody:
+	// look again, or the close would wait for the next ping.
+	if c.idle() && c.bc.parked.CompareAndSwap(true, false) {
+		*handed = false
+		return false
 	}
 	return true
 }
@@ -356,14 +376,14 @@ func tailIDs(entries []history.Entry, n int) []string {
 // connection stays open, except for frames over the size limit (1009).
 // With the idle poller it returns true when it parked the connection: the
 // client had nothing more to say (see readConn).
-func (s *Server) readLoop(ctx context.Context, c *client) (parked bool) {
+func (s *Server) readLoop(ctx context.Context, c *client, handed *bool) (parked bool) {
 	wait := !s.pollerOn
 	for {
 		err := c.bc.readable(c.heard, wait)
 		if errors.Is(err, errIdle) {
-			if time.Now().UnixNano() > c.idleAt.Load() {
+			if c.idle() {
 				err = os.ErrDeadlineExceeded // woken by a ping (client.ping): idle too long
-			} else if s.park(c) {
+			} else if s.park(c, handed) {
 				return true
 			} else {
 				wait = true // the poller refused: wait here for the rest of this stint
