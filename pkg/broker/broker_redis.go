@@ -145,11 +145,6 @@ type RedisOptions struct {
 	// publishes waiting at the same moment go out as one pipeline (see
 	// publish_batch.go). Zero means 256.
 	PublishBatch int
-	// PublishSenders is how many batches may be in flight at once, each on
-	// a connection of the client's pool. With one, a round trip that Redis
-	// holds up delays every publish of the node; with more, only its own,
-	// but batches are smaller and cost more CPU under load. Zero means 1.
-	PublishSenders int
 	// NoPublishBatch turns batching off: each Publish runs the publish
 	// script itself, one round trip each (concurrent ones on the client's
 	// pool), as before batching.
@@ -261,9 +256,6 @@ func newRedis(opts RedisOptions, part int) *Redis {
 	if opts.PublishBatch <= 0 {
 		opts.PublishBatch = defaultPublishBatch
 	}
-	if opts.PublishSenders <= 0 {
-		opts.PublishSenders = defaultPublishSenders
-	}
 	b := &Redis{
 		opts:     opts,
 		rdb:      opts.Client,
@@ -301,9 +293,9 @@ func newRedis(opts RedisOptions, part int) *Redis {
 	go b.receive()
 	go b.replayLoop()
 	if !opts.NoPublishBatch {
-		b.batcher = newPublishBatcher(b.rdb, opts.PublishBatch, opts.PublishSenders, b.direct, b.loadScript, b.ctx.Done())
+		b.batcher = newPublishBatcher(b.rdb, opts.PublishBatch, b.direct, b.loadScript, b.ctx.Done())
 		b.wg.Add(1)
-		go func() { defer b.wg.Done(); b.batcher.run() }()
+		go func() { defer b.wg.Done(); b.batcher.loop() }()
 	}
 	return b
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,10 +14,10 @@ import (
 // Without batching every Publish is one EVALSHA round trip to Redis, so a
 // node's ingress is bounded by round trips (and by the syscalls each costs
 // the node and Redis), not by what Redis can run. The batcher gathers the
-// publishes that are waiting at the same moment into one pipeline: each of
-// its PublishSenders goroutines takes one request, then every other one
-// already waiting (up to PublishBatch), sends them as one pipeline of
-// EVALSHA, and hands each caller the result of its own command. Under light
+// publishes that are waiting at the same moment into one pipeline: its
+// goroutine takes one request, then every other one already waiting (up to
+// PublishBatch), sends them as one pipeline of EVALSHA, and hands each caller
+// the result of its own command. Under light
 // load a batch is one publish and costs what it did; under heavy load a
 // round trip carries many.
 //
@@ -40,12 +39,6 @@ import (
 // defaultPublishBatch is the most publishes one round trip carries by default.
 const defaultPublishBatch = 256
 
-// defaultPublishSenders is how many batches may be in flight at once by
-// default: one. Four were measured on a 2-core machine (BENCHMARKS.md, "Many
-// small rooms") and cost CPU at saturation (smaller batches) without removing
-// the stalls they were meant to shorten.
-const defaultPublishSenders = 1
-
 // publishBatchTimeout bounds one batch's round trips (the client's own read
 // and write timeouts are usually shorter).
 const publishBatchTimeout = 5 * time.Second
@@ -53,7 +46,6 @@ const publishBatchTimeout = 5 * time.Second
 // errNotSent answers a request the batcher did not send to Redis: Redis is
 // down or frames are held, so it must queue behind them.
 var errNotSent = errors.New("broker: publish not sent: redis is down or frames are held")
-
 
 // scriptCall is one script run: what a publish asks of Redis.
 type scriptCall struct {
@@ -75,41 +67,29 @@ type publishReq struct {
 	done chan error // capacity 1: the batcher never blocks on a caller that gave up
 }
 
-// publishBatcher owns the goroutines that send publishes in batches, each
-// with one batch in flight at a time (so at most `senders` round trips at
-// once, on connections of the client's pool): one round trip that Redis or
-// the network holds up then delays only the publishes in it, not every
-// publish of the node. reqs holds the waiting requests (up to max): a
-// goroutine answers every request it takes; one never taken (they stopped
+// publishBatcher owns the goroutine that sends publishes in batches (loop),
+// one batch in flight at a time: a round trip that Redis holds up delays
+// every publish of the node (of the partition, on a cluster). More senders
+// were measured on a 2-core machine (BENCHMARKS.md, "Many small rooms"): they
+// cost CPU at saturation (smaller batches) without removing the stalls they
+// were meant to shorten. reqs holds the waiting requests (up to max): the
+// loop answers every request it takes; one never taken (the loop returned
 // first) is answered by publish itself once stopped is closed.
 type publishBatcher struct {
-	rdb     redis.UniversalClient
-	max     int
-	senders int
-	direct  func() bool // may a request still go to Redis (see Redis.direct)
+	rdb    redis.UniversalClient
+	max    int
+	direct func() bool // may a request still go to Redis (see Redis.direct)
 	// load loads a script where the batch runs (see Redis.loadScript).
 	load    func(context.Context, *redis.Script) error
 	reqs    chan *publishReq
 	stop    <-chan struct{}
-	stopped chan struct{} // closed when every loop returned
+	stopped chan struct{} // closed when loop returned
 }
 
-func newPublishBatcher(rdb redis.UniversalClient, max, senders int, direct func() bool,
+func newPublishBatcher(rdb redis.UniversalClient, max int, direct func() bool,
 	load func(context.Context, *redis.Script) error, stop <-chan struct{}) *publishBatcher {
-	return &publishBatcher{rdb: rdb, max: max, senders: senders, direct: direct, load: load, reqs: make(chan *publishReq, max),
+	return &publishBatcher{rdb: rdb, max: max, direct: direct, load: load, reqs: make(chan *publishReq, max),
 		stop: stop, stopped: make(chan struct{})}
-}
-
-// run runs the batcher's senders until stop is closed, and returns when they
-// all have (the broker's WaitGroup owns run).
-func (p *publishBatcher) run() {
-	var wg sync.WaitGroup
-	for range p.senders {
-		wg.Add(1)
-		go func() { defer wg.Done(); p.loop() }()
-	}
-	wg.Wait()
-	close(p.stopped)
 }
 
 // publish hands call to the batcher and waits for its result, or for ctx to
@@ -140,10 +120,12 @@ func (p *publishBatcher) publish(ctx context.Context, call scriptCall) error {
 	}
 }
 
-// loop is one sender (run owns it; closing stop ends it): it takes one
-// request, then whatever else is waiting up to max, and sends them as one
-// round trip. It answers every request it took before returning.
+// loop is the batcher's goroutine (the broker's WaitGroup owns it; closing
+// stop ends it): it takes one request, then whatever else is waiting up to
+// max, and sends them as one round trip. It answers every request it took
+// before returning.
 func (p *publishBatcher) loop() {
+	defer close(p.stopped)
 	batch := make([]*publishReq, 0, p.max)
 	for {
 		select {

@@ -31,7 +31,6 @@ func TestPublishBatchOrderAndExactlyOnce(t *testing.T) {
 	}{
 		{"batched", func(*broker.RedisOptions) {}},
 		{"batches of at most 3", func(o *broker.RedisOptions) { o.PublishBatch = 3 }},
-		{"four senders", func(o *broker.RedisOptions) { o.PublishSenders = 4 }},
 		{"unbatched", func(o *broker.RedisOptions) { o.NoPublishBatch = true }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,8 +185,7 @@ func TestPublishBatchGathersWaitingPublishes(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	rec := newPipelineRecorder()
 	rdb.AddHook(rec)
-	oneSender := func(o *broker.RedisOptions) { o.PublishSenders = 1 }
-	a, b := newNode(t, rdb, "p:", oneSender), newNode(t, rdb, "p:", oneSender)
+	a, b := newNode(t, rdb, "p:"), newNode(t, rdb, "p:")
 	brokertest.Join(t, a, "lobby")
 	brokertest.Join(t, b, "lobby")
 
