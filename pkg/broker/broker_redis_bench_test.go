@@ -82,13 +82,7 @@ func benchmarkRedisFanOut(b *testing.B, unbatched bool, publishers int) {
 		}
 	})
 	want := int64(b.N) * nodes
-	deadline := time.Now().Add(time.Minute)
-	for delivered.Load() < want {
-		if time.Now().After(deadline) {
-			b.Fatalf("delivered %d of %d", delivered.Load(), want)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	awaitDelivered(b, &delivered, want)
 	elapsed := time.Since(start)
 	cpu := processCPU() - cpu0
 	b.StopTimer()
@@ -104,4 +98,16 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// awaitDelivered waits until delivered reaches want, and fails after a minute.
+func awaitDelivered(b *testing.B, delivered *atomic.Int64, want int64) {
+	b.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for delivered.Load() < want {
+		if time.Now().After(deadline) {
+			b.Fatalf("delivered %d of %d", delivered.Load(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -115,13 +115,7 @@ func benchmarkClusterIngress(b *testing.B, cl *redistest.Cluster, partitions, ba
 	}
 	wg.Wait()
 	want := int64(b.N) * int64(nodes)
-	deadline := time.Now().Add(time.Minute)
-	for delivered.Load() < want {
-		if time.Now().After(deadline) {
-			b.Fatalf("delivered %d of %d", delivered.Load(), want)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	awaitDelivered(b, &delivered, want)
 	elapsed := time.Since(start)
 	cpu := processCPU() - cpu0
 	redis1, calls1 := clusterStats(b, cl)

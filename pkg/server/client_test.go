@@ -11,12 +11,16 @@ import (
 )
 
 // writers counts the goroutines now in a client's writeLoop.
-func writers() int {
+func writers() int { return goroutinesIn("server.(*client).writeLoop(") }
+
+// goroutinesIn counts the goroutines whose stacks hold fn (a frame as
+// runtime.Stack prints it).
+func goroutinesIn(fn string) int {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
 		if n < len(buf) {
-			return bytes.Count(buf[:n], []byte("server.(*client).writeLoop("))
+			return bytes.Count(buf[:n], []byte(fn))
 		}
 		buf = make([]byte, 2*len(buf))
 	}

@@ -1,9 +1,7 @@
 package server_test
 
 import (
-	"bytes"
 	"fmt"
-	"runtime"
 	"testing"
 	"time"
 
@@ -13,16 +11,7 @@ import (
 )
 
 // readers counts the goroutines now in a connection's read loop.
-func readers() int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			return bytes.Count(buf[:n], []byte("server.(*Server).readLoop("))
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-}
+func readers() int { return goroutinesIn("server.(*Server).readLoop(") }
 
 // waitReaders waits until exactly want readers run, and fails after 5 s.
 func waitReaders(t *testing.T, want int) {
