@@ -467,6 +467,13 @@ func (c *client) heard() {
 	_ = c.ws.SetReadDeadline(now.Add(d))
 }
 
+// pinged answers a ping the reader took off the socket (readable) as
+// gorilla's default ping handler answers one it reads: a pong with the same
+// payload, written at once (outside a writer's batch, or appended to it).
+func (c *client) pinged(payload []byte) {
+	_ = c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(time.Second))
+}
+
 // idle reports whether the client's idle deadline (heard) has passed.
 func (c *client) idle() bool { return c.srv.clock() > c.idleAt.Load() }
 

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/chatserver/chatserver/internal/testutil"
 	"github.com/chatserver/chatserver/pkg/config"
 	"github.com/chatserver/chatserver/pkg/server"
@@ -21,7 +23,7 @@ func waitReaders(t *testing.T, want int) {
 
 // With the idle poller (fast_paths.idle_poller) an idle connection holds no
 // goroutine at all: its reader parks the socket and returns, and a new one
-// comes for every frame the client sends — a message, a pong, the close —
+// comes for every frame the client sends — a message, a pong, a ping, the close —
 // and goes again. Without it every connection keeps its reader. Either way
 // nothing is lost: each message reaches every member, pongs keep a client,
 // and a client that goes away leaves.
@@ -66,6 +68,33 @@ func TestIdleConnectionsHoldNoReader(t *testing.T) {
 			if f := clients[1].next("message"); f.Body != "after pongs" {
 				t.Fatalf("got %q", f.Body)
 			}
+			// Pings: answered with a pong carrying their payload (by the
+			// reader itself, or by gorilla's ping handler with the fast
+			// paths off), and the reader goes again.
+			pongs := make(chan string, 2)
+			clients[0].conn.SetPongHandler(func(p string) error { pongs <- p; return nil })
+			for _, p := range []string{"are you there", ""} {
+				if err := clients[0].conn.WriteControl(websocket.PingMessage, []byte(p), time.Now().Add(time.Second)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The pongs are written as the pings are read, before the
+			// echo of a message sent after them (its writer comes later).
+			clients[0].send(map[string]string{"body": "after pings"})
+			for clients[0].next("message").Body != "after pings" {
+			}
+			for _, want := range []string{"are you there", ""} {
+				select {
+				case got := <-pongs:
+					if got != want {
+						t.Fatalf("pong %q, want %q", got, want)
+					}
+				default:
+					t.Fatalf("no pong for the ping %q before the message sent after it", want)
+				}
+			}
+			waitReaders(t, idle)
+
 			// A client that goes away leaves: its offline reaches the
 			// others, and its reader is gone for good.
 			clients[members-1].conn.Close()

@@ -26,20 +26,26 @@ const peekBuilt = true
 //
 // Frames are only peeked at until one is known to be a complete pong, so a
 // frame that is not one is left whole for gorilla. Without a raw socket
-// (TLS) it returns at once.
-func (b *batchConn) waitReadable(onPong func()) error { return b.readable(onPong, true) }
+// (TLS) it returns at once. (The reader itself calls readable, which takes
+// the client's pings too.)
+func (b *batchConn) waitReadable(onPong func()) error { return b.readable(onPong, nil, true) }
 
-// readable is waitReadable; with wait false it does not wait for the socket
+// readable is waitReadable that also answers pings when onPing is not nil
+// (it gets a ping's payload, to send back in a pong, as gorilla's default
+// ping handler does), so that a client that pings does not send the reader
+// into ReadMessage either; with wait false it does not wait for the socket
 // but returns errIdle when nothing is there (see idlePoller).
-func (b *batchConn) readable(onPong func(), wait bool) error {
+func (b *batchConn) readable(onPong func(), onPing func([]byte), wait bool) error {
 	if b.raw == nil || b.br == nil {
 		return nil
 	}
 	for b.br.Buffered() == 0 { // gorilla is between frames, with nothing read ahead
-		pong, empty := false, false
+		var op byte
+		var payload []byte
+		empty := false
 		var rerr error
 		err := b.raw.Read(func(fd uintptr) bool {
-			pong, rerr = takePong(int(fd))
+			op, payload, rerr = takeControl(int(fd), onPing != nil)
 			empty = errors.Is(rerr, syscall.EAGAIN)
 			return !empty || !wait
 		})
@@ -48,37 +54,54 @@ func (b *batchConn) readable(onPong func(), wait bool) error {
 			return err // deadline, or closed
 		case empty:
 			return errIdle
-		case rerr != nil || !pong:
+		case rerr != nil || op == 0:
 			return nil // ReadMessage reads the frame, or reports the error
+		case op == opPong:
+			onPong()
+		default:
+			onPing(payload)
 		}
-		onPong()
 	}
 	return nil
 }
 
-// takePong reads a pong frame from socket fd if one is there whole, and
-// reports whether it did; anything else stays unread. EAGAIN: nothing to read.
-func takePong(fd int) (bool, error) {
+// Control frames the reader may take off the socket (RFC 6455 §5.5).
+const (
+	opPing = 0x9
+	opPong = 0xA
+)
+
+// takeControl reads a pong frame, or with pings a ping frame, from socket fd
+// if one is there whole, and reports which (op, 0 for none) and a ping's
+// payload, unmasked; anything else stays unread. EAGAIN: nothing to read.
+func takeControl(fd int, pings bool) (op byte, payload []byte, err error) {
 	var hdr [2]byte
 	n, err := recv(fd, hdr[:], syscall.MSG_PEEK)
 	if err != nil || n < len(hdr) {
-		return false, err
+		return 0, nil, err
 	}
-	size, ok := pongSize(hdr)
-	if !ok {
-		return false, nil
+	size, op, ok := controlSize(hdr)
+	if !ok || op == opPing && !pings {
+		return 0, nil, nil
 	}
 	frame := make([]byte, size) // once per ping_interval: off the stack, which must stay small
 	if n, err = recv(fd, frame, syscall.MSG_PEEK); err != nil || n < size {
-		return false, nil // not all there yet: ReadMessage waits for it
+		return 0, nil, nil // not all there yet: ReadMessage waits for it
 	}
 	if n, err = recv(fd, frame, 0); err != nil || n != size {
-		return false, errPongRead
+		return 0, nil, errControlRead
 	}
-	return true, nil
+	if op == opPing {
+		key := frame[2:6]
+		payload = frame[6:]
+		for i := range payload {
+			payload[i] ^= key[i%4]
+		}
+	}
+	return op, payload, nil
 }
 
-var errPongRead = errors.New("websocket: a peeked pong frame could not be read")
+var errControlRead = errors.New("websocket: a peeked control frame could not be read")
 
 // recv is recv(2) with MSG_DONTWAIT added to flags. It calls the system
 // directly because syscall.Recvfrom's frame (it converts a source address)
@@ -95,13 +118,15 @@ func recv(fd int, p []byte, flags int) (int, error) {
 	return int(n), nil
 }
 
-// pongSize reports whether a frame header (its first two bytes) starts a
-// client's pong (RFC 6455 §5.2: FIN, opcode 0xA, masked, payload of at most
-// 125 bytes), and the whole frame's size: header, mask key and payload.
-func pongSize(hdr [2]byte) (int, bool) {
-	const finPong, masked, lenMask = 0x80 | 0xA, 0x80, 0x7F
-	if hdr[0] != finPong || hdr[1]&masked == 0 || int(hdr[1]&lenMask) > 125 {
-		return 0, false
+// controlSize reports whether a frame header (its first two bytes) starts a
+// client's ping or pong (RFC 6455 §5.2, §5.5: FIN, no RSV bits, masked,
+// payload of at most 125 bytes), which one (op), and the whole frame's size:
+// header, mask key and payload.
+func controlSize(hdr [2]byte) (size int, op byte, ok bool) {
+	const fin, masked, lenMask = 0x80, 0x80, 0x7F
+	op = hdr[0] &^ fin
+	if hdr[0]&fin == 0 || op != opPing && op != opPong || hdr[1]&masked == 0 || int(hdr[1]&lenMask) > 125 {
+		return 0, 0, false
 	}
-	return 2 + 4 + int(hdr[1]&lenMask), true
+	return 2 + 4 + int(hdr[1]&lenMask), op, true
 }

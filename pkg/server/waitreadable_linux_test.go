@@ -13,52 +13,64 @@ import (
 	"time"
 )
 
-func TestPongSize(t *testing.T) {
+func TestControlSize(t *testing.T) {
 	tests := []struct {
 		name string
 		hdr  [2]byte
 		size int
+		op   byte
 		ok   bool
 	}{
-		{"masked pong, empty", [2]byte{0x8A, 0x80}, 6, true},
-		{"masked pong, 125 bytes", [2]byte{0x8A, 0x80 | 125}, 131, true},
-		{"pong with a 16-bit length", [2]byte{0x8A, 0x80 | 126}, 0, false},
-		{"unmasked pong", [2]byte{0x8A, 4}, 0, false},
-		{"pong without FIN", [2]byte{0x0A, 0x84}, 0, false},
-		{"pong with RSV1", [2]byte{0xCA, 0x84}, 0, false},
-		{"ping", [2]byte{0x89, 0x84}, 0, false},
-		{"text", [2]byte{0x81, 0x84}, 0, false},
-		{"close", [2]byte{0x88, 0x82}, 0, false},
+		{"masked pong, empty", [2]byte{0x8A, 0x80}, 6, opPong, true},
+		{"masked pong, 125 bytes", [2]byte{0x8A, 0x80 | 125}, 131, opPong, true},
+		{"masked ping, 4 bytes", [2]byte{0x89, 0x84}, 10, opPing, true},
+		{"pong with a 16-bit length", [2]byte{0x8A, 0x80 | 126}, 0, 0, false},
+		{"unmasked pong", [2]byte{0x8A, 4}, 0, 0, false},
+		{"unmasked ping", [2]byte{0x89, 4}, 0, 0, false},
+		{"pong without FIN", [2]byte{0x0A, 0x84}, 0, 0, false},
+		{"pong with RSV1", [2]byte{0xCA, 0x84}, 0, 0, false},
+		{"ping with RSV1", [2]byte{0xC9, 0x84}, 0, 0, false},
+		{"text", [2]byte{0x81, 0x84}, 0, 0, false},
+		{"close", [2]byte{0x88, 0x82}, 0, 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			size, ok := pongSize(tt.hdr)
-			if size != tt.size || ok != tt.ok {
-				t.Errorf("pongSize(%#x) = %d, %v; want %d, %v", tt.hdr, size, ok, tt.size, tt.ok)
+			size, op, ok := controlSize(tt.hdr)
+			if size != tt.size || op != tt.op || ok != tt.ok {
+				t.Errorf("controlSize(%#x) = %d, %#x, %v; want %d, %#x, %v", tt.hdr, size, op, ok, tt.size, tt.op, tt.ok)
 			}
 		})
 	}
 }
 
-// takePong on a real socket: a whole pong is consumed and nothing after it;
-// anything else (a partial pong, a data frame) is left for gorilla, byte for
-// byte.
-func TestTakePong(t *testing.T) {
+// takeControl on a real socket: a whole pong (or, when asked, ping) is
+// consumed and nothing after it, a ping's payload unmasked; anything else (a
+// partial frame, a data frame, a ping not asked for) is left for gorilla,
+// byte for byte.
+func TestTakeControl(t *testing.T) {
 	pong := []byte{0x8A, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2}
+	ping := []byte{0x89, 0x83, 1, 2, 3, 4, 'y' ^ 1, 'o' ^ 2, '!' ^ 3}
 	text := []byte{0x81, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2}
+	cat := func(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
 	tests := []struct {
-		name string
-		sent []byte
-		took bool
-		left []byte
-		err  error
+		name    string
+		sent    []byte
+		pings   bool
+		op      byte
+		payload string
+		left    []byte
+		err     error
 	}{
-		{"nothing", nil, false, nil, syscall.EAGAIN},
-		{"a pong", pong, true, nil, nil},
-		{"a pong, then text", append(append([]byte{}, pong...), text...), true, text, nil},
-		{"half a pong", pong[:4], false, pong[:4], nil},
-		{"one byte", pong[:1], false, pong[:1], nil},
-		{"text", text, false, text, nil},
+		{"nothing", nil, true, 0, "", nil, syscall.EAGAIN},
+		{"a pong", pong, false, opPong, "", nil, nil},
+		{"a pong, then text", cat(pong, text), true, opPong, "", text, nil},
+		{"half a pong", pong[:4], true, 0, "", pong[:4], nil},
+		{"one byte", pong[:1], true, 0, "", pong[:1], nil},
+		{"text", text, true, 0, "", text, nil},
+		{"a ping", ping, true, opPing, "yo!", nil, nil},
+		{"a ping, then text", cat(ping, text), true, opPing, "yo!", text, nil},
+		{"half a ping", ping[:7], true, 0, "", ping[:7], nil},
+		{"a ping not asked for", ping, false, 0, "", ping, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,13 +85,14 @@ func TestTakePong(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var took bool
+			var op byte
+			var payload []byte
 			var terr error
-			if err := raw.Control(func(fd uintptr) { took, terr = takePong(int(fd)) }); err != nil {
+			if err := raw.Control(func(fd uintptr) { op, payload, terr = takeControl(int(fd), tt.pings) }); err != nil {
 				t.Fatal(err)
 			}
-			if took != tt.took || terr != tt.err { //nolint:errorlint // an errno is returned as is
-				t.Fatalf("takePong = %v, %v; want %v, %v", took, terr, tt.took, tt.err)
+			if op != tt.op || string(payload) != tt.payload || terr != tt.err { //nolint:errorlint // an errno is returned as is
+				t.Fatalf("takeControl = %#x, %q, %v; want %#x, %q, %v", op, payload, terr, tt.op, tt.payload, tt.err)
 			}
 			_ = client.Close()
 			left, _ := io.ReadAll(server)

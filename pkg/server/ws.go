@@ -379,7 +379,7 @@ func tailIDs(entries []history.Entry, n int) []string {
 func (s *Server) readLoop(ctx context.Context, c *client, handed *bool) (parked bool) {
 	wait := !s.pollerOn
 	for {
-		err := c.bc.readable(c.heard, wait)
+		err := c.bc.readable(c.heard, c.pinged, wait)
 		if errors.Is(err, errIdle) {
 			if c.idle() {
 				err = os.ErrDeadlineExceeded // woken by a ping (client.ping): idle too long
