@@ -670,6 +670,9 @@ func (b *Redis) receive() {
 			b.log.Warn("redis subscribe failed; will retry on reconnect", "channels", b.keys.PartitionChannel(b.part), "err", err)
 		}
 	}
+	// subMaster is the master the partition's subscription was made on,
+	// as the slot map named it (cluster only; see awaitNewMaster).
+	subMaster := b.partitionMaster()
 	// Waits between reconnection attempts: jittered, so the nodes that lost
 	// Redis together do not come back in one burst.
 	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
@@ -690,6 +693,9 @@ func (b *Redis) receive() {
 				cc.ReloadState(b.ctx)
 			}
 		}
+		if errors.Is(err, errSlotMoved) {
+			b.awaitNewMaster(subMaster)
+		}
 		select {
 		case <-b.ctx.Done():
 			return false
@@ -699,6 +705,7 @@ func (b *Redis) receive() {
 			if ps = b.renewPubSub(); ps == nil {
 				return false
 			}
+			subMaster = b.partitionMaster()
 		}
 		return true
 	}
@@ -745,6 +752,54 @@ func (b *Redis) receive() {
 			}
 		}
 	}
+}
+
+// slotMoveWait bounds awaitNewMaster.
+const slotMoveWait = 5 * time.Second
+
+// awaitNewMaster waits, after the partition's slot moved away from master
+// old, until the cluster client's slot map names another master for it, or
+// slotMoveWait passes. A failing-over master unsubscribes the slot's
+// channels while the map (even a reloaded one) still names it: a PubSub
+// renewed then subscribes on the old master, now a replica, where the new
+// master's messages never arrive, and the rooms' recovery reads the history
+// before the frames published meanwhile are in it — they were lost to this
+// node. Publishes wait in the outbox meanwhile (the subscription is down).
+func (b *Redis) awaitNewMaster(old string) {
+	cc, ok := b.rdb.(*redis.ClusterClient)
+	if !ok || old == "" {
+		return
+	}
+	deadline := time.Now().Add(slotMoveWait)
+	for {
+		if m := b.partitionMaster(); m != "" && m != old {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.log.Warn("the slot map still names the partition's old master; resubscribing there", "master", old)
+			return
+		}
+		cc.ReloadState(b.ctx)
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// partitionMaster is the address of the master the cluster client's slot
+// map names for the partition's slot; "" on one Redis or when unknown.
+func (b *Redis) partitionMaster() string {
+	cc, ok := b.rdb.(*redis.ClusterClient)
+	if !ok || !b.sharded() {
+		return ""
+	}
+	m, err := cc.MasterForKey(b.ctx, b.keys.PartitionChannel(b.part))
+	if err != nil || m == nil {
+		return ""
+	}
+	return m.Options().Addr
 }
 
 // errSlotMoved is why a cluster partition's subscription was lost when

@@ -52,9 +52,24 @@ func checkSlotMove(t *testing.T, rdb *redis.ClusterClient, prefix string, partit
 	move()
 	publish(a, 5)
 	publish(b, 5)
-	testutil.Eventually(t, 20*time.Second, "both nodes to have all 15 frames after the slot moved", func() bool {
+	all := func() bool {
 		return len(a.IDs(room)) >= 15 && len(b.IDs(room)) >= 15 && a.Held() == 0 && b.Held() == 0
-	})
+	}
+	for deadline := time.Now().Add(20 * time.Second); !all(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			missing := func(n *cnode) (m []int) {
+				got := n.IDs(room)
+				for i, id := range sent {
+					if !slices.Contains(got, id) {
+						m = append(m, i)
+					}
+				}
+				return m
+			}
+			t.Fatalf("after 20s: node a has %d frames (missing %v, %d held), node b %d (missing %v, %d held) of %d",
+				len(a.IDs(room)), missing(a), a.Held(), len(b.IDs(room)), missing(b), b.Held(), len(sent))
+		}
+	}
 	time.Sleep(500 * time.Millisecond) // a duplicate would arrive now
 	for name, n := range map[string]*cnode{"a": a, "b": b} {
 		got := n.IDs(room)
