@@ -170,6 +170,7 @@ cat "$dir"/gen*.json | jq -rs --argjson conns "$CONNS" --argjson failed "$failed
 	  "  ok          \(($failed == 0) and ($dead == 0) and ($connected == $conns) and ($c | length) == ($g | length) and ($c | all(.ok)))   loadavg \($g[0].machine.loadavg // "?")"
 ' --argjson rooms "$ROOMS"
 echo "  node logs   $(cat "$dir"/node*.log | grep -c 'level=WARN') warnings, $(cat "$dir"/node*.log | grep -c 'level=ERROR') errors (by kind, below)"
-cat "$dir"/node*.log | grep -E 'level=(WARN|ERROR)' | sed -E 's/^time=([^ ]*) level=([A-Z]+) msg="([^"]*)".*err="([^"]*)".*/\2 \3: \4/; s/^time=([^ ]*) level=([A-Z]+) msg="([^"]*)"(.*)/\2 \3\4/' |
+# (grep finds nothing in a clean run: not a failure.)
+cat "$dir"/node*.log | { grep -E 'level=(WARN|ERROR)' || true; } | sed -E 's/^time=([^ ]*) level=([A-Z]+) msg="([^"]*)".*err="([^"]*)".*/\2 \3: \4/; s/^time=([^ ]*) level=([A-Z]+) msg="([^"]*)"(.*)/\2 \3\4/' |
 	sed -E 's/ (room|id|dropped|held)=[^ ]*//g' | sort | uniq -c | sort -rn | head -5 | sed 's/^/             /'
 [ "$failed" = 0 ] && [ "$dead" = 0 ]
