@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -470,8 +471,15 @@ func (c *client) heard() {
 // pinged answers a ping the reader took off the socket (readable) as
 // gorilla's default ping handler answers one it reads: a pong with the same
 // payload, written at once (outside a writer's batch, or appended to it).
-func (c *client) pinged(payload []byte) {
-	_ = c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(time.Second))
+// As there, a close already sent or a timeout is no error; any other write
+// error ends the connection (the reader returns it).
+func (c *client) pinged(payload []byte) error {
+	err := c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(time.Second))
+	var ne net.Error
+	if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	return err
 }
 
 // idle reports whether the client's idle deadline (heard) has passed.

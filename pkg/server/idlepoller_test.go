@@ -1,7 +1,12 @@
 package server_test
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,6 +100,29 @@ func TestIdleConnectionsHoldNoReader(t *testing.T) {
 			}
 			waitReaders(t, idle)
 
+			// A client that only pings (nothing after the pings would
+			// take a reader out of gorilla's ReadMessage): answered, and
+			// its reader goes too.
+			pinger := rawJoin(t, strings.TrimPrefix(s.URL, "http://"))
+			if idle > 0 {
+				idle++
+			}
+			waitReaders(t, idle)
+			if _, err := pinger.Write(cat(masked(opPing, []byte("still there?")), masked(opPing, nil))); err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"still there?", ""} {
+				if got := nextPong(t, pinger); got != want {
+					t.Fatalf("pong %q, want %q", got, want)
+				}
+			}
+			waitReaders(t, idle)
+			_ = pinger.Close()
+			if idle > 0 {
+				idle--
+			}
+			waitReaders(t, idle)
+
 			// A client that goes away leaves: its offline reaches the
 			// others, and its reader is gone for good.
 			clients[members-1].conn.Close()
@@ -109,5 +137,74 @@ func TestIdleConnectionsHoldNoReader(t *testing.T) {
 				return counterValue(t, s, "chatserver_connections") == members-1
 			})
 		})
+	}
+}
+
+const opPing = 0x9
+
+// rawJoin opens a WebSocket connection by hand (a bare socket: its frames are
+// written and read as bytes) to the default room, and reads its 101.
+func rawJoin(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_, err = c.Write([]byte("GET /chatsocket HTTP/1.1\r\nHost: " + addr +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Byte by byte up to the blank line: nothing of the frames after it
+	// may be read into a buffer this function drops.
+	var head []byte
+	one := make([]byte, 1)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+		if _, err := c.Read(one); err != nil {
+			t.Fatalf("reading the handshake: %v (%q)", err, head)
+		}
+		head = append(head, one[0])
+	}
+	if !bytes.HasPrefix(head, []byte("HTTP/1.1 101")) {
+		t.Fatalf("handshake: %q", head)
+	}
+	return c
+}
+
+// nextPong reads the server's frames (unmasked) from c until a pong, and
+// returns its payload.
+func nextPong(t *testing.T, c net.Conn) string {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		var hdr [2]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			t.Fatalf("reading a frame: %v", err)
+		}
+		n := int(hdr[1] & 0x7F)
+		switch n {
+		case 126:
+			var ext [2]byte
+			if _, err := io.ReadFull(c, ext[:]); err != nil {
+				t.Fatal(err)
+			}
+			n = int(binary.BigEndian.Uint16(ext[:]))
+		case 127:
+			var ext [8]byte
+			if _, err := io.ReadFull(c, ext[:]); err != nil {
+				t.Fatal(err)
+			}
+			n = int(binary.BigEndian.Uint64(ext[:])) //nolint:gosec // G115: a test's frames are small
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(c, payload); err != nil {
+			t.Fatal(err)
+		}
+		if hdr[0]&0x0F == opPong {
+			return string(payload)
+		}
 	}
 }

@@ -35,7 +35,7 @@ func (b *batchConn) waitReadable(onPong func()) error { return b.readable(onPong
 // ping handler does), so that a client that pings does not send the reader
 // into ReadMessage either; with wait false it does not wait for the socket
 // but returns errIdle when nothing is there (see idlePoller).
-func (b *batchConn) readable(onPong func(), onPing func([]byte), wait bool) error {
+func (b *batchConn) readable(onPong func(), onPing func([]byte) error, wait bool) error {
 	if b.raw == nil || b.br == nil {
 		return nil
 	}
@@ -59,7 +59,9 @@ func (b *batchConn) readable(onPong func(), onPing func([]byte), wait bool) erro
 		case op == opPong:
 			onPong()
 		default:
-			onPing(payload)
+			if err := onPing(payload); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -84,7 +86,7 @@ func takeControl(fd int, pings bool) (op byte, payload []byte, err error) {
 	if !ok || op == opPing && !pings {
 		return 0, nil, nil
 	}
-	frame := make([]byte, size) // once per ping_interval: off the stack, which must stay small
+	frame := make([]byte, size) // off the stack, which must stay small
 	if n, err = recv(fd, frame, syscall.MSG_PEEK); err != nil || n < size {
 		return 0, nil, nil // not all there yet: ReadMessage waits for it
 	}

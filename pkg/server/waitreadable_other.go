@@ -11,4 +11,4 @@ const peekBuilt = false
 func (b *batchConn) waitReadable(func()) error { return nil }
 
 // readable is waitReadable (see waitreadable_linux.go).
-func (b *batchConn) readable(func(), func([]byte), bool) error { return nil }
+func (b *batchConn) readable(func(), func([]byte) error, bool) error { return nil }
