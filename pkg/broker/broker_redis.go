@@ -613,9 +613,10 @@ func (b *Redis) pubsub() *redis.PubSub {
 // healthy and subscribed to nothing, or refused with MOVED, and only a new
 // PubSub dials the slot's new master. The reload is lazy: a PubSub made
 // before it lands may reach the old node again and fail, and receive then
-// renews it again after a backoff. It returns nil once the broker is
-// closing.
-func (b *Redis) renewPubSub() *redis.PubSub {
+// renews it again after a backoff. With owner (after the slot moved: see
+// slotOwner) the PubSub dials that node instead of the one the slot map
+// names when it dials. It returns nil once the broker is closing.
+func (b *Redis) renewPubSub(owner *redis.Client) *redis.PubSub {
 	if cc, ok := b.rdb.(*redis.ClusterClient); ok {
 		cc.ReloadState(b.ctx)
 	}
@@ -633,7 +634,12 @@ func (b *Redis) renewPubSub() *redis.PubSub {
 	}
 	b.mu.Unlock()
 	old := b.ps
-	ps := b.rdb.SSubscribe(b.ctx) // no channel: no dial under psMu
+	var ps *redis.PubSub // no channel yet: no dial under psMu
+	if owner != nil {
+		ps = owner.SSubscribe(b.ctx) // that node, whatever the slot map says by now
+	} else {
+		ps = b.rdb.SSubscribe(b.ctx)
+	}
 	b.ps = ps
 	b.psMu.Unlock()
 	_ = old.Close()
@@ -670,9 +676,6 @@ func (b *Redis) receive() {
 			b.log.Warn("redis subscribe failed; will retry on reconnect", "channels", b.keys.PartitionChannel(b.part), "err", err)
 		}
 	}
-	// subMaster is the master the partition's subscription was made on,
-	// as the slot map named it (cluster only; see awaitNewMaster).
-	subMaster := b.partitionMaster()
 	// Waits between reconnection attempts: jittered, so the nodes that lost
 	// Redis together do not come back in one burst.
 	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
@@ -693,8 +696,9 @@ func (b *Redis) receive() {
 				cc.ReloadState(b.ctx)
 			}
 		}
+		var owner *redis.Client
 		if errors.Is(err, errSlotMoved) {
-			b.awaitNewMaster(subMaster)
+			owner = b.slotOwner()
 		}
 		select {
 		case <-b.ctx.Done():
@@ -702,10 +706,9 @@ func (b *Redis) receive() {
 		case <-time.After(bo.Next()):
 		}
 		if b.sharded() {
-			if ps = b.renewPubSub(); ps == nil {
+			if ps = b.renewPubSub(owner); ps == nil {
 				return false
 			}
-			subMaster = b.partitionMaster()
 		}
 		return true
 	}
@@ -754,52 +757,47 @@ func (b *Redis) receive() {
 	}
 }
 
-// slotMoveWait bounds awaitNewMaster.
+// slotMoveWait bounds slotOwner.
 const slotMoveWait = 5 * time.Second
 
-// awaitNewMaster waits, after the partition's slot moved away from master
-// old, until the cluster client's slot map names another master for it, or
-// slotMoveWait passes. A failing-over master unsubscribes the slot's
-// channels while the map (even a reloaded one) still names it: a PubSub
-// renewed then subscribes on the old master, now a replica, where the new
-// master's messages never arrive, and the rooms' recovery reads the history
-// before the frames published meanwhile are in it — they were lost to this
-// node. Publishes wait in the outbox meanwhile (the subscription is down).
-func (b *Redis) awaitNewMaster(old string) {
+// slotOwner returns the client of the master that serves the partition's
+// slot, once the cluster client's slot map names one that does (a keyed
+// command sent to it is not refused with MOVED), waiting up to slotMoveWait;
+// nil if none did by then, or the broker is closing. A failing-over master
+// unsubscribes the slot's channels while the map (even a reloaded one) still
+// names it, and a map loaded from a node that has no owner for the slot names
+// a random node: a PubSub renewed on either subscribes where the new master's
+// frames never arrive, and the rooms' recovery reads the history before the
+// frames published meanwhile are in it — they are lost to this node. The
+// renewed PubSub dials exactly this node (renewPubSub). Publishes wait in the
+// outbox meanwhile (the subscription is down).
+func (b *Redis) slotOwner() *redis.Client {
 	cc, ok := b.rdb.(*redis.ClusterClient)
-	if !ok || old == "" {
-		return
+	if !ok {
+		return nil
 	}
+	anchor := b.keys.PartitionChannel(b.part)
 	deadline := time.Now().Add(slotMoveWait)
 	for {
-		if m := b.partitionMaster(); m != "" && m != old {
-			return
+		if m, err := cc.MasterForKey(b.ctx, anchor); err == nil && m != nil {
+			ctx, cancel := context.WithTimeout(b.ctx, time.Second)
+			err = m.Exists(ctx, anchor).Err() // a replica or another master: MOVED
+			cancel()
+			if err == nil {
+				return m
+			}
 		}
 		if time.Now().After(deadline) {
-			b.log.Warn("the slot map still names the partition's old master; resubscribing there", "master", old)
-			return
+			b.log.Warn("no master found serving the partition's slot; resubscribing where the slot map says")
+			return nil
 		}
 		cc.ReloadState(b.ctx)
 		select {
 		case <-b.ctx.Done():
-			return
+			return nil
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// partitionMaster is the address of the master the cluster client's slot
-// map names for the partition's slot; "" on one Redis or when unknown.
-func (b *Redis) partitionMaster() string {
-	cc, ok := b.rdb.(*redis.ClusterClient)
-	if !ok || !b.sharded() {
-		return ""
-	}
-	m, err := cc.MasterForKey(b.ctx, b.keys.PartitionChannel(b.part))
-	if err != nil || m == nil {
-		return ""
-	}
-	return m.Options().Addr
 }
 
 // errSlotMoved is why a cluster partition's subscription was lost when
