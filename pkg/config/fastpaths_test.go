@@ -41,8 +41,9 @@ func TestFastPaths(t *testing.T) {
 		})
 	}
 	for body, key := range map[string]string{
-		"fast_paths: {idle_readers: false}\n":  "idle_readers",
-		"fast_paths: {envelope_json: maybe}\n": "envelope_json",
+		"fast_paths: {idle_readers: false}\n":    "idle_readers",
+		"fast_paths: {envelope_json: maybe}\n":   "envelope_json",
+		"fast_paths: {idle_poller: sometimes}\n": "idle_poller",
 	} {
 		if _, err := Load(writeFile(t, body), nil); err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%q: got %v, want an error naming %s", body, err, key)
