@@ -35,7 +35,7 @@ type batchConn struct {
 	// says whether that response accepted permessage-deflate.
 	upgraded, deflate bool
 	// br is the buffer gorilla reads through and raw the socket under Conn
-	// (see Hijack and waitReadable); either may be nil.
+	// (see Hijack and readable); either may be nil.
 	br  *bufio.Reader
 	raw syscall.RawConn
 	// parked is set while the connection's reader has no goroutine: its
@@ -166,7 +166,7 @@ func (b *batchConn) flush(deadline time.Time) error {
 
 // hijacker hands gorilla's Upgrade a batchConn in place of the raw connection.
 // idleReader (fast_paths.idle_reader) lets the connection's reader wait
-// outside gorilla (waitReadable); without it the batchConn keeps no raw
+// outside gorilla (readable); without it the batchConn keeps no raw
 // socket and the reader parks in ReadMessage.
 type hijacker struct {
 	http.ResponseWriter
@@ -175,7 +175,7 @@ type hijacker struct {
 }
 
 // It also hands gorilla a read buffer of readBufferSize that batchConn keeps
-// (see waitReadable) in place of the HTTP server's 4 KB one; the Upgrader's
+// (see readable) in place of the HTTP server's 4 KB one; the Upgrader's
 // ReadBufferSize must be 0 for gorilla to take it. A client that already
 // sent more than its handshake keeps the original, and gorilla refuses it.
 func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -192,7 +192,7 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		if h.idleReader {
 			h.conn.raw, _ = sc.(syscall.Conn).SyscallConn()
 		}
-	} // anything else (TLS): raw stays nil and waitReadable returns at once
+	} // anything else (TLS): raw stays nil and readable returns at once
 	h.conn.br = bufio.NewReaderSize(h.conn, readBufferSize)
 	return h.conn, bufio.NewReadWriter(h.conn.br, rw.Writer), nil
 }

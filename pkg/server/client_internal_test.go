@@ -151,7 +151,7 @@ func TestEnqueueDropsRepeatsOfHistory(t *testing.T) {
 	}
 }
 
-// A real server's connections take the pong-taking wait (waitReadable): the
+// A real server's connections take the pong-taking wait (readable): the
 // hijacked connection keeps the read buffer gorilla reads through and, where
 // the wait is built and fast_paths.idle_reader is on, the raw socket. Without
 // them the reader would park in gorilla's ReadMessage on a 4 KB stack, and

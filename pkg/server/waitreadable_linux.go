@@ -8,33 +8,31 @@ import (
 	"unsafe"
 )
 
-// peekBuilt says whether waitReadable peeks at the socket on this platform.
+// peekBuilt says whether readable peeks at the socket on this platform.
 const peekBuilt = true
 
-// waitReadable returns when the client has sent something other than a pong:
-// a frame for ReadMessage, an error, or the end of the connection. Pongs that
-// arrive while gorilla has nothing buffered are read and handled here
-// (onPong), and the wait goes on; an expired read deadline or a closed
-// connection is returned as the error.
+// readable returns when the client has sent something other than a pong or
+// a ping: a frame for ReadMessage, an error, or the end of the connection.
+// Pongs that arrive while gorilla has nothing buffered are read and handled
+// here (onPong), and so are pings when onPing is not nil (it gets a ping's
+// payload, to send back in a pong, as gorilla's default ping handler does;
+// its error ends the wait); then the wait goes on. With wait false it does
+// not wait for the socket but returns errIdle when nothing is there (see
+// idlePoller). An expired read deadline or a closed connection is returned as
+// the error.
 //
-// It exists for the reader's stack. A connection is idle most of its life,
-// and a goroutine parked deep in ReadMessage (gorilla, bufio, net, poll)
-// needs a 4 KB stack, while one parked here fits in the minimum 2 KB; a
-// stack, once grown, is not shrunk back while its goroutine parks this deep.
-// gorilla handles pongs only inside ReadMessage, so an idle member would
-// otherwise enter it at the first pong (after ping_interval) and stay there.
+// It exists for the reader's stack, and since the idle poller for its
+// goroutine. A connection is idle most of its life, and a goroutine parked
+// deep in ReadMessage (gorilla, bufio, net, poll) needs a 4 KB stack, while
+// one parked here fits in the minimum 2 KB (and with the poller none is
+// parked at all); a stack, once grown, is not shrunk back while its
+// goroutine parks this deep. gorilla handles control frames only inside
+// ReadMessage, so an idle member would otherwise enter it at the first pong
+// (after ping_interval) and stay there.
 //
-// Frames are only peeked at until one is known to be a complete pong, so a
-// frame that is not one is left whole for gorilla. Without a raw socket
-// (TLS) it returns at once. (The reader itself calls readable, which takes
-// the client's pings too.)
-func (b *batchConn) waitReadable(onPong func()) error { return b.readable(onPong, nil, true) }
-
-// readable is waitReadable that also answers pings when onPing is not nil
-// (it gets a ping's payload, to send back in a pong, as gorilla's default
-// ping handler does), so that a client that pings does not send the reader
-// into ReadMessage either; with wait false it does not wait for the socket
-// but returns errIdle when nothing is there (see idlePoller).
+// Frames are only peeked at until one is known to be a complete pong or
+// ping, so a frame that is not one is left whole for gorilla. Without a raw
+// socket (TLS) it returns at once.
 func (b *batchConn) readable(onPong func(), onPing func([]byte) error, wait bool) error {
 	if b.raw == nil || b.br == nil {
 		return nil

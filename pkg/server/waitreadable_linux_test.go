@@ -103,7 +103,7 @@ func TestTakeControl(t *testing.T) {
 	}
 }
 
-// waitReadable on a real socket, as the reader uses it: pongs are handled
+// readable, waiting, on a real socket, as the reader uses it: pongs are handled
 // (onPong) and consumed, and it returns, with the bytes intact for gorilla,
 // at the first thing that is not a whole pong — a text frame, or a pong
 // whose rest has not arrived; a read deadline ends the wait with a timeout.
@@ -128,7 +128,7 @@ func TestWaitReadable(t *testing.T) {
 				t.Fatal(err)
 			}
 			pongs := 0
-			if err := b.waitReadable(func() { pongs++ }); err != nil {
+			if err := b.readable(func() { pongs++ }, nil, true); err != nil {
 				t.Fatal(err)
 			}
 			if pongs != tt.pongs {
@@ -142,7 +142,7 @@ func TestWaitReadable(t *testing.T) {
 	}
 	t.Run("nothing sent: the deadline ends the wait", func(t *testing.T) {
 		_, b := hijacked(t, 50*time.Millisecond)
-		err := b.waitReadable(func() { t.Error("a pong out of nothing") })
+		err := b.readable(func() { t.Error("a pong out of nothing") }, nil, true)
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
 			t.Fatalf("got %v, want a timeout", err)
@@ -156,7 +156,7 @@ func TestWaitReadable(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		// Half a pong: the wait returns and ReadMessage would read it; a
 		// reader that is already waiting when the rest comes takes it whole.
-		if err := b.waitReadable(func() { t.Error("half a pong handled") }); err != nil {
+		if err := b.readable(func() { t.Error("half a pong handled") }, nil, true); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := client.Write(append(pong[4:], text...)); err != nil {
@@ -164,7 +164,7 @@ func TestWaitReadable(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 		pongs := 0
-		if err := b.waitReadable(func() { pongs++ }); err != nil {
+		if err := b.readable(func() { pongs++ }, nil, true); err != nil {
 			t.Fatal(err)
 		}
 		if pongs != 1 {

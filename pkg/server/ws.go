@@ -121,7 +121,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 	ws.SetReadLimit(s.cfg.WebSocket.MaxMessageBytes)
 	c.heard()
-	ws.SetPongHandler(func(string) error { c.heard(); return nil }) // pongs gorilla reads; see waitReadable
+	ws.SetPongHandler(func(string) error { c.heard(); return nil }) // pongs gorilla reads; see readable
 
 	// The join pipeline decides before anything of the room leaves the
 	// server: frames that reach c meanwhile wait in its queue, which no
