@@ -40,10 +40,8 @@ func newBenchFanout() *cobra.Command {
 		Short: "N subscribers in one room, P publishers at a fixed total rate; loss, latency, server CPU per delivery",
 		Args:  argsNone,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signalContext()
+			ctx, stop := runContext(cfg.Duration + cfg.Settle + cfg.Drain + 5*time.Minute)
 			defer stop()
-			ctx, cancel := context.WithTimeout(ctx, cfg.Duration+cfg.Settle+cfg.Drain+5*time.Minute)
-			defer cancel()
 			if path := os.Getenv("CHATSERVER_BENCH_CPUPROFILE"); path != "" {
 				f, err := os.Create(path) //nolint:gosec // the profile path is the operator's own choice
 				if err != nil {
@@ -94,10 +92,8 @@ func newBenchRooms() *cobra.Command {
 		Short: "many small rooms (every member in one, each room publishing on its own schedule); ingress, deliveries, loss, latency",
 		Args:  argsNone,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signalContext()
+			ctx, stop := runContext(cfg.Duration + cfg.Settle + cfg.Drain + 5*time.Minute)
 			defer stop()
-			ctx, cancel := context.WithTimeout(ctx, cfg.Duration+cfg.Settle+cfg.Drain+5*time.Minute)
-			defer cancel()
 			cfg.Addr, cfg.Addrs = splitAddrs(addrs)
 			cfg.PIDs = pids
 			res, err := bench.Rooms(ctx, cfg)
@@ -129,10 +125,8 @@ func newBenchConns() *cobra.Command {
 		Short: "N idle connections (a join storm into one room by default); join time, server RSS per connection",
 		Args:  argsNone,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signalContext()
+			ctx, stop := runContext(cfg.Settle + cfg.Hold + cfg.CheckTimeout + 10*time.Minute)
 			defer stop()
-			ctx, cancel := context.WithTimeout(ctx, cfg.Settle+cfg.Hold+cfg.CheckTimeout+10*time.Minute)
-			defer cancel()
 			cfg.Addrs = addrs
 			cfg.APIKey = os.Getenv("CHATSERVER_BENCH_API_KEY")
 			res, err := bench.Conns(ctx, cfg)
@@ -177,6 +171,14 @@ func addLoadFlags(cmd *cobra.Command, duration *time.Duration, body *int, settle
 	f.DurationVar(settle, "settle", time.Second, "pause between the last join and the first message")
 	f.DurationVar(drain, "drain", 5*time.Second, "longest wait for late deliveries")
 	f.IntSliceVar(pids, "pid", nil, "server PID: report its CPU per delivery and RSS from /proc; several (repeated or comma-separated: a cluster's nodes) are summed")
+}
+
+// runContext is a run's context: cancelled on SIGINT or SIGTERM, and after
+// bound (every scenario also stops by itself).
+func runContext(bound time.Duration) (context.Context, context.CancelFunc) {
+	ctx, stop := signalContext()
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	return ctx, func() { cancel(); stop() }
 }
 
 // splitAddrs is --addr as a scenario's Addr (one server) or Addrs (several).
