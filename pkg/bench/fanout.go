@@ -257,18 +257,12 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	published, sendTime := publish(ctx, pubs, cfg, run, maxMsgs)
 
 	// Wait for the deliveries still on their way, at most Drain.
-	deadline := time.Now().Add(cfg.Drain)
-	var got int64
-	for {
-		got = 0
+	drain(ctx, cfg.Drain, func() (n int64) {
 		for _, s := range subs {
-			got += s.n.Load()
+			n += s.n.Load()
 		}
-		if got >= (published-rejected.Load())*int64(cfg.Subscribers) || time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return n
+	}, func() int64 { return (published - rejected.Load()) * int64(cfg.Subscribers) })
 	if err := sampler.finish(); err != nil {
 		return nil, err
 	}
@@ -347,6 +341,15 @@ func settle(ctx context.Context, min time.Duration, count func() int64) error {
 		last = n
 	}
 	return nil
+}
+
+// drain waits, after the last send, until got() reaches want() (both are
+// read again each time: a refusal may still arrive), d passes or ctx ends.
+func drain(ctx context.Context, d time.Duration, got, want func() int64) {
+	deadline := time.Now().Add(d)
+	for got() < want() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Spread is the server (an index into FanoutConfig.Addrs) of connection i of
@@ -537,9 +540,28 @@ func drainPublisher(c *wsConn, rejected *atomic.Int64) {
 // publish sends messages from pubs in turn on a fixed schedule (message k at
 // start + k/Rate), catching up without pause when behind, until Duration is
 // over or maxMsgs are sent. It returns how many were sent and how long it took.
+// bodyStart opens every message frame the generators send; endBody pads the
+// body (after it) to the scenario's BodyBytes.
+const bodyStart = `{"body":"`
+
+// endBody completes a message frame a scenario began with bodyStart and its
+// own fields ("RUN.…."): the send time in ns and a dot, then 'x's up to
+// bodyBytes of body (pad keeps them between calls), and the closing `"}`.
+func endBody(body []byte, pad *[]byte, bodyBytes int) []byte {
+	body = strconv.AppendInt(body, time.Now().UnixNano(), 10)
+	body = append(body, '.')
+	if n := bodyBytes - (len(body) - len(bodyStart)); n > 0 {
+		for len(*pad) < n {
+			*pad = append(*pad, 'x')
+		}
+		body = append(body, (*pad)[:n]...)
+	}
+	return append(body, `"}`...)
+}
+
 func publish(ctx context.Context, pubs []*wsConn, cfg FanoutConfig, run string, maxMsgs int64) (int64, time.Duration) {
 	interval := time.Duration(float64(time.Second) / cfg.Rate)
-	pad := make([]byte, 0, cfg.BodyBytes)
+	var pad []byte
 	body := make([]byte, 0, cfg.BodyBytes+64)
 	start := time.Now()
 	var sent int64
@@ -558,20 +580,12 @@ func publish(ctx context.Context, pubs []*wsConn, cfg FanoutConfig, run string, 
 				return sent, time.Since(start)
 			}
 		}
-		body = append(body[:0], `{"body":"`...)
+		body = append(body[:0], bodyStart...)
 		body = append(body, run...)
 		body = append(body, '.')
 		body = strconv.AppendInt(body, sent, 10)
 		body = append(body, '.')
-		body = strconv.AppendInt(body, time.Now().UnixNano(), 10)
-		body = append(body, '.')
-		if n := cfg.BodyBytes - (len(body) - 9); n > 0 {
-			for len(pad) < n {
-				pad = append(pad, 'x')
-			}
-			body = append(body, pad[:n]...)
-		}
-		body = append(body, `"}`...)
+		body = endBody(body, &pad, cfg.BodyBytes)
 		if err := pubs[sent%int64(len(pubs))].writeText(body); err != nil {
 			break
 		}

@@ -289,17 +289,12 @@ func Rooms(ctx context.Context, cfg RoomsConfig) (*RoomsResult, error) {
 		}
 		return n * int64(cfg.Members)
 	}
-	deadline := time.Now().Add(cfg.Drain)
-	for {
-		var got int64
+	drain(ctx, cfg.Drain, func() (n int64) {
 		for _, m := range members {
-			got += m.n.Load()
+			n += m.n.Load()
 		}
-		if got >= expected() || time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return n
+	}, expected)
 	if err := sampler.finish(); err != nil {
 		return nil, err
 	}
@@ -357,7 +352,7 @@ func Rooms(ctx context.Context, cfg RoomsConfig) (*RoomsResult, error) {
 // sent and how long sending took (at least Duration).
 func publishRooms(ctx context.Context, pub func(r int) *wsConn, s roomSchedule, cfg RoomsConfig, run string) ([]int64, time.Duration) {
 	sent := make([]int64, len(s.phase))
-	pad := make([]byte, 0, cfg.BodyBytes)
+	var pad []byte
 	body := make([]byte, 0, cfg.BodyBytes+80)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -378,22 +373,14 @@ func publishRooms(ctx context.Context, pub func(r int) *wsConn, s roomSchedule, 
 					return sent, max(time.Since(start), cfg.Duration)
 				}
 			}
-			body = append(body[:0], `{"body":"`...)
+			body = append(body[:0], bodyStart...)
 			body = append(body, run...)
 			body = append(body, '.')
 			body = strconv.AppendInt(body, int64(r), 10)
 			body = append(body, '.')
 			body = strconv.AppendInt(body, k, 10)
 			body = append(body, '.')
-			body = strconv.AppendInt(body, time.Now().UnixNano(), 10)
-			body = append(body, '.')
-			if n := cfg.BodyBytes - (len(body) - 9); n > 0 {
-				for len(pad) < n {
-					pad = append(pad, 'x')
-				}
-				body = append(body, pad[:n]...)
-			}
-			body = append(body, `"}`...)
+			body = endBody(body, &pad, cfg.BodyBytes)
 			if err := pub(r).writeText(body); err != nil {
 				continue // the member was dropped: its room sends no more
 			}
